@@ -1,0 +1,121 @@
+import pytest
+import torch
+
+from translate.config import ModelConfig
+from translate.data import pair_batch, source_batch
+from translate.model import build_model
+from translate.search import beam_search, max_lengths
+from translate.vocab import BOS, EOS, PAD
+
+VOCAB = 20
+SRC = [[5, 6, 7], [8, 9], [10, 11, 12, 13, 14]]
+TGT = [[6, 7], [9, 10, 11], [12]]
+
+
+def tiny(cell="gru", **changes) -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell=cell, emb_dim=8, hidden_dim=16, dropout=0.0, **changes)
+    return build_model(cfg, VOCAB, VOCAB)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("layers, bidirectional", [(1, True), (2, False)])
+def test_shapes(cell, layers, bidirectional):
+    model = tiny(cell, enc_layers=layers, dec_layers=layers, bidirectional=bidirectional)
+    batch = pair_batch(SRC, TGT)
+    logits = model(batch.src_tokens, batch.src_lengths, batch.tgt_in)
+    assert logits.shape == (3, 4, VOCAB)  # longest target + EOS
+    memory = model.encode(batch.src_tokens, batch.src_lengths)
+    state = model.init_state(memory)
+    assert state.shape == (3, layers * (2 if cell == "lstm" else 1), 16)
+    log_probs, new_state = model.decode_step(batch.tgt_in[:, 0], state, memory)
+    assert log_probs.shape == (3, VOCAB) and new_state.shape == state.shape
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3), atol=1e-5)
+
+
+def test_padding_does_not_change_the_encoding():
+    model = tiny().eval()
+    alone = source_batch([SRC[1]])
+    padded = source_batch(SRC)  # SRC[1] is padded by three positions here
+    assert padded.src_tokens[1].tolist() == [8, 9, EOS, PAD, PAD, PAD]
+    context_alone = model.encode(alone.src_tokens, alone.src_lengths)["context"]
+    context_padded = model.encode(padded.src_tokens, padded.src_lengths)["context"][1:2]
+    assert torch.allclose(context_alone, context_padded, atol=1e-6)
+
+
+def test_targets_are_shifted_by_one():
+    batch = pair_batch(SRC, TGT)
+    assert batch.tgt_in[0].tolist() == [BOS, 6, 7, PAD]
+    assert batch.tgt_out[0].tolist() == [6, 7, EOS, PAD]
+    assert batch.n_tgt_tokens == 2 + 3 + 1 + 3
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_fused_decoder_equals_step_by_step(cell):
+    """Teacher-forced logits from the one-call RNN match the search's step function (1e-5)."""
+    model = tiny(cell, dec_layers=2).eval()
+    batch = pair_batch(SRC, TGT)
+    fused = model(batch.src_tokens, batch.src_lengths, batch.tgt_in).log_softmax(-1)
+    memory = model.encode(batch.src_tokens, batch.src_lengths)
+    state = model.init_state(memory)
+    for t in range(batch.tgt_in.size(1)):
+        log_probs, state = model.decode_step(batch.tgt_in[:, t], state, memory)
+        assert torch.allclose(log_probs, fused[:, t], atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_each_cell_learns(cell):
+    model = tiny(cell)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    batch = pair_batch(SRC, TGT)
+    losses = []
+    for _ in range(30):
+        logits = model(batch.src_tokens, batch.src_lengths, batch.tgt_in)
+        loss = torch.nn.functional.cross_entropy(
+            logits.view(-1, VOCAB), batch.tgt_out.view(-1), ignore_index=PAD
+        )
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0]
+
+
+def test_clipping_keeps_the_norm_at_the_threshold():
+    model = tiny()
+    batch = pair_batch(SRC, TGT)
+    logits = model(batch.src_tokens, batch.src_lengths, batch.tgt_in)
+    loss = 1000 * torch.nn.functional.cross_entropy(logits.view(-1, VOCAB), batch.tgt_out.view(-1))
+    loss.backward()
+    before = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+    after = torch.norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+    assert before > 0.5
+    assert after == pytest.approx(0.5, rel=1e-4)
+
+
+def test_search_score_is_the_models_score(trained_dir):
+    """Re-scoring the beam's output with teacher forcing gives the log-prob the search reported."""
+    from translate.translate import Translator
+
+    translator = Translator.from_dir(trained_dir)
+    model = translator.model
+    sources = translator.src_vocab.encode(["hund katze", "haus baum baum", "stuhl"])
+    src = source_batch(sources)
+    hyps = beam_search(
+        model,
+        src.src_tokens,
+        src.src_lengths,
+        max_lengths(src.src_lengths, 2.0, 10),
+        beam=3,
+        alpha=0.0,
+    )
+    for source, (best, *_) in zip(sources, hyps):
+        pair = pair_batch([source], [best.tokens])
+        log_probs = model(pair.src_tokens, pair.src_lengths, pair.tgt_in).log_softmax(-1)[0]
+        rescored = log_probs.gather(1, pair.tgt_out[0].unsqueeze(1)).sum()
+        assert float(rescored) == pytest.approx(best.log_prob, abs=1e-4)
+
+
+def test_tied_embeddings_share_one_tensor():
+    model = tiny(tie_embeddings=True)
+    assert model.decoder.output.weight is model.decoder.embed.weight

@@ -1,0 +1,153 @@
+import math
+
+import pytest
+import torch
+
+from translate.search import beam_search, greedy_search, length_penalty, max_lengths
+from translate.vocab import EOS
+
+A, B, C = 4, 5, 6
+VOCAB = 7
+
+
+class ScriptedModel:
+    """A decoder whose next-token probabilities are written in the test, per sentence and prefix.
+
+    The state is the prefix so far; unlisted prefixes end the sentence (EOS with probability 1).
+    """
+
+    def __init__(self, tables: list[dict[tuple, dict[int, float]]]):
+        self.tables = tables
+
+    def encode(self, src_tokens, src_lengths):
+        return {"sentence": torch.arange(src_tokens.size(0)).unsqueeze(1)}
+
+    def init_state(self, memory):
+        return torch.zeros(memory["sentence"].size(0), 1, dtype=torch.long)
+
+    def decode_step(self, prev_tokens, state, memory):
+        state = torch.cat([state, prev_tokens.unsqueeze(1)], dim=1)
+        log_probs = torch.full((state.size(0), VOCAB), float("-inf"))
+        for row in range(state.size(0)):
+            prefix = tuple(t for t in state[row, 2:].tolist())
+            table = self.tables[int(memory["sentence"][row])].get(prefix, {EOS: 1.0})
+            for token, p in table.items():
+                log_probs[row, token] = math.log(p)
+        return log_probs, state
+
+
+def run(tables, beam, alpha=0.0, max_len=6):
+    src = torch.ones(len(tables), 2, dtype=torch.long)
+    lengths = torch.full((len(tables),), 2)
+    limit = torch.full((len(tables),), max_len)
+    return beam_search(ScriptedModel(tables), src, lengths, limit, beam=beam, alpha=alpha)
+
+
+# greedy takes A (0.6) and then ends (0.4): 0.24; B then EOS is 0.4 * 0.9 = 0.36
+GREEDY_TRAP = {(): {A: 0.6, B: 0.4}, (A,): {EOS: 0.4, A: 0.3, C: 0.3}, (B,): {EOS: 0.9, C: 0.1}}
+
+
+def test_beam_escapes_greedy_trap():
+    src, lengths, limit = torch.ones(1, 2, dtype=torch.long), torch.tensor([2]), torch.tensor([6])
+    greedy = greedy_search(ScriptedModel([GREEDY_TRAP]), src, lengths, limit)[0]
+    assert greedy.tokens == [A]
+    assert greedy.log_prob == pytest.approx(math.log(0.24), abs=1e-5)
+    best = run([GREEDY_TRAP], beam=2)[0][0]
+    assert best.tokens == [B]
+    assert best.log_prob == pytest.approx(math.log(0.36), abs=1e-5)
+
+
+def _all_hypotheses(table, max_len):
+    """Every complete hypothesis of a scripted table with its log-probability (brute force)."""
+    done, frontier = [], [((), 0.0)]
+    for _ in range(max_len):
+        new = []
+        for prefix, lp in frontier:
+            for token, p in table.get(prefix, {EOS: 1.0}).items():
+                if token == EOS:
+                    done.append((list(prefix), lp + math.log(p)))
+                else:
+                    new.append(((*prefix, token), lp + math.log(p)))
+        frontier = new
+    return done
+
+
+# "A A A" (0.5 * 0.9 * 0.9 * 0.9 = 0.3645) loses to "B" (0.45 * 0.95 = 0.4275) on raw
+# log-probability but wins once the GNMT length penalty (alpha = 1) divides the scores.
+LENGTH_TABLE = {
+    (): {A: 0.5, B: 0.45, C: 0.05},
+    (A,): {A: 0.9, EOS: 0.1},
+    (A, A): {A: 0.9, EOS: 0.1},
+    (A, A, A): {EOS: 0.9, C: 0.1},
+    (B,): {EOS: 0.95, C: 0.05},
+}
+
+
+@pytest.mark.parametrize("alpha, expected", [(0.0, [B]), (1.0, [A, A, A])])
+def test_length_penalty_changes_the_winner(alpha, expected):
+    best = run([LENGTH_TABLE], beam=3, alpha=alpha)[0][0]
+    assert best.tokens == expected
+    exhaustive = max(
+        _all_hypotheses(LENGTH_TABLE, 6),
+        key=lambda h: h[1] / float(length_penalty(torch.tensor(len(h[0]) + 1), alpha)),
+    )
+    assert best.tokens == exhaustive[0]
+    penalty = float(length_penalty(torch.tensor(len(expected) + 1), alpha))
+    assert best.score == pytest.approx(exhaustive[1] / penalty, abs=1e-5)
+
+
+def test_sentences_in_a_batch_do_not_interfere():
+    together = run([GREEDY_TRAP, LENGTH_TABLE], beam=3, alpha=1.0)
+    alone = [run([GREEDY_TRAP], beam=3, alpha=1.0)[0], run([LENGTH_TABLE], beam=3, alpha=1.0)[0]]
+    assert [h[0].tokens for h in together] == [h[0].tokens for h in alone]
+    assert [h[0].score for h in together] == pytest.approx([h[0].score for h in alone])
+
+
+def test_max_length_forces_eos():
+    endless = {prefix: {A: 0.99, EOS: 0.01} for prefix in [tuple([A] * n) for n in range(10)]}
+    best = run([endless], beam=2, max_len=4)[0][0]
+    assert best.tokens == [A, A, A]  # three tokens and the forced EOS make four
+
+
+def test_n_best_is_sorted_and_distinct():
+    src, lengths, limit = torch.ones(1, 2, dtype=torch.long), torch.tensor([2]), torch.tensor([6])
+    hyps = beam_search(
+        ScriptedModel([LENGTH_TABLE]), src, lengths, limit, beam=4, alpha=0.0, n_best=3
+    )[0]
+    scores = [h.score for h in hyps]
+    assert scores == sorted(scores, reverse=True)
+    assert len({tuple(h.tokens) for h in hyps}) == 3
+
+
+def test_length_penalty_function():
+    assert float(length_penalty(torch.tensor(1), 1.0)) == pytest.approx(1.0)
+    assert float(length_penalty(torch.tensor(7), 0.5)) == pytest.approx(math.sqrt(2.0))
+    assert float(length_penalty(torch.tensor(30), 0.0)) == 1.0
+
+
+def test_max_lengths():
+    assert max_lengths(torch.tensor([1, 10]), 1.5, 10).tolist() == [11, 25]
+
+
+def test_beam_one_equals_greedy_and_batch_equals_single(trained_dir):
+    from translate.data import source_batch
+    from translate.translate import Translator
+
+    translator = Translator.from_dir(trained_dir)
+    model = translator.model
+    ids = translator.src_vocab.encode(
+        ["hund katze", "haus", "baum auto buch tisch stuhl", "katze katze hund auto"]
+    )
+    batch = source_batch(ids)
+    limit = max_lengths(batch.src_lengths, 1.5, 10)
+    greedy = greedy_search(model, batch.src_tokens, batch.src_lengths, limit)
+    beam1 = beam_search(model, batch.src_tokens, batch.src_lengths, limit, beam=1, alpha=0.0)
+    assert [h.tokens for h in greedy] == [h[0].tokens for h in beam1]
+    assert [h.log_prob for h in greedy] == pytest.approx([h[0].log_prob for h in beam1], abs=1e-4)
+
+    batched = beam_search(model, batch.src_tokens, batch.src_lengths, limit, beam=4)
+    for i, sentence in enumerate(ids):
+        one = source_batch([sentence])
+        single = beam_search(model, one.src_tokens, one.src_lengths, limit[i : i + 1], beam=4)
+        assert single[0][0].tokens == batched[i][0].tokens
+        assert single[0][0].score == pytest.approx(batched[i][0].score, abs=1e-4)

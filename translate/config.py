@@ -1,0 +1,216 @@
+"""One typed config tree (data, model, train, decode) shared by the CLI, recipes and the Python API.
+
+YAML files and ``key=value`` overrides are checked against the dataclasses: an unknown key or a
+wrong type is a :class:`ConfigError` naming the key and the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class UserError(Exception):
+    """A user mistake (bad file, bad value); the CLI prints its message as one line, no traceback."""
+
+
+class ConfigError(UserError):
+    """A user mistake in a config file or override."""
+
+
+@dataclass
+class DataConfig:
+    """Where the parallel text is and how it becomes subword ids."""
+
+    train: str = (
+        ""  # path prefix (``train`` -> train.de / train.en), a TSV/JSONL file or ``hub:NAME``
+    )
+    dev: str = ""
+    src_lang: str = "de"
+    tgt_lang: str = "en"
+    vocab_size: int = 8000
+    spm_type: str = "unigram"  # unigram | bpe
+    joint_vocab: bool = True  # one SentencePiece model for both languages
+    character_coverage: float = 1.0
+    max_len: int = 100  # subword tokens per side; longer training pairs are dropped
+    max_ratio: float = 3.0  # longer/shorter length ratio above which a training pair is dropped
+    spm_sample_size: int = 1_000_000  # sentences used to train SentencePiece
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the context-vector encoder-decoder (Cho et al. 2014)."""
+
+    cell: str = "gru"  # rnn | gru | lstm
+    emb_dim: int = 256
+    hidden_dim: int = 512
+    enc_layers: int = 1
+    dec_layers: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.2
+    tie_embeddings: bool = False  # share target embedding and output projection
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop: batches, Adam, clipping, validation and checkpoints."""
+
+    batch_tokens: int = 4000  # target tokens per batch (padding excluded)
+    lr: float = 1e-3
+    clip_norm: float = 1.0
+    label_smoothing: float = 0.0
+    max_steps: int = 0  # 0 = no step limit
+    max_epochs: int = 10
+    max_minutes: float = 0.0  # 0 = no wall-clock limit
+    valid_every: int = 500  # steps between validations
+    valid_bleu_sentences: int = 500  # dev sentences translated (greedy) for dev BLEU; 0 = skip
+    lr_decay: float = 0.5  # multiply the rate by this when dev BLEU does not improve
+    patience: int = 0  # stop after this many validations without improvement; 0 = never
+    seed: int = 1
+    threads: int = 0  # torch threads; 0 = all cores
+    dtype: str = "fp32"  # fp32 | bf16 (autocast; weights stay fp32)
+    log_every: int = 50
+
+
+@dataclass
+class DecodeConfig:
+    """Search settings used by ``translate`` unless overridden on the command line."""
+
+    beam: int = 5
+    length_penalty: float = 1.0  # GNMT alpha; 0 = raw log-probability
+    max_len_a: float = 1.5  # maximum output length = a * source_length + b
+    max_len_b: int = 10
+    batch_size: int = 64  # sentences per batch
+
+
+@dataclass
+class Config:
+    """The whole experiment; ``out_dir`` becomes the self-contained model directory."""
+
+    out_dir: str = "experiments/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+_CHOICES = {
+    "data.spm_type": ("unigram", "bpe"),
+    "model.cell": ("rnn", "gru", "lstm"),
+    "train.dtype": ("fp32", "bf16"),
+}
+
+
+def _from_dict(cls: type, values: dict, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"unknown config key '{prefix}{key}'.{hint} Valid keys: {', '.join(names)}"
+            )
+        kwargs[key] = _coerce(hints[key], value, prefix + key)
+    return cls(**kwargs)
+
+
+def _coerce(kind: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(kind):
+        return _from_dict(kind, value or {}, key + ".")
+    if isinstance(kind, types.UnionType):
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, (str, int, float)) and not isinstance(value, bool),
+    }[kind]
+    if not ok:
+        raise ConfigError(f"'{key}' must be {kind.__name__}, got {value!r}")
+    value = kind(value)
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"'{key}' must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+    return value
+
+
+def _check_ranges(cfg: Config) -> None:
+    positive = {
+        "data.vocab_size": cfg.data.vocab_size,
+        "data.max_len": cfg.data.max_len,
+        "model.emb_dim": cfg.model.emb_dim,
+        "model.hidden_dim": cfg.model.hidden_dim,
+        "model.enc_layers": cfg.model.enc_layers,
+        "model.dec_layers": cfg.model.dec_layers,
+        "train.batch_tokens": cfg.train.batch_tokens,
+        "train.lr": cfg.train.lr,
+        "train.clip_norm": cfg.train.clip_norm,
+        "train.valid_every": cfg.train.valid_every,
+        "decode.beam": cfg.decode.beam,
+        "decode.batch_size": cfg.decode.batch_size,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"'{key}' must be > 0, got {value}")
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise ConfigError(f"'model.dropout' must be in [0, 1), got {cfg.model.dropout}")
+    if not 0.0 <= cfg.train.label_smoothing < 1.0:
+        raise ConfigError(
+            f"'train.label_smoothing' must be in [0, 1), got {cfg.train.label_smoothing}"
+        )
+
+
+def config_from_dict(values: dict) -> Config:
+    """Build and validate a :class:`Config` from nested plain values (as read from YAML)."""
+    cfg = _from_dict(Config, values or {}, "")
+    _check_ranges(cfg)
+    return cfg
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` strings (values parsed as YAML) onto nested plain values."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form section.key=value")
+        dotted, raw = item.split("=", 1)
+        node = values
+        parts = dotted.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    return values
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config (or start from defaults when ``path`` is None) and apply overrides."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"{path} must hold a mapping of sections, not {type(values).__name__}"
+            )
+    return config_from_dict(apply_overrides(values, list(overrides)))
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain nested values, ready for ``yaml.safe_dump``."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,164 @@
+"""The context-vector encoder-decoder (Sutskever et al. 2014; Cho et al. 2014).
+
+The encoder reads the whole source into one context vector. The decoder starts from it (through
+a learned bridge), sees it at every step next to the previous word, and so does the output layer.
+
+Interface used by search (batch-first everywhere, reordered only with ``index_select(0, idx)``):
+  ``encode(src_tokens, src_lengths) -> memory``  a dict of (batch, ...) tensors
+  ``init_state(memory) -> state``                  (batch, layers[*2 for LSTM], hidden)
+  ``decode_step(prev_tokens, state, memory) -> (log_probs, state)``
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .config import ModelConfig
+from .vocab import PAD
+
+CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+Memory = dict[str, torch.Tensor]
+
+
+class Encoder(nn.Module):
+    """Embeds the source and runs a (bidirectional, multi-layer) RNN over it."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(vocab_size, cfg.emb_dim, padding_idx=PAD)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.rnn = CELLS[cfg.cell](
+            cfg.emb_dim,
+            cfg.hidden_dim,
+            num_layers=cfg.enc_layers,
+            bidirectional=cfg.bidirectional,
+            dropout=cfg.dropout if cfg.enc_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.out_dim = cfg.hidden_dim * (2 if cfg.bidirectional else 1)
+
+    def forward(
+        self, src_tokens: torch.Tensor, src_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns per-position outputs (batch, src_len, out_dim) and the context (batch, out_dim)."""
+        embedded = self.dropout(self.embed(src_tokens))
+        packed = pack_padded_sequence(
+            embedded, src_lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        packed_out, final = self.rnn(packed)
+        if isinstance(final, tuple):  # LSTM: (h_n, c_n); the context is built from h_n
+            final = final[0]
+        outputs, _ = pad_packed_sequence(packed_out, batch_first=True)
+        directions = 2 if self.cfg.bidirectional else 1
+        # (layers*directions, batch, hidden) -> the top layer's directions side by side
+        top = final.view(self.cfg.enc_layers, directions, -1, self.cfg.hidden_dim)[-1]
+        context = top.transpose(0, 1).reshape(-1, self.out_dim)  # (batch, out_dim)
+        return outputs, context
+
+
+class Decoder(nn.Module):
+    """An RNN over [previous word; context] with a readout over [state; context; previous word]."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, context_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.state_rows = cfg.dec_layers * (2 if cfg.cell == "lstm" else 1)  # LSTM: h and c
+        self.embed = nn.Embedding(vocab_size, cfg.emb_dim, padding_idx=PAD)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.bridge = nn.Linear(context_dim, self.state_rows * cfg.hidden_dim)
+        self.rnn = CELLS[cfg.cell](
+            cfg.emb_dim + context_dim,
+            cfg.hidden_dim,
+            num_layers=cfg.dec_layers,
+            dropout=cfg.dropout if cfg.dec_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        # readout = W_h h + W_e e + (W_c c + b); the bracket is computed once per sentence
+        self.readout_state = nn.Linear(cfg.hidden_dim, cfg.emb_dim, bias=False)
+        self.readout_embed = nn.Linear(cfg.emb_dim, cfg.emb_dim, bias=False)
+        self.readout_context = nn.Linear(context_dim, cfg.emb_dim)
+        self.output = nn.Linear(cfg.emb_dim, vocab_size)
+        if cfg.tie_embeddings:
+            self.output.weight = self.embed.weight
+
+    def init_state(self, memory: Memory) -> torch.Tensor:
+        """The decoder's first state, from the context vector: (batch, state_rows, hidden)."""
+        state = torch.tanh(self.bridge(memory["context"]))
+        return state.view(-1, self.state_rows, self.cfg.hidden_dim)
+
+    def _run_rnn(
+        self, inputs: torch.Tensor, state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        hx = state.transpose(0, 1).contiguous()  # (state_rows, batch, hidden), as nn.RNN wants
+        if self.cfg.cell == "lstm":
+            hx = tuple(hx.chunk(2, dim=0))
+        outputs, final = self.rnn(inputs, hx)
+        if self.cfg.cell == "lstm":
+            final = torch.cat(final, dim=0)
+        return outputs, final.transpose(0, 1)
+
+    def _logits(self, rnn_out: torch.Tensor, embedded: torch.Tensor, memory: Memory):
+        context_term = memory["readout_context"]
+        if rnn_out.dim() == 3:
+            context_term = context_term.unsqueeze(1)  # broadcast over time
+        readout = torch.tanh(
+            self.readout_state(rnn_out) + self.readout_embed(embedded) + context_term
+        )
+        return self.output(self.dropout(readout))
+
+    def forward(self, tgt_in: torch.Tensor, state: torch.Tensor, memory: Memory) -> torch.Tensor:
+        """Teacher-forced logits (batch, tgt_len, vocab) in one fused RNN call over all steps."""
+        embedded = self.dropout(self.embed(tgt_in))  # (batch, tgt_len, emb)
+        context = memory["context"].unsqueeze(1).expand(-1, tgt_in.size(1), -1)
+        rnn_out, _ = self._run_rnn(torch.cat([embedded, context], dim=-1), state)
+        return self._logits(self.dropout(rnn_out), embedded, memory)
+
+    def step(
+        self, prev_tokens: torch.Tensor, state: torch.Tensor, memory: Memory
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step: logits (batch, vocab) for the next token and the new state."""
+        embedded = self.embed(prev_tokens).unsqueeze(1)  # (batch, 1, emb)
+        inputs = torch.cat([embedded, memory["context"].unsqueeze(1)], dim=-1)
+        rnn_out, state = self._run_rnn(inputs, state)
+        return self._logits(rnn_out.squeeze(1), embedded.squeeze(1), memory), state
+
+
+class Seq2Seq(nn.Module):
+    """Encoder and decoder joined by the context vector."""
+
+    def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg, src_vocab_size)
+        self.decoder = Decoder(cfg, tgt_vocab_size, self.encoder.out_dim)
+
+    def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> Memory:
+        """Everything the decoder needs from the source, computed once per sentence."""
+        _, context = self.encoder(src_tokens, src_lengths)
+        return {"context": context, "readout_context": self.decoder.readout_context(context)}
+
+    def init_state(self, memory: Memory) -> torch.Tensor:
+        return self.decoder.init_state(memory)
+
+    def decode_step(
+        self, prev_tokens: torch.Tensor, state: torch.Tensor, memory: Memory
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities (batch, vocab) of the next token, and the new state."""
+        logits, state = self.decoder.step(prev_tokens, state, memory)
+        return torch.log_softmax(logits.float(), dim=-1), state
+
+    def forward(
+        self, src_tokens: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
+    ) -> torch.Tensor:
+        """Teacher-forced logits (batch, tgt_len, vocab)."""
+        memory = self.encode(src_tokens, src_lengths)
+        return self.decoder(tgt_in, self.init_state(memory), memory)
+
+
+def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
+    """The model described by ``cfg``, with PyTorch's default initialisation."""
+    return Seq2Seq(cfg, src_vocab_size, tgt_vocab_size)

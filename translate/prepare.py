@@ -1,0 +1,139 @@
+"""Preparing an experiment directory: SentencePiece model(s) and cached, filtered subword ids."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import Config
+from .data import DataError, FilterReport, filter_pairs, read_parallel
+from .vocab import Vocab, train_vocab
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class Prepared:
+    """What training needs: vocabularies, filtered training ids and the dev set."""
+
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    train_src: list[list[int]]
+    train_tgt: list[list[int]]
+    dev_src: list[str]
+    dev_tgt: list[str]
+    report: FilterReport
+
+
+def vocab_paths(model_dir: str | Path, joint: bool) -> tuple[Path, Path]:
+    """Where the source and target SentencePiece models live in a model directory."""
+    model_dir = Path(model_dir)
+    if joint:
+        return model_dir / "spm.model", model_dir / "spm.model"
+    return model_dir / "spm.src.model", model_dir / "spm.tgt.model"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file, flush it to disk, then rename over ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _vocabularies(cfg: Config, src: list[str], tgt: list[str], log) -> tuple[Vocab, Vocab]:
+    src_path, tgt_path = vocab_paths(cfg.out_dir, cfg.data.joint_vocab)
+    if src_path.is_file() and tgt_path.is_file():
+        log(f"using SentencePiece model(s) in {cfg.out_dir}")
+        return Vocab.load(src_path), Vocab.load(tgt_path)
+    d = cfg.data
+    options = dict(
+        vocab_size=d.vocab_size,
+        model_type=d.spm_type,
+        character_coverage=d.character_coverage,
+        sample_size=d.spm_sample_size,
+    )
+    if d.joint_vocab:
+        log(f"training a joint {d.spm_type} SentencePiece model ({d.vocab_size} pieces)")
+        vocab = train_vocab(src + tgt, **options)
+        atomic_write(src_path, vocab.model_proto)
+        return vocab, vocab
+    log(f"training {d.spm_type} SentencePiece models ({d.vocab_size} pieces each)")
+    src_vocab, tgt_vocab = train_vocab(src, **options), train_vocab(tgt, **options)
+    atomic_write(src_path, src_vocab.model_proto)
+    atomic_write(tgt_path, tgt_vocab.model_proto)
+    return src_vocab, tgt_vocab
+
+
+def _flatten(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    flat = torch.tensor([i for s in seqs for i in s], dtype=torch.int32)
+    return flat, lengths
+
+
+def _unflatten(flat: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    return [chunk.tolist() for chunk in flat.split(lengths.tolist())]
+
+
+def prepare(cfg: Config, log=print) -> Prepared:
+    """Train (or reuse) the SentencePiece model(s) and encode and filter the training data.
+
+    Encoded ids are cached in ``out_dir/cache.pt``, keyed by the text, the vocabularies and the
+    filter settings, so a second run (or a resumed one) skips the encoding.
+    """
+    d = cfg.data
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    src, tgt = read_parallel(d.train, d.src_lang, d.tgt_lang)
+    if not src:
+        raise DataError(f"training data '{d.train}' is empty")
+    dev_src, dev_tgt = read_parallel(d.dev, d.src_lang, d.tgt_lang) if d.dev else ([], [])
+    src_vocab, tgt_vocab = _vocabularies(cfg, src, tgt, log)
+
+    digest = hashlib.sha256()
+    for part in (
+        src_vocab.model_proto,
+        tgt_vocab.model_proto,
+        "\n".join(src),
+        "\x00",
+        "\n".join(tgt),
+        f"{d.max_len} {d.max_ratio} {CACHE_VERSION}",
+    ):
+        digest.update(part.encode("utf-8") if isinstance(part, str) else part)
+    key = digest.hexdigest()
+    cache_path = out / "cache.pt"
+    if cache_path.is_file():
+        cache = torch.load(cache_path, weights_only=True)
+        if cache.get("key") == key:
+            report = FilterReport(**cache["report"])
+            log(f"using cached ids in {cache_path}: {report.summary()}")
+            return Prepared(
+                src_vocab,
+                tgt_vocab,
+                _unflatten(*cache["src"]),
+                _unflatten(*cache["tgt"]),
+                dev_src,
+                dev_tgt,
+                report,
+            )
+
+    src_ids, tgt_ids = src_vocab.encode(src), tgt_vocab.encode(tgt)
+    keep, report = filter_pairs(src_ids, tgt_ids, d.max_len, d.max_ratio)
+    log(f"training data: {report.summary()}")
+    if not keep:
+        raise DataError(
+            f"no training pair is left after filtering ({report.summary()}); "
+            "check data.max_len and data.max_ratio"
+        )
+    src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
+    cache = {"key": key, "src": _flatten(src_ids), "tgt": _flatten(tgt_ids), "report": vars(report)}
+    tmp = cache_path.with_name("cache.pt.tmp")
+    torch.save(cache, tmp)
+    os.replace(tmp, cache_path)
+    return Prepared(src_vocab, tgt_vocab, src_ids, tgt_ids, dev_src, dev_tgt, report)

@@ -1,0 +1,180 @@
+"""Translator: load a model directory and translate lists of strings or whole files."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TextIO
+
+import torch
+import yaml
+
+from .config import Config, ConfigError, DecodeConfig, UserError, config_from_dict
+from .data import source_batch
+from .model import Seq2Seq, build_model
+from .prepare import vocab_paths
+from .search import beam_search, greedy_search, max_lengths
+from .vocab import Vocab
+
+WEIGHTS = "model.pt"
+CONFIG = "config.yaml"
+
+
+class ModelDirError(UserError):
+    """A model directory that cannot be loaded."""
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """The requested device, or CUDA when present, else the CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def set_threads(threads: int = 0) -> None:
+    """Use ``threads`` intra-op threads (0 = every core this process may run on)."""
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+
+
+def decode_ids(
+    model: Seq2Seq,
+    src_ids: list[list[int]],
+    decode: DecodeConfig,
+    beam: int,
+    device: torch.device,
+    n_best: int = 1,
+) -> list[list]:
+    """Hypotheses for each source (as id lists), in input order; sorts by length to batch."""
+    order = sorted(range(len(src_ids)), key=lambda i: len(src_ids[i]), reverse=True)
+    results: list = [None] * len(src_ids)
+    model.eval()
+    for start in range(0, len(order), decode.batch_size):
+        chunk = order[start : start + decode.batch_size]
+        batch = source_batch([src_ids[i] for i in chunk])
+        src_tokens, src_lengths = batch.src_tokens.to(device), batch.src_lengths.to(device)
+        max_len = max_lengths(batch.src_lengths, decode.max_len_a, decode.max_len_b).to(device)
+        if beam == 1 and n_best == 1:
+            hyps = [[h] for h in greedy_search(model, src_tokens, src_lengths, max_len)]
+        else:
+            hyps = beam_search(
+                model, src_tokens, src_lengths, max_len, beam, decode.length_penalty, n_best
+            )
+        for index, hyp in zip(chunk, hyps):
+            results[index] = hyp
+    return results
+
+
+class Translator:
+    """A trained model with its vocabularies and decoding defaults."""
+
+    def __init__(
+        self, cfg: Config, model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, device: torch.device
+    ):
+        self.cfg, self.model, self.device = cfg, model, device
+        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
+
+    @classmethod
+    def from_dir(cls, path: str | Path, device: str | None = None) -> Translator:
+        """Load ``config.yaml``, the SentencePiece model(s) and ``model.pt`` from a directory.
+
+        Weights are read with ``torch.load(weights_only=True)``: no code in the file runs.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise ModelDirError(f"model directory not found: {path}")
+        config_path = path / CONFIG
+        if not config_path.is_file():
+            raise ModelDirError(f"{path} is not a model directory: {CONFIG} is missing")
+        try:
+            values = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+            cfg = config_from_dict(values)
+        except (yaml.YAMLError, ConfigError) as err:
+            raise ModelDirError(f"{config_path} cannot be used: {err}") from None
+        src_path, tgt_path = vocab_paths(path, cfg.data.joint_vocab)
+        vocabs = []
+        for vocab_path in (src_path, tgt_path):
+            if not vocab_path.is_file():
+                raise ModelDirError(f"{vocab_path} is missing")
+            try:
+                vocabs.append(Vocab.load(vocab_path))
+            except ValueError as err:
+                raise ModelDirError(str(err)) from None
+        weights_path = path / WEIGHTS
+        if not weights_path.is_file():
+            raise ModelDirError(f"{weights_path} is missing (has training saved a model yet?)")
+        try:
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated file, planted pickle, not a checkpoint at all
+            raise ModelDirError(f"{weights_path} cannot be loaded safely: {err}") from None
+        model = build_model(cfg.model, len(vocabs[0]), len(vocabs[1]))
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError) as err:
+            raise ModelDirError(
+                f"{weights_path} does not match {config_path} and the vocabularies: {err}"
+            ) from None
+        dev = pick_device(device)
+        return cls(cfg, model.to(dev).eval(), vocabs[0], vocabs[1], dev)
+
+    def translate(
+        self, lines: list[str], beam: int | None = None, length_penalty: float | None = None
+    ) -> list[str]:
+        """Translations of ``lines``, one per line, in order; blank lines stay blank."""
+        decode = self._decode_config(length_penalty)
+        beam = beam or decode.beam
+        keep = [i for i, line in enumerate(lines) if line.strip()]
+        src_ids = self.src_vocab.encode([lines[i] for i in keep])
+        max_src = max(4, self.cfg.data.max_len * 2)
+        src_ids = [ids[:max_src] for ids in src_ids]  # the encoder never saw longer sentences
+        hyps = decode_ids(self.model, src_ids, decode, beam, self.device)
+        out = [""] * len(lines)
+        for index, hyp in zip(keep, hyps):
+            out[index] = self.tgt_vocab.decode(hyp[0].tokens)
+        return out
+
+    def translate_stream(
+        self,
+        lines: Iterable[str],
+        out: TextIO,
+        beam: int | None = None,
+        chunk_size: int = 2000,
+        progress=None,
+    ) -> int:
+        """Translate an iterable of lines in chunks, writing one line out per line in."""
+        count, chunk = 0, []
+        for line in lines:
+            chunk.append(line.rstrip("\n").removesuffix("\r"))
+            if len(chunk) == chunk_size:
+                count += self._write(chunk, out, beam, progress)
+                chunk = []
+        if chunk:
+            count += self._write(chunk, out, beam, progress)
+        return count
+
+    def _write(self, chunk: list[str], out: TextIO, beam: int | None, progress) -> int:
+        for translation in self.translate(chunk, beam):
+            # a newline inside a translation would shift every later line
+            out.write(translation.replace("\n", " ").replace("\r", " ") + "\n")
+        out.flush()
+        if progress is not None:
+            progress.update(len(chunk))
+        return len(chunk)
+
+    def _decode_config(self, length_penalty: float | None) -> DecodeConfig:
+        decode = DecodeConfig(**vars(self.cfg.decode))
+        if length_penalty is not None:
+            decode.length_penalty = length_penalty
+        return decode
+
+
+def open_input(path: str | None) -> TextIO:
+    """A text stream over a file (or stdin for None / '-'); bad UTF-8 becomes U+FFFD."""
+    if path in (None, "-"):
+        return open(
+            sys.stdin.fileno(), encoding="utf-8", errors="replace", newline="\n", closefd=False
+        )
+    if not Path(path).is_file():
+        raise UserError(f"input file not found: {path}")
+    return open(path, encoding="utf-8", errors="replace", newline="\n")

@@ -1,0 +1,90 @@
+"""SentencePiece subword vocabularies: training, loading, encoding and decoding.
+
+The special ids live here and nowhere else: every model and search uses these constants.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from pathlib import Path
+
+import sentencepiece as spm
+
+from .config import UserError
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+
+
+class Vocab:
+    """A loaded SentencePiece model that maps text to ids and back."""
+
+    def __init__(self, model_proto: bytes, path: str | Path | None = None):
+        self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
+        self.model_proto = model_proto
+        self.path = path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocab:
+        """Load a ``.model`` file written by :func:`train_vocab`."""
+        path = Path(path)
+        data = path.read_bytes()
+        try:
+            return cls(data, path)
+        except RuntimeError as err:
+            raise ValueError(f"{path} is not a SentencePiece model ({err})") from None
+
+    def __len__(self) -> int:
+        return self.processor.get_piece_size()
+
+    def encode(self, lines: list[str]) -> list[list[int]]:
+        """Subword ids of each line, without BOS/EOS."""
+        return self.processor.encode(lines, out_type=int)
+
+    def encode_sampled(self, lines: list[str], alpha: float = 0.1) -> list[list[int]]:
+        """Subword ids drawn by subword regularisation (unigram models only)."""
+        return self.processor.encode(
+            lines, out_type=int, enable_sampling=True, alpha=alpha, nbest_size=-1
+        )
+
+    def decode(self, ids: list[int]) -> str:
+        """Detokenized text of ids; special ids are ignored."""
+        return self.processor.decode([i for i in ids if i > EOS])
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(self.model_proto)
+
+
+def train_vocab(
+    sentences: Iterable[str],
+    vocab_size: int,
+    model_type: str = "unigram",
+    character_coverage: float = 1.0,
+    sample_size: int = 1_000_000,
+) -> Vocab:
+    """Train a SentencePiece model in memory on ``sentences`` (empty lines are skipped)."""
+    proto = io.BytesIO()
+    try:
+        _train(proto, sentences, vocab_size, model_type, character_coverage, sample_size)
+    except RuntimeError as err:
+        raise UserError(f"SentencePiece training failed: {err}") from None
+    return Vocab(proto.getvalue())
+
+
+def _train(proto, sentences, vocab_size, model_type, character_coverage, sample_size) -> None:
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=(s for s in sentences if s.strip()),
+        model_writer=proto,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=character_coverage,
+        input_sentence_size=sample_size,
+        shuffle_input_sentence=True,
+        hard_vocab_limit=False,  # a small corpus may not support the requested size
+        pad_id=PAD,
+        unk_id=UNK,
+        bos_id=BOS,
+        eos_id=EOS,
+        num_threads=1,
+        minloglevel=2,
+    )
