@@ -1,0 +1,88 @@
+"""End to end through the command line, on a cut-down embedded corpus."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args, stdin=None, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, "-m", "translate", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def cut_corpus(folder: Path, split: str, n: int, max_words: int) -> None:
+    """The first n pairs of the embedded corpus whose German side has at most max_words words."""
+    de = (ROOT / f"data/toy/{split}.de").read_text(encoding="utf-8").splitlines()
+    en = (ROOT / f"data/toy/{split}.en").read_text(encoding="utf-8").splitlines()
+    pairs = [(d, e) for d, e in zip(de, en) if len(d.split()) <= max_words][:n]
+    (folder / f"{split}.de").write_text("".join(d + "\n" for d, _ in pairs), encoding="utf-8")
+    (folder / f"{split}.en").write_text("".join(e + "\n" for _, e in pairs), encoding="utf-8")
+
+
+def test_train_translate_score_end_to_end(tmp_path):
+    for split, n in (("train", 3000), ("dev", 100), ("test", 100)):
+        cut_corpus(tmp_path, split, n, max_words=8)
+    model = tmp_path / "model"
+    done = cli(
+        "train",
+        ROOT / "recipes/toy/config.yaml",
+        f"out_dir={model}",
+        f"data.train={tmp_path / 'train'}",
+        f"data.dev={tmp_path / 'dev'}",
+        "train.max_minutes=1.5",
+        "train.max_epochs=25",
+        "train.threads=2",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "kept" in done.stderr and "dropped" in done.stderr
+    assert {"config.yaml", "spm.model", "model.pt", "metrics.jsonl"} <= {
+        p.name for p in model.iterdir()
+    }
+    log = [json.loads(line) for line in (model / "metrics.jsonl").read_text().splitlines()]
+    assert any("dev_bleu" in entry for entry in log)
+    assert all(0.0 <= entry["clipped"] <= 1.0 for entry in log if "clipped" in entry)
+
+    hyp = tmp_path / "test.hyp"
+    done = cli("translate", "-m", model, "-i", tmp_path / "test.de", "-o", hyp, "--beam", 4)
+    assert done.returncode == 0, done.stderr
+    assert len(hyp.read_text().splitlines()) == 100
+    done = cli("score", "-r", tmp_path / "test.en", hyp, "--json")
+    assert done.returncode == 0, done.stderr
+    scores = json.loads(done.stdout)
+    assert scores["bleu"] > 40, scores  # chance level is below 5
+    assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp" in scores["bleu_signature"]
+
+    # stdin -> stdout keeps blank lines
+    done = cli("translate", "-m", model, "--beam", 1, stdin="Der Hund schläft.\n\nDie Katze.\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n") == 3 and done.stdout.split("\n")[1] == ""
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("model: {hiden_dim: 3}\n")
+    for args, message in [
+        (("train", config), "Did you mean 'model.hidden_dim'?"),
+        (("train", tmp_path / "none.yaml"), "config file not found"),
+        (("translate", "-m", tmp_path / "nothing"), "model directory not found"),
+        (("score", "-r", tmp_path / "r.txt", tmp_path / "h.txt"), "file not found"),
+    ]:
+        done = cli(*args)
+        assert done.returncode == 1
+        assert done.stderr.startswith("translate: error:") and message in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_help_explains_each_command():
+    for command in ("prepare", "train", "translate", "score"):
+        done = cli(command, "--help")
+        assert done.returncode == 0 and "usage: translate " + command in done.stdout

@@ -1,0 +1,79 @@
+import gzip
+import json
+
+import pytest
+
+from translate.data import (
+    DataError,
+    bucket_batches,
+    filter_pairs,
+    pair_batch,
+    read_lines,
+    read_parallel,
+)
+
+
+def test_lines_split_on_newline_only(tmp_path):
+    path = tmp_path / "x.txt"
+    path.write_bytes("a\u2028b\r\n\x0cc\n\nd".encode())
+    assert read_lines(path) == ["a\u2028b", "\x0cc", "", "d"]
+
+
+def test_gzip_and_prefix_pairs(tmp_path):
+    with gzip.open(tmp_path / "train.de.gz", "wt", encoding="utf-8") as f:
+        f.write("eins\nzwei\n")
+    (tmp_path / "train.en").write_text("one\ntwo\n", encoding="utf-8")
+    assert read_parallel(str(tmp_path / "train"), "de", "en") == (["eins", "zwei"], ["one", "two"])
+
+
+def test_length_mismatch_names_both_counts(tmp_path):
+    (tmp_path / "t.de").write_text("a\nb\nc\n")
+    (tmp_path / "t.en").write_text("a\nb\n")
+    with pytest.raises(DataError, match=r"t\.de has 3 lines, .*t\.en has 2"):
+        read_parallel(str(tmp_path / "t"), "de", "en")
+
+
+def test_bad_utf8_gives_the_line_number(tmp_path):
+    (tmp_path / "t.de").write_bytes(b"ok\nalso ok\nbad \xff\n")
+    with pytest.raises(DataError, match="line 3 is not valid UTF-8"):
+        read_lines(tmp_path / "t.de")
+
+
+def test_missing_files(tmp_path):
+    with pytest.raises(DataError, match="no file .*t.de or .*t.de.gz"):
+        read_parallel(str(tmp_path / "t"), "de", "en")
+
+
+def test_tsv_and_jsonl(tmp_path):
+    (tmp_path / "p.tsv").write_text("Hallo\tHello\nJa\tYes\n", encoding="utf-8")
+    assert read_parallel(str(tmp_path / "p.tsv"), "de", "en") == (["Hallo", "Ja"], ["Hello", "Yes"])
+    rows = [{"translation": {"de": "Hallo", "en": "Hello"}}, {"translation": {"de": "", "en": ""}}]
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert read_parallel(str(tmp_path / "p.jsonl"), "de", "en") == (["Hallo", ""], ["Hello", ""])
+
+
+def test_filter_reports_each_reason():
+    src = [[5], [], [5] * 30, [5] * 20, [5, 6]]
+    tgt = [[6], [6], [6] * 2, [6] * 4, [7]]
+    keep, report = filter_pairs(src, tgt, max_len=25, max_ratio=3.0)
+    assert keep == [0, 4]
+    assert (report.empty, report.too_long, report.bad_ratio, report.kept) == (1, 1, 1, 2)
+
+
+def test_buckets_cover_every_pair_within_budget():
+    src = [[5] * (i % 17 + 1) for i in range(500)]
+    tgt = [[6] * (i % 13 + 1) for i in range(500)]
+    batches = bucket_batches(src, tgt, batch_tokens=120, seed=3)
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    for b in batches:
+        width = max(max(len(src[i]), len(tgt[i])) + 1 for i in b)
+        assert width * len(b) <= 120 or len(b) == 1
+    assert bucket_batches(src, tgt, 120, seed=3) == batches  # seeded: reproducible
+    assert bucket_batches(src, tgt, 120, seed=4) != batches
+
+
+def test_pair_batch_pads_on_the_right():
+    batch = pair_batch([[5, 6], [7]], [[8], [9, 10, 11]])
+    assert batch.src_tokens.tolist() == [[5, 6, 3], [7, 3, 0]]
+    assert batch.src_lengths.tolist() == [3, 2]
+    assert batch.tgt_in.tolist() == [[2, 8, 0, 0], [2, 9, 10, 11]]

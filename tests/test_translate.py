@@ -1,0 +1,82 @@
+import pickle
+import shutil
+
+import pytest
+
+from translate.translate import ModelDirError, Translator
+
+LINES = ["hund katze", "", "   ", "baum auto buch", "haus", "\t", "stuhl tisch hund katze"]
+
+
+def test_model_directory_reload_gives_identical_translations(trained_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_dir, copy)
+    first = Translator.from_dir(trained_dir).translate(LINES, beam=3)
+    again = Translator.from_dir(copy).translate(LINES, beam=3)
+    assert first == again
+    assert first[0] == "dog cat"  # and the model did learn the task
+
+
+def test_one_output_line_per_input_line_in_order(trained_dir):
+    translator = Translator.from_dir(trained_dir)
+    out = translator.translate(LINES, beam=2)
+    assert len(out) == len(LINES)
+    assert [i for i, line in enumerate(out) if not line] == [1, 2, 5]
+    # the same sentences one at a time give the same lines: batching never mixes up the order
+    assert [translator.translate([line], beam=2)[0] for line in LINES] == out
+
+
+def test_stream_keeps_line_count(trained_dir, tmp_path):
+    import io
+
+    translator = Translator.from_dir(trained_dir)
+    lines = [f"{line}\n" for line in LINES * 5]
+    out = io.StringIO()
+    assert translator.translate_stream(iter(lines), out, beam=1, chunk_size=4) == len(lines)
+    assert out.getvalue().count("\n") == len(lines)
+    assert out.getvalue().split("\n")[:-1] == translator.translate(LINES * 5, beam=1)
+
+
+def test_very_long_input_is_translated_not_crashed(trained_dir):
+    out = Translator.from_dir(trained_dir).translate(["hund " * 2000], beam=2)
+    assert len(out) == 1 and out[0].startswith("dog")
+
+
+class Planted:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('x')",))
+
+
+def test_a_planted_pickle_is_refused_without_running(trained_dir, tmp_path, monkeypatch):
+    bad = tmp_path / "bad"
+    shutil.copytree(trained_dir, bad)
+    (bad / "model.pt").write_bytes(pickle.dumps({"weights": Planted()}))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelDirError, match="cannot be loaded safely"):
+        Translator.from_dir(bad)
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize(
+    "missing, message",
+    [
+        ("config.yaml", "config.yaml is missing"),
+        ("spm.model", "spm.model is missing"),
+        ("model.pt", "model.pt is missing"),
+    ],
+)
+def test_incomplete_model_directory(trained_dir, tmp_path, missing, message):
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_dir, broken)
+    (broken / missing).unlink()
+    with pytest.raises(ModelDirError, match=message):
+        Translator.from_dir(broken)
+
+
+def test_truncated_checkpoint_is_named(trained_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_dir, broken)
+    data = (broken / "model.pt").read_bytes()
+    (broken / "model.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelDirError, match="model.pt cannot be loaded"):
+        Translator.from_dir(broken)
