@@ -50,10 +50,22 @@ def test_targets_are_shifted_by_one():
     assert batch.n_tgt_tokens == 2 + 3 + 1 + 3
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-def test_fused_decoder_equals_step_by_step(cell):
-    """Teacher-forced logits from the one-call RNN match the search's step function (1e-5)."""
-    model = tiny(cell, dec_layers=2).eval()
+@pytest.mark.parametrize(
+    "cell, attention, step",
+    [
+        ("rnn", "none", "after"),
+        ("gru", "none", "after"),
+        ("lstm", "none", "after"),
+        ("gru", "general", "after"),
+        ("lstm", "additive", "after"),
+        ("gru", "additive", "before"),
+        ("lstm", "general", "before"),
+    ],
+)
+def test_fused_decoder_equals_step_by_step(cell, attention, step):
+    """Teacher-forced logits (one fused RNN call where possible) match the search's step
+    function to 1e-5, the float32 rounding of a different summation order."""
+    model = tiny(cell, dec_layers=2, attention=attention, attention_step=step).eval()
     batch = pair_batch(SRC, TGT)
     fused = model(batch.src_tokens, batch.src_lengths, batch.tgt_in).log_softmax(-1)
     memory = model.encode(batch.src_tokens, batch.src_lengths)
@@ -119,3 +131,28 @@ def test_search_score_is_the_models_score(trained_dir):
 def test_tied_embeddings_share_one_tensor():
     model = tiny(tie_embeddings=True)
     assert model.decoder.output.weight is model.decoder.embed.weight
+
+
+@pytest.mark.parametrize("score", ["dot", "general", "additive"])
+@pytest.mark.parametrize("step", ["after", "before"])
+def test_attention_weights_sum_to_one_and_skip_padding(score, step):
+    model = tiny(attention=score, attention_step=step, bidirectional=(score != "dot")).eval()
+    batch = pair_batch(SRC, TGT)
+    memory = model.encode(batch.src_tokens, batch.src_lengths)
+    logits, weights = model.decoder.teacher_forced(batch.tgt_in, model.init_state(memory), memory)
+    assert weights.shape == (3, 4, 6)  # (batch, tgt_len, src_len)
+    assert torch.allclose(weights.sum(-1), torch.ones(3, 4), atol=1e-5)
+    padding = batch.src_tokens == PAD
+    assert torch.all(weights.masked_select(padding.unsqueeze(1).expand_as(weights)) == 0)
+    # the padded sentence gets the same logits as when it is alone in its batch
+    alone = pair_batch([SRC[1]], [TGT[1]])
+    memory1 = model.encode(alone.src_tokens, alone.src_lengths)
+    logits1 = model.decoder(alone.tgt_in, model.init_state(memory1), memory1)
+    assert torch.allclose(logits1[0], logits[1, : logits1.size(1)], atol=1e-5)
+
+
+def test_dot_attention_needs_equal_sizes():
+    from translate.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="'general' or a unidirectional encoder"):
+        config_from_dict({"model": {"attention": "dot", "bidirectional": True}})

@@ -128,12 +128,12 @@ def main(argv: list[str] | None = None) -> int:
 
             result = score_files(args.ref, args.hyp, ter=args.ter)
             print(json.dumps(result) if args.json else format_scores(result))
-    except UserError as err:
-        print(f"translate: error: {err}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("translate: interrupted", file=sys.stderr)
         return 130
+    except UserError as err:
+        print(f"translate: {err.label}: {err}", file=sys.stderr)
+        return err.exit_code
     return 0
 
 

@@ -56,6 +56,8 @@ class ModelConfig:
     bidirectional: bool = True
     dropout: float = 0.2
     tie_embeddings: bool = False  # share target embedding and output projection
+    attention: str = "none"  # none | dot | general | additive (on top of the context vector)
+    attention_step: str = "after"  # after: Luong, fused over all steps; before: Bahdanau, fed
 
 
 @dataclass
@@ -104,6 +106,8 @@ class Config:
 _CHOICES = {
     "data.spm_type": ("unigram", "bpe"),
     "model.cell": ("rnn", "gru", "lstm"),
+    "model.attention": ("none", "dot", "general", "additive"),
+    "model.attention_step": ("after", "before"),
     "train.dtype": ("fp32", "bf16"),
 }
 
@@ -162,6 +166,12 @@ def _check_ranges(cfg: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"'{key}' must be > 0, got {value}")
+    enc_out = cfg.model.hidden_dim * (2 if cfg.model.bidirectional else 1)
+    if cfg.model.attention == "dot" and enc_out != cfg.model.hidden_dim:
+        raise ConfigError(
+            "'model.attention: dot' needs encoder outputs as wide as the decoder state "
+            f"({enc_out} vs {cfg.model.hidden_dim}); use 'general' or a unidirectional encoder"
+        )
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"'model.dropout' must be in [0, 1), got {cfg.model.dropout}")
     if not 0.0 <= cfg.train.label_smoothing < 1.0:

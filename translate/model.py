@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .attention import Attention
 from .config import ModelConfig
 from .vocab import PAD
 
@@ -61,7 +62,12 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """An RNN over [previous word; context] with a readout over [state; context; previous word]."""
+    """An RNN over [previous word; context] with a readout over [state; context; previous word].
+
+    With attention, the readout also sees the attended encoder outputs: computed after the RNN
+    from its output (Luong; the RNN still runs as one call over all steps), or before it from
+    the previous state and fed to the RNN input (Bahdanau; one step at a time).
+    """
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, context_dim: int):
         super().__init__()
@@ -70,17 +76,24 @@ class Decoder(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.emb_dim, padding_idx=PAD)
         self.dropout = nn.Dropout(cfg.dropout)
         self.bridge = nn.Linear(context_dim, self.state_rows * cfg.hidden_dim)
+        self.attention = None
+        if cfg.attention != "none":
+            self.attention = Attention(cfg.attention, cfg.hidden_dim, context_dim)
+        self.feed_attention = self.attention is not None and cfg.attention_step == "before"
         self.rnn = CELLS[cfg.cell](
-            cfg.emb_dim + context_dim,
+            cfg.emb_dim + context_dim * (2 if self.feed_attention else 1),
             cfg.hidden_dim,
             num_layers=cfg.dec_layers,
             dropout=cfg.dropout if cfg.dec_layers > 1 else 0.0,
             batch_first=True,
         )
-        # readout = W_h h + W_e e + (W_c c + b); the bracket is computed once per sentence
+        # readout = W_h h + W_e e + W_a a + (W_c c + b); the bracket is computed once per sentence
         self.readout_state = nn.Linear(cfg.hidden_dim, cfg.emb_dim, bias=False)
         self.readout_embed = nn.Linear(cfg.emb_dim, cfg.emb_dim, bias=False)
         self.readout_context = nn.Linear(context_dim, cfg.emb_dim)
+        self.readout_attention = None
+        if self.attention is not None:
+            self.readout_attention = nn.Linear(context_dim, cfg.emb_dim, bias=False)
         self.output = nn.Linear(cfg.emb_dim, vocab_size)
         if cfg.tie_embeddings:
             self.output.weight = self.embed.weight
@@ -101,30 +114,60 @@ class Decoder(nn.Module):
             final = torch.cat(final, dim=0)
         return outputs, final.transpose(0, 1)
 
-    def _logits(self, rnn_out: torch.Tensor, embedded: torch.Tensor, memory: Memory):
-        context_term = memory["readout_context"]
-        if rnn_out.dim() == 3:
-            context_term = context_term.unsqueeze(1)  # broadcast over time
-        readout = torch.tanh(
-            self.readout_state(rnn_out) + self.readout_embed(embedded) + context_term
+    def _attend(self, query: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.attention(query, memory["keys"], memory["values"], memory["mask"])
+
+    def _logits(self, rnn_out, embedded, memory: Memory, attended=None) -> torch.Tensor:
+        """Logits (batch, steps, vocab) from the readout of (batch, steps, ...) inputs."""
+        readout = (
+            self.readout_state(rnn_out)
+            + self.readout_embed(embedded)
+            + memory["readout_context"].unsqueeze(1)  # broadcast over steps
         )
-        return self.output(self.dropout(readout))
+        if attended is not None:
+            readout = readout + self.readout_attention(attended)
+        return self.output(self.dropout(torch.tanh(readout)))
+
+    def _step(self, embedded, state, memory: Memory):
+        """One or more steps from (batch, steps, emb) inputs: rnn output, attention, state."""
+        inputs = [embedded, memory["context"].unsqueeze(1).expand(-1, embedded.size(1), -1)]
+        weights = attended = None
+        if self.feed_attention:  # query: the top layer's previous hidden state
+            top = state[:, self.cfg.dec_layers - 1].unsqueeze(1)  # (batch, 1, hidden)
+            attended, weights = self._attend(top, memory)
+            inputs.append(attended)
+        rnn_out, state = self._run_rnn(torch.cat(inputs, dim=-1), state)
+        if self.attention is not None and not self.feed_attention:
+            attended, weights = self._attend(rnn_out, memory)
+        return rnn_out, attended, weights, state
+
+    def teacher_forced(
+        self, tgt_in: torch.Tensor, state: torch.Tensor, memory: Memory
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (batch, tgt_len, vocab) and attention weights (batch, tgt_len, src_len)."""
+        embedded = self.dropout(self.embed(tgt_in))  # (batch, tgt_len, emb)
+        if not self.feed_attention:  # every input is known: one fused RNN call
+            rnn_out, attended, weights, _ = self._step(embedded, state, memory)
+        else:
+            outs = []
+            for t in range(tgt_in.size(1)):
+                out_t, att_t, w_t, state = self._step(embedded[:, t : t + 1], state, memory)
+                outs.append((out_t, att_t, w_t))
+            rnn_out, attended, weights = (torch.cat(parts, dim=1) for parts in zip(*outs))
+        logits = self._logits(self.dropout(rnn_out), embedded, memory, attended)
+        return logits, weights
 
     def forward(self, tgt_in: torch.Tensor, state: torch.Tensor, memory: Memory) -> torch.Tensor:
-        """Teacher-forced logits (batch, tgt_len, vocab) in one fused RNN call over all steps."""
-        embedded = self.dropout(self.embed(tgt_in))  # (batch, tgt_len, emb)
-        context = memory["context"].unsqueeze(1).expand(-1, tgt_in.size(1), -1)
-        rnn_out, _ = self._run_rnn(torch.cat([embedded, context], dim=-1), state)
-        return self._logits(self.dropout(rnn_out), embedded, memory)
+        """Teacher-forced logits (batch, tgt_len, vocab)."""
+        return self.teacher_forced(tgt_in, state, memory)[0]
 
     def step(
         self, prev_tokens: torch.Tensor, state: torch.Tensor, memory: Memory
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: logits (batch, vocab) for the next token and the new state."""
         embedded = self.embed(prev_tokens).unsqueeze(1)  # (batch, 1, emb)
-        inputs = torch.cat([embedded, memory["context"].unsqueeze(1)], dim=-1)
-        rnn_out, state = self._run_rnn(inputs, state)
-        return self._logits(rnn_out.squeeze(1), embedded.squeeze(1), memory), state
+        rnn_out, attended, _, state = self._step(embedded, state, memory)
+        return self._logits(rnn_out, embedded, memory, attended).squeeze(1), state
 
 
 class Seq2Seq(nn.Module):
@@ -138,8 +181,13 @@ class Seq2Seq(nn.Module):
 
     def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> Memory:
         """Everything the decoder needs from the source, computed once per sentence."""
-        _, context = self.encoder(src_tokens, src_lengths)
-        return {"context": context, "readout_context": self.decoder.readout_context(context)}
+        outputs, context = self.encoder(src_tokens, src_lengths)
+        memory = {"context": context, "readout_context": self.decoder.readout_context(context)}
+        if self.decoder.attention is not None:
+            memory["values"] = outputs  # (batch, src_len, out_dim)
+            memory["keys"] = self.decoder.attention.precompute(outputs)
+            memory["mask"] = src_tokens[:, : outputs.size(1)] != PAD  # (batch, src_len)
+        return memory
 
     def init_state(self, memory: Memory) -> torch.Tensor:
         return self.decoder.init_state(memory)

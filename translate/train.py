@@ -1,13 +1,18 @@
-"""The training loop: teacher forcing, Adam, gradient clipping, validation and checkpoints."""
+"""The training loop: teacher forcing, Adam, gradient clipping, validation and checkpoints.
+
+A run resumes by itself when ``out_dir`` holds a checkpoint: model, optimiser, RNG state,
+position in the epoch and best score are restored, so the resumed run takes exactly the steps
+the uninterrupted one would have taken. SIGINT/SIGTERM save a checkpoint before exiting.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import math
-import random
+import signal
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import sacrebleu
@@ -15,23 +20,28 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from .config import Config, config_to_dict
+from .config import Config, UserError, config_to_dict
 from .data import bucket_batches, pair_batch
 from .model import Seq2Seq, build_model
 from .prepare import Prepared, atomic_write, prepare
 from .translate import CONFIG, WEIGHTS, decode_ids, pick_device, set_threads
 from .vocab import PAD
 
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
+CHECKPOINT = "checkpoint.pt"
+MAX_BAD_STEPS = 20  # consecutive non-finite steps before training gives up
 
 
-def save_weights(model: Seq2Seq, path: Path) -> None:
-    """Save a state dict atomically, so a crash never leaves half a file where a good one was."""
+class Interrupted(UserError):
+    """Training stopped by a signal after saving a resumable checkpoint."""
+
+    label = "interrupted"
+    exit_code = 130
+
+
+def save_state(state: dict, path: Path) -> None:
+    """torch.save atomically, so a crash never leaves half a file where a good one was."""
     buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
+    torch.save(state, buffer)
     atomic_write(path, buffer.getvalue())
 
 
@@ -43,7 +53,7 @@ def autocast(device: torch.device, dtype: str):
 
 
 def batch_loss(model: Seq2Seq, batch, device, cfg: Config, smoothing: float) -> torch.Tensor:
-    """Summed cross-entropy over non-pad target tokens."""
+    """Summed (label-smoothed) cross-entropy over non-pad target tokens."""
     with autocast(device, cfg.train.dtype):
         logits = model(
             batch.src_tokens.to(device), batch.src_lengths.to(device), batch.tgt_in.to(device)
@@ -85,132 +95,255 @@ def validate(model: Seq2Seq, data: Prepared, cfg: Config, device: torch.device) 
     return result
 
 
+@contextmanager
+def catch_signals():
+    """While active, SIGINT and SIGTERM only set a flag that the loop checks after each step."""
+    caught: list[int] = []
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, lambda number, frame: caught.append(number))
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    try:
+        yield caught
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _check_same_experiment(out: Path, cfg: Config) -> None:
+    """A checkpoint may only be resumed with the data and model it was trained with."""
+    if not (out / CONFIG).is_file():
+        return
+    saved = yaml.safe_load((out / CONFIG).read_text(encoding="utf-8")) or {}
+    now = config_to_dict(cfg)
+    for section in ("data", "model"):
+        if saved.get(section) != now[section]:
+            changed = [k for k in now[section] if saved.get(section, {}).get(k) != now[section][k]]
+            raise UserError(
+                f"{out} holds a checkpoint trained with other {section} settings "
+                f"({', '.join(f'{section}.{k}' for k in changed)}); "
+                "use a new out_dir, or delete the old one to start over"
+            )
+
+
 def train(cfg: Config, log=print) -> Path:
-    """Train a model as ``cfg`` says; returns the model directory (``cfg.out_dir``)."""
+    """Train (or resume training) as ``cfg`` says; returns the model directory ``cfg.out_dir``."""
     set_threads(cfg.train.threads)
-    seed_everything(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)
     device = pick_device()
     out = Path(cfg.out_dir)
+    t = cfg.train
     data = prepare(cfg, log)
-    atomic_write(out / CONFIG, yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode())
-
     model = build_model(cfg.model, len(data.src_vocab), len(data.tgt_vocab)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr)
+    # the loop's counters: everything a resumed run needs besides weights and optimiser
+    state = {
+        "step": 0,
+        "epoch": 1,
+        "position": 0,
+        "best_bleu": -1.0,
+        "best_loss": math.inf,
+        "bad_validations": 0,
+        "elapsed": 0.0,
+        "finished": False,
+        "skipped": 0,
+    }
+    checkpoint_path = out / CHECKPOINT
+    if checkpoint_path.is_file():
+        _check_same_experiment(out, cfg)
+        try:
+            saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise UserError(
+                f"{checkpoint_path} is unreadable ({err}); delete it to start over"
+            ) from None
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["rng"])
+        state.update(saved["loop"])
+        for group in optimizer.param_groups:
+            group["lr"] = saved["lr"]
+        log(f"resuming from {checkpoint_path} at step {state['step']}")
+    atomic_write(out / CONFIG, yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode())
     n_params = sum(p.numel() for p in model.parameters())
     log(
-        f"model: {cfg.model.cell} context-vector seq2seq, {n_params / 1e6:.1f}M parameters, "
-        f"{len(data.train_src)} training pairs, device {device}, dtype {cfg.train.dtype}"
+        f"model: {cfg.model.cell} seq2seq, attention {cfg.model.attention}, {n_params / 1e6:.1f}M parameters, "
+        f"{len(data.train_src)} training pairs, device {device}, dtype {t.dtype}"
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    per_epoch = len(bucket_batches(data.train_src, data.train_tgt, t.batch_tokens))
+    total = min(t.max_steps or per_epoch * t.max_epochs, per_epoch * t.max_epochs)
     metrics_file = open(out / "metrics.jsonl", "a", encoding="utf-8")
 
     def record(entry: dict) -> None:
         metrics_file.write(json.dumps(entry) + "\n")
         metrics_file.flush()
 
-    t = cfg.train
-    per_epoch = len(bucket_batches(data.train_src, data.train_tgt, t.batch_tokens))
-    total = min(t.max_steps or per_epoch * t.max_epochs, per_epoch * t.max_epochs)
-    progress = tqdm(total=total, desc="train", unit="step", dynamic_ncols=True, mininterval=1.0)
-    best_bleu, best_loss, bad_validations = -1.0, float("inf"), 0
-    step, start = 0, time.time()
-    window = {
-        "loss": 0.0,
-        "tgt": 0,
-        "src": 0,
-        "clipped": 0,
-        "norm": 0.0,
-        "steps": 0,
-        "time": time.time(),
-    }
-    stop = False
+    def save_checkpoint() -> None:
+        save_state(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": torch.get_rng_state(),
+                "loop": dict(state),
+                "lr": optimizer.param_groups[0]["lr"],
+            },
+            checkpoint_path,
+        )
+
+    progress = tqdm(
+        total=total,
+        initial=state["step"],
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
+    started = time.time() - state["elapsed"]
 
     def run_validation() -> None:
-        nonlocal best_bleu, best_loss, bad_validations, stop
         if not data.dev_src:
-            save_weights(model, out / WEIGHTS)
+            save_state(model.state_dict(), out / WEIGHTS)
             return
         result = validate(model, data, cfg, device)
-        score = result.get("dev_bleu", -result["dev_loss"])
-        improved = score > best_bleu if "dev_bleu" in result else result["dev_loss"] < best_loss
-        if improved:
-            best_bleu, best_loss, bad_validations = score, result["dev_loss"], 0
-            save_weights(model, out / WEIGHTS)
+        if "dev_bleu" in result:
+            improved = result["dev_bleu"] > state["best_bleu"]
         else:
-            bad_validations += 1
+            improved = result["dev_loss"] < state["best_loss"]
+        if improved:
+            state.update(
+                best_bleu=result.get("dev_bleu", -1.0),
+                best_loss=result["dev_loss"],
+                bad_validations=0,
+            )
+            save_state(model.state_dict(), out / WEIGHTS)
+        else:
+            state["bad_validations"] += 1
             for group in optimizer.param_groups:
                 group["lr"] *= t.lr_decay
-            if t.patience and bad_validations >= t.patience:
-                stop = True
+            if t.patience and state["bad_validations"] >= t.patience:
+                state["finished"] = True
         record(
             {
-                "step": step,
-                "elapsed": round(time.time() - start, 1),
+                "step": state["step"],
+                "elapsed": round(time.time() - started, 1),
                 **result,
                 "best": improved,
                 "lr": optimizer.param_groups[0]["lr"],
             }
         )
         progress.write(
-            f"step {step}: "
+            f"step {state['step']}: "
             + ", ".join(f"{k} {v}" for k, v in result.items())
             + (" (best)" if improved else "")
         )
 
+    window = _Window()
+    bad_in_row = 0
     model.train()
-    for epoch in range(1, t.max_epochs + 1):
-        for chunk in bucket_batches(
-            data.train_src, data.train_tgt, t.batch_tokens, seed=t.seed * 1000 + epoch
-        ):
-            batch = pair_batch(
-                [data.train_src[i] for i in chunk], [data.train_tgt[i] for i in chunk]
+    with catch_signals() as caught:
+        while not state["finished"] and state["epoch"] <= t.max_epochs:
+            batches = bucket_batches(
+                data.train_src, data.train_tgt, t.batch_tokens, seed=t.seed * 1000 + state["epoch"]
             )
-            loss = batch_loss(model, batch, device, cfg, t.label_smoothing)
-            (loss / batch.n_tgt_tokens).backward()
-            norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            window["loss"] += loss.item()
-            window["tgt"] += batch.n_tgt_tokens
-            window["src"] += batch.n_src_tokens
-            window["clipped"] += norm > t.clip_norm
-            window["norm"] += norm
-            window["steps"] += 1
-            progress.update(1)
-            if step % t.log_every == 0:
-                seconds = max(time.time() - window["time"], 1e-9)
-                entry = {
-                    "step": step,
-                    "epoch": epoch,
-                    "elapsed": round(time.time() - start, 1),
-                    "train_loss": round(window["loss"] / window["tgt"], 4),
-                    "grad_norm": round(window["norm"] / window["steps"], 3),
-                    "clipped": round(window["clipped"] / window["steps"], 3),
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "tgt_tok_s": round(window["tgt"] / seconds),
-                    "src_tok_s": round(window["src"] / seconds),
-                }
-                record(entry)
-                progress.set_postfix(
-                    loss=entry["train_loss"],
-                    tok_s=entry["tgt_tok_s"],
-                    lr=f"{entry['lr']:.2g}",
-                    clip=entry["clipped"],
+            for chunk in batches[state["position"] :]:
+                batch = pair_batch(
+                    [data.train_src[i] for i in chunk], [data.train_tgt[i] for i in chunk]
                 )
-                window.update(
-                    loss=0.0, tgt=0, src=0, clipped=0, norm=0.0, steps=0, time=time.time()
-                )
-            if step % t.valid_every == 0:
-                run_validation()
-            out_of_time = t.max_minutes and time.time() - start > t.max_minutes * 60
-            if stop or step >= total or out_of_time:
-                stop = True
-                break
-        if stop:
-            break
-    if step % t.valid_every != 0:
+                loss = batch_loss(model, batch, device, cfg, t.label_smoothing)
+                (loss / batch.n_tgt_tokens).backward()
+                norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm))
+                if math.isfinite(norm) and math.isfinite(loss.item()):
+                    optimizer.step()
+                    bad_in_row = 0
+                else:  # skip the update: one bad batch must not poison the weights
+                    state["skipped"] += 1
+                    bad_in_row += 1
+                    if bad_in_row >= MAX_BAD_STEPS:
+                        raise UserError(
+                            f"{MAX_BAD_STEPS} non-finite losses in a row at step "
+                            f"{state['step']}; lower train.lr or use train.dtype=fp32"
+                        )
+                optimizer.zero_grad(set_to_none=True)
+                state["step"] += 1
+                state["position"] += 1
+                window.add(loss.item(), batch, norm, norm > t.clip_norm)
+                progress.update(1)
+                if state["step"] % t.log_every == 0:
+                    entry = window.flush(state, optimizer, time.time() - started)
+                    record(entry)
+                    progress.set_postfix(
+                        loss=entry["train_loss"],
+                        tok_s=entry["tgt_tok_s"],
+                        lr=f"{entry['lr']:.2g}",
+                        clip=entry["clipped"],
+                    )
+                out_of_time = t.max_minutes and time.time() - started > t.max_minutes * 60
+                if state["step"] >= total or out_of_time:
+                    state["finished"] = True
+                if state["step"] % t.valid_every == 0 or state["finished"]:
+                    state["elapsed"] = time.time() - started
+                    run_validation()
+                    save_checkpoint()
+                if caught:
+                    state["elapsed"] = time.time() - started
+                    save_checkpoint()
+                    progress.close()
+                    raise Interrupted(
+                        f"stopped by signal {caught[0]} at step {state['step']}; checkpoint "
+                        f"saved in {checkpoint_path}. Run the same command again to resume."
+                    )
+                if state["finished"]:
+                    break
+            else:
+                state["epoch"] += 1
+                state["position"] = 0
+    if not state["finished"]:  # ran out of epochs exactly at an epoch boundary
+        state["finished"] = True
         run_validation()
+        save_checkpoint()
     progress.close()
     metrics_file.close()
-    log(f"finished after {step} steps in {time.time() - start:.0f}s; model in {out}")
+    log(
+        f"finished after {state['step']} steps in {time.time() - started:.0f}s "
+        f"({state['skipped']} non-finite steps skipped); best model in {out / WEIGHTS}"
+    )
     return out
+
+
+class _Window:
+    """Running sums between two log lines: loss, tokens, gradient norms, clipping."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss, self.tgt, self.src, self.norm, self.clipped, self.steps = 0.0, 0, 0, 0.0, 0, 0
+        self.started = time.time()
+
+    def add(self, loss: float, batch, norm: float, clipped: bool) -> None:
+        if math.isfinite(loss) and math.isfinite(norm):
+            self.loss += loss
+            self.norm += norm
+        self.tgt += batch.n_tgt_tokens
+        self.src += batch.n_src_tokens
+        self.clipped += clipped
+        self.steps += 1
+
+    def flush(self, state: dict, optimizer, elapsed: float) -> dict:
+        seconds = max(time.time() - self.started, 1e-9)
+        entry = {
+            "step": state["step"],
+            "epoch": state["epoch"],
+            "elapsed": round(elapsed, 1),
+            "train_loss": round(self.loss / max(self.tgt, 1), 4),
+            "grad_norm": round(self.norm / self.steps, 3),
+            "clipped": round(self.clipped / self.steps, 3),
+            "lr": optimizer.param_groups[0]["lr"],
+            "tgt_tok_s": round(self.tgt / seconds),
+            "src_tok_s": round(self.src / seconds),
+            "skipped": state["skipped"],
+        }
+        self.reset()
+        return entry

@@ -1,0 +1,49 @@
+"""Attention over the encoder outputs, an option on top of the context-vector model.
+
+Three score functions: ``dot`` (Luong: q·k), ``general`` (Luong: q·Wk) and ``additive``
+(Bahdanau: v·tanh(Wq + Uk)). The key projection is computed once per sentence by
+:meth:`Attention.precompute`; padded source positions get zero weight.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Scores encoder outputs against decoder queries and returns their weighted sum."""
+
+    def __init__(self, score: str, query_dim: int, value_dim: int):
+        super().__init__()
+        self.score = score
+        if score == "dot" and query_dim != value_dim:
+            raise ValueError(f"dot attention needs equal sizes, got {query_dim} and {value_dim}")
+        if score == "general":
+            self.key_proj = nn.Linear(value_dim, query_dim, bias=False)
+        elif score == "additive":
+            self.key_proj = nn.Linear(value_dim, query_dim, bias=False)
+            self.query_proj = nn.Linear(query_dim, query_dim)
+            self.v = nn.Linear(query_dim, 1, bias=False)
+
+    def precompute(self, values: torch.Tensor) -> torch.Tensor:
+        """Keys for the score function, from encoder outputs (batch, src_len, value_dim)."""
+        return values if self.score == "dot" else self.key_proj(values)
+
+    def forward(
+        self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context (batch, steps, value_dim) and weights (batch, steps, src_len).
+
+        ``query`` is (batch, steps, query_dim); ``mask`` (batch, src_len) is True on real tokens.
+        """
+        if self.score == "additive":
+            # (batch, steps, 1, dim) + (batch, 1, src_len, dim) -> (batch, steps, src_len)
+            hidden = torch.tanh(self.query_proj(query).unsqueeze(2) + keys.unsqueeze(1))
+            scores = self.v(hidden).squeeze(-1)
+        else:
+            scores = torch.bmm(query, keys.transpose(1, 2))  # (batch, steps, src_len)
+        scores = scores.float().masked_fill(~mask.unsqueeze(1), float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        context = torch.bmm(weights.to(values.dtype), values)  # (batch, steps, value_dim)
+        return context, weights
