@@ -80,3 +80,12 @@ def test_truncated_checkpoint_is_named(trained_dir, tmp_path):
     (broken / "model.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelDirError, match="model.pt cannot be loaded"):
         Translator.from_dir(broken)
+
+
+@pytest.mark.parametrize("options", [{"dtype": "bf16"}, {"quantize": "int8"}])
+def test_bf16_and_int8_translate_like_fp32(trained_dir, options):
+    reference = Translator.from_dir(trained_dir).translate(LINES, beam=3)
+    fast = Translator.from_dir(trained_dir, device="cpu", **options).translate(LINES, beam=3)
+    assert len(fast) == len(LINES)
+    # the task is easy and the model confident: lower precision must not change a word
+    assert fast == reference

@@ -68,6 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("-o", "--output", help="output file (default: stdout); written atomically")
     tr.add_argument("--beam", type=int, help="beam size; 1 = greedy (default: the model's)")
     tr.add_argument("--length-penalty", type=float, help="GNMT alpha (default: the model's)")
+    tr.add_argument(
+        "--dtype",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16 runs the search under bf16 autocast (fast on CPUs with AMX)",
+    )
+    tr.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="int8: dynamic quantization of linear and recurrent layers (CPU)",
+    )
     tr.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
     tr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
 
@@ -92,7 +103,9 @@ def _translate(args: argparse.Namespace) -> None:
     if args.beam is not None and args.beam < 1:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
     set_threads(args.threads)
-    translator = Translator.from_dir(args.model, device=args.device)
+    translator = Translator.from_dir(
+        args.model, device=args.device, dtype=args.dtype, quantize=args.quantize
+    )
     with open_input(args.input) as lines:
         if args.output is None:
             translator.translate_stream(lines, sys.stdout, args.beam)

@@ -10,6 +10,7 @@ from typing import TextIO
 
 import torch
 import yaml
+from torch import nn
 
 from .config import Config, ConfigError, DecodeConfig, UserError, config_from_dict
 from .data import source_batch
@@ -66,21 +67,50 @@ def decode_ids(
     return results
 
 
+def quantize_int8(model: Seq2Seq) -> Seq2Seq:
+    """Dynamic int8 quantization of the linear and GRU/LSTM layers (weights int8, CPU)."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch marks the eager quantization API as deprecated
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {nn.Linear, nn.GRU, nn.LSTM}, dtype=torch.qint8)
+
+
 class Translator:
     """A trained model with its vocabularies and decoding defaults."""
 
     def __init__(
-        self, cfg: Config, model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, device: torch.device
+        self,
+        cfg: Config,
+        model: Seq2Seq,
+        src_vocab: Vocab,
+        tgt_vocab: Vocab,
+        device: torch.device,
+        dtype: str = "fp32",
     ):
-        self.cfg, self.model, self.device = cfg, model, device
+        self.cfg, self.model, self.device, self.dtype = cfg, model, device, dtype
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
 
     @classmethod
-    def from_dir(cls, path: str | Path, device: str | None = None) -> Translator:
+    def from_dir(
+        cls,
+        path: str | Path,
+        device: str | None = None,
+        dtype: str = "fp32",
+        quantize: str | None = None,
+    ) -> Translator:
         """Load ``config.yaml``, the SentencePiece model(s) and ``model.pt`` from a directory.
 
         Weights are read with ``torch.load(weights_only=True)``: no code in the file runs.
+        ``dtype="bf16"`` runs the search under bf16 autocast; ``quantize="int8"`` applies
+        PyTorch dynamic quantization to the linear and recurrent layers (CPU only).
         """
+        if dtype not in ("fp32", "bf16"):
+            raise UserError(f"dtype must be fp32 or bf16, got {dtype!r}")
+        if quantize not in (None, "int8"):
+            raise UserError(f"quantize must be int8, got {quantize!r}")
         path = Path(path)
         if not path.is_dir():
             raise ModelDirError(f"model directory not found: {path}")
@@ -116,7 +146,12 @@ class Translator:
                 f"{weights_path} does not match {config_path} and the vocabularies: {err}"
             ) from None
         dev = pick_device(device)
-        return cls(cfg, model.to(dev).eval(), vocabs[0], vocabs[1], dev)
+        model = model.to(dev).eval()
+        if quantize == "int8":
+            if dev.type != "cpu":
+                raise UserError("int8 dynamic quantization runs on the CPU only; add --device cpu")
+            model = quantize_int8(model)
+        return cls(cfg, model, vocabs[0], vocabs[1], dev, dtype)
 
     def translate(
         self, lines: list[str], beam: int | None = None, length_penalty: float | None = None
@@ -128,7 +163,11 @@ class Translator:
         src_ids = self.src_vocab.encode([lines[i] for i in keep])
         max_src = max(4, self.cfg.data.max_len * 2)
         src_ids = [ids[:max_src] for ids in src_ids]  # the encoder never saw longer sentences
-        hyps = decode_ids(self.model, src_ids, decode, beam, self.device)
+        autocast = torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bf16"
+        )
+        with autocast:
+            hyps = decode_ids(self.model, src_ids, decode, beam, self.device)
         out = [""] * len(lines)
         for index, hyp in zip(keep, hyps):
             out[index] = self.tgt_vocab.decode(hyp[0].tokens)
