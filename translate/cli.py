@@ -84,14 +84,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser(
         "score",
-        help="BLEU and chrF (and TER) of a hypothesis file, with sacrebleu signatures",
+        help="BLEU and chrF (and TER) of hypothesis files, with sacrebleu signatures",
         description="Score detokenized hypotheses against one reference file with sacrebleu "
-        "(BLEU with the 13a tokenizer, chrF; both files must have the same number of lines).",
+        "(BLEU with the 13a tokenizer, chrF; every file must have the same number of lines). "
+        "With several systems, the first is the baseline of --paired-bs.",
     )
     sc.add_argument("-r", "--ref", required=True, help="reference file")
-    sc.add_argument("hyp", help="hypothesis file")
+    sc.add_argument("hyp", nargs="+", help="hypothesis file(s)")
     sc.add_argument("--ter", action="store_true", help="also compute TER")
     sc.add_argument("--json", action="store_true", help="print one JSON object")
+    sc.add_argument(
+        "--paired-bs",
+        type=int,
+        metavar="N",
+        nargs="?",
+        const=1000,
+        help="paired bootstrap resampling (N samples, default 1000) of each system "
+        "against the first, with p-values",
+    )
+    sc.add_argument("--src", help="source file: adds BLEU by source-length bucket")
+    sc.add_argument("--plot", help="with --src: also draw the buckets as a PNG chart")
+
+    pl = sub.add_parser(
+        "plot",
+        help="training curves of a model directory as a PNG",
+        description="Draw loss, dev BLEU and learning rate from metrics.jsonl.",
+    )
+    pl.add_argument("-m", "--model", required=True, help="model directory")
+    pl.add_argument("-o", "--output", required=True, help="PNG file to write")
+
+    at = sub.add_parser(
+        "attention",
+        help="attention heatmaps (PNG) for chosen sentences",
+        description="Translate each sentence and draw the attention weights "
+        "the model used, one PNG per sentence.",
+    )
+    at.add_argument("-m", "--model", required=True, help="model directory with attention")
+    at.add_argument("-o", "--output", required=True, help="folder for attention-N.png files")
+    at.add_argument("sentences", nargs="+", help="source sentences")
     return parser
 
 
@@ -123,6 +153,51 @@ def _translate(args: argparse.Namespace) -> None:
         print(f"translated {count} lines into {out_path}", file=sys.stderr)
 
 
+def _score(args: argparse.Namespace) -> None:
+    from .score import (
+        bleu_by_length,
+        format_length_table,
+        format_scores,
+        paired_bootstrap,
+        read_same_length,
+        score,
+    )
+
+    if args.plot and not args.src:
+        raise UserError("--plot draws the length buckets: give --src too")
+    texts = read_same_length([args.ref, *args.hyp, *([args.src] if args.src else [])])
+    refs, systems = texts[0], dict(zip(args.hyp, texts[1 : 1 + len(args.hyp)]))
+    result: dict = {name: score(hyps, refs, ter=args.ter) for name, hyps in systems.items()}
+    if args.paired_bs:
+        baseline = args.hyp[0]
+        for name in args.hyp[1:]:
+            result[name]["paired_bs"] = paired_bootstrap(
+                refs, systems[baseline], systems[name], args.paired_bs
+            )
+    if args.src:
+        result["by_length"] = bleu_by_length(texts[-1], refs, systems)
+        if args.plot:
+            from .plots import plot_length_buckets
+
+            plot_length_buckets(result["by_length"], args.plot)
+    if args.json:
+        print(json.dumps(result[args.hyp[0]] if len(result) == 1 else result))
+        return
+    for name in args.hyp:
+        if len(args.hyp) > 1:
+            print(f"== {name}")
+        print(format_scores(result[name]))
+        if "paired_bs" in result[name]:
+            bs = result[name]["paired_bs"]
+            print(
+                f"paired bootstrap vs {args.hyp[0]}: BLEU {bs['baseline_bleu']} -> "
+                f"{bs['system_bleu']} (p = {bs['bleu_p_value']}), chrF {bs['baseline_chrf']} "
+                f"-> {bs['system_chrf']} (p = {bs['chrf_p_value']})"
+            )
+    if args.src:
+        print(format_length_table(result["by_length"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -137,10 +212,23 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "translate":
             _translate(args)
         elif args.command == "score":
-            from .score import format_scores, score_files
+            _score(args)
+        elif args.command == "plot":
+            from .plots import plot_training_curves
 
-            result = score_files(args.ref, args.hyp, ter=args.ter)
-            print(json.dumps(result) if args.json else format_scores(result))
+            metrics = Path(args.model) / "metrics.jsonl"
+            if not metrics.is_file():
+                raise UserError(f"{metrics} not found")
+            plot_training_curves(metrics, args.output)
+        elif args.command == "attention":
+            from .plots import plot_attention
+            from .translate import Translator
+
+            translator = Translator.from_dir(args.model)
+            Path(args.output).mkdir(parents=True, exist_ok=True)
+            for n, sentence in enumerate(args.sentences, 1):
+                src, tgt, weights = translator.attention(sentence)
+                plot_attention(weights.numpy(), src, tgt, Path(args.output) / f"attention-{n}.png")
     except KeyboardInterrupt:
         print("translate: interrupted", file=sys.stderr)
         return 130

@@ -1,13 +1,17 @@
-"""sacrebleu wrappers: corpus BLEU, chrF and TER on detokenized text, with their signatures."""
+"""sacrebleu wrappers: corpus BLEU, chrF and TER on detokenized text with their signatures,
+paired bootstrap resampling between systems, and BLEU by source-length bucket."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from sacrebleu.metrics import BLEU, CHRF, TER
+from sacrebleu.significance import PairedTest
 
 from .config import UserError
 from .data import read_lines
+
+LENGTH_BUCKETS = (10, 15, 20, 25)  # source words: <=10, 11-15, 16-20, 21-25, >25
 
 
 def score(hyps: list[str], refs: list[str], ter: bool = False) -> dict:
@@ -23,14 +27,98 @@ def score(hyps: list[str], refs: list[str], ter: bool = False) -> dict:
     return result
 
 
+def read_same_length(paths: list[str | Path]) -> list[list[str]]:
+    """The lines of several files that must have the same number of lines."""
+    texts = [read_lines(p) for p in paths]
+    counts = {len(t) for t in texts}
+    if len(counts) > 1:
+        sizes = ", ".join(f"{p} has {len(t)}" for p, t in zip(paths, texts))
+        raise UserError(f"line counts differ: {sizes}")
+    return texts
+
+
 def score_files(ref_path: str | Path, hyp_path: str | Path, ter: bool = False) -> dict:
     """Scores of a hypothesis file against a reference file (same number of lines)."""
-    refs, hyps = read_lines(ref_path), read_lines(hyp_path)
-    if len(refs) != len(hyps):
-        raise UserError(
-            f"line counts differ: {ref_path} has {len(refs)} lines, {hyp_path} has {len(hyps)}"
-        )
+    refs, hyps = read_same_length([ref_path, hyp_path])
     return score(hyps, refs, ter)
+
+
+def paired_bootstrap(
+    refs: list[str], baseline: list[str], system: list[str], samples: int = 1000
+) -> dict:
+    """sacrebleu's paired bootstrap resampling (Koehn 2004) of ``system`` against ``baseline``.
+
+    Returns both BLEUs and chrFs, and the p-values of the null hypothesis "no better". sacrebleu
+    counts strict wins, which gives an identical system the smallest p-value; identical
+    outputs are reported as p = 1 instead.
+    """
+    if not len(refs) == len(baseline) == len(system):
+        raise UserError("references and both systems need the same number of lines")
+    metrics = {"BLEU": BLEU(references=[refs]), "chrF": CHRF(references=[refs])}
+    test = PairedTest(
+        [("baseline", baseline), ("system", system)],
+        metrics,
+        references=None,
+        test_type="bs",
+        n_samples=samples,
+    )
+    _, results = test()
+    out = {}
+    for name, key in (("BLEU", "bleu"), ("chrF2", "chrf")):
+        base, other = results[name]
+        p_value = 1.0 if baseline == system else float(other.p_value)
+        out.update(
+            {
+                f"baseline_{key}": round(base.score, 2),
+                f"system_{key}": round(other.score, 2),
+                f"{key}_p_value": round(p_value, 4),
+            }
+        )
+    return out
+
+
+def bucket_name(index: int) -> str:
+    edges = (0, *LENGTH_BUCKETS)
+    if index == len(LENGTH_BUCKETS):
+        return f">{LENGTH_BUCKETS[-1]}"
+    return f"{edges[index] + 1}-{edges[index + 1]}"
+
+
+def bleu_by_length(sources: list[str], refs: list[str], systems: dict[str, list[str]]) -> dict:
+    """BLEU of each system on buckets of source length (whitespace words).
+
+    Returns ``{"buckets": [names], "sentences": [counts], name: [bleu per bucket]}``.
+    """
+    bucket_of = [sum(len(s.split()) > edge for edge in LENGTH_BUCKETS) for s in sources]
+    n_buckets = len(LENGTH_BUCKETS) + 1
+    table: dict = {
+        "buckets": [bucket_name(b) for b in range(n_buckets)],
+        "sentences": [bucket_of.count(b) for b in range(n_buckets)],
+    }
+    for name, hyps in systems.items():
+        row = []
+        for b in range(n_buckets):
+            chosen = [i for i, k in enumerate(bucket_of) if k == b]
+            if not chosen:
+                row.append(None)
+                continue
+            corpus = BLEU().corpus_score([hyps[i] for i in chosen], [[refs[i] for i in chosen]])
+            row.append(round(corpus.score, 2))
+        table[name] = row
+    return table
+
+
+def format_length_table(table: dict) -> str:
+    """A plain-text table: one row per bucket, one column per system."""
+    systems = [k for k in table if k not in ("buckets", "sentences")]
+    header = f"{'source words':>12} {'sentences':>9} " + " ".join(f"{s:>12}" for s in systems)
+    lines = [header]
+    for i, bucket in enumerate(table["buckets"]):
+        cells = [("-" if table[s][i] is None else f"{table[s][i]:.2f}") for s in systems]
+        lines.append(
+            f"{bucket:>12} {table['sentences'][i]:>9} " + " ".join(f"{c:>12}" for c in cells)
+        )
+    return "\n".join(lines)
 
 
 def format_scores(result: dict) -> str:

@@ -13,7 +13,7 @@ import yaml
 from torch import nn
 
 from .config import Config, ConfigError, DecodeConfig, UserError, config_from_dict
-from .data import source_batch
+from .data import pair_batch, source_batch
 from .model import Seq2Seq, build_model
 from .prepare import vocab_paths
 from .search import beam_search, greedy_search, max_lengths
@@ -172,6 +172,28 @@ class Translator:
         for index, hyp in zip(keep, hyps):
             out[index] = self.tgt_vocab.decode(hyp[0].tokens)
         return out
+
+    @torch.no_grad()
+    def attention(self, sentence: str, beam: int | None = None):
+        """Source pieces, translated pieces (EOS included) and the attention weights
+        (tgt_len, src_len) the model used to produce its translation of ``sentence``."""
+        if self.model.decoder.attention is None:
+            raise UserError("this model has no attention (model.attention is none)")
+        src_ids = self.src_vocab.encode([sentence])[0]
+        hyp = decode_ids(self.model, [src_ids], self._decode_config(None), beam or 1, self.device)[
+            0
+        ][0]
+        batch = pair_batch([src_ids], [hyp.tokens])
+        memory = self.model.encode(
+            batch.src_tokens.to(self.device), batch.src_lengths.to(self.device)
+        )
+        _, weights = self.model.decoder.teacher_forced(
+            batch.tgt_in.to(self.device), self.model.init_state(memory), memory
+        )
+        pieces = self.src_vocab.processor.id_to_piece
+        src = [pieces(i) for i in src_ids] + ["</s>"]
+        tgt = [self.tgt_vocab.processor.id_to_piece(i) for i in hyp.tokens] + ["</s>"]
+        return src, tgt, weights[0].float().cpu()
 
     def translate_stream(
         self,
