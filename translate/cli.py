@@ -82,6 +82,39 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
     tr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
 
+    tr.add_argument(
+        "--n-best",
+        type=int,
+        metavar="N",
+        help="write the N best translations of each line as 'LINE ||| TEXT ||| SCORE'",
+    )
+
+    tu = sub.add_parser(
+        "tune",
+        help="pick beam size and length penalty on the dev set",
+        description="Translate the dev set with each beam size and length "
+        "penalty, report BLEU, and write the best pair into MODEL/config.yaml.",
+    )
+    tu.add_argument("-m", "--model", required=True, help="model directory")
+    tu.add_argument("--src", required=True, help="dev source file")
+    tu.add_argument("--ref", required=True, help="dev reference file")
+    tu.add_argument("--beams", default="1,3,5,8", help="comma-separated (default: 1,3,5,8)")
+    tu.add_argument(
+        "--alphas",
+        default="0,0.5,1,1.5",
+        help="length penalties, comma-separated (default: 0,0.5,1,1.5)",
+    )
+
+    av = sub.add_parser(
+        "average",
+        help="average the last N checkpoints into model.pt",
+        description="Average the weights of the N most recent checkpoints in "
+        "MODEL/checkpoints (train with train.keep_checkpoints=N) into "
+        "MODEL/model.pt; the previous model.pt is kept as model.single.pt.",
+    )
+    av.add_argument("-m", "--model", required=True, help="model directory")
+    av.add_argument("-n", "--last", type=int, default=5, help="how many (default: 5)")
+
     sc = sub.add_parser(
         "score",
         help="BLEU and chrF (and TER) of hypothesis files, with sacrebleu signatures",
@@ -132,13 +165,14 @@ def _translate(args: argparse.Namespace) -> None:
 
     if args.beam is not None and args.beam < 1:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
+
     set_threads(args.threads)
     translator = Translator.from_dir(
         args.model, device=args.device, dtype=args.dtype, quantize=args.quantize
     )
     with open_input(args.input) as lines:
         if args.output is None:
-            translator.translate_stream(lines, sys.stdout, args.beam)
+            translator.translate_stream(lines, sys.stdout, args.beam, n_best=args.n_best)
             return
         out_path = Path(args.output)
         tmp = out_path.with_name(out_path.name + ".tmp")
@@ -146,11 +180,23 @@ def _translate(args: argparse.Namespace) -> None:
             open(tmp, "w", encoding="utf-8", newline="\n") as out,
             tqdm(desc="translate", unit="line", mininterval=1.0) as progress,
         ):
-            count = translator.translate_stream(lines, out, args.beam, progress=progress)
+            count = translator.translate_stream(
+                lines, out, args.beam, progress=progress, n_best=args.n_best
+            )
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, out_path)
         print(f"translated {count} lines into {out_path}", file=sys.stderr)
+
+
+def _numbers(text: str, kind: type, option: str) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{option} takes comma-separated numbers, got {text!r}") from None
+    if not values or (kind is int and min(values) < 1):
+        raise UserError(f"{option} takes numbers >= 1, got {text!r}")
+    return values
 
 
 def _score(args: argparse.Namespace) -> None:
@@ -213,6 +259,23 @@ def main(argv: list[str] | None = None) -> int:
             _translate(args)
         elif args.command == "score":
             _score(args)
+        elif args.command == "tune":
+            from .score import read_same_length
+            from .tune import tune_decoding
+
+            sources, refs = read_same_length([args.src, args.ref])
+            beams = _numbers(args.beams, int, "--beams")
+            alphas = _numbers(args.alphas, float, "--alphas")
+            best = tune_decoding(args.model, sources, refs, beams, alphas, progress=_log)["best"]
+            print(
+                f"best: beam {best['beam']}, length_penalty {best['length_penalty']}, "
+                f"BLEU {best['bleu']} (written to {args.model}/config.yaml)"
+            )
+        elif args.command == "average":
+            from .tune import average_checkpoints
+
+            paths = average_checkpoints(args.model, args.last)
+            print(f"averaged {len(paths)} checkpoints into {args.model}/model.pt")
         elif args.command == "plot":
             from .plots import plot_training_curves
 

@@ -56,6 +56,7 @@ class ModelConfig:
     bidirectional: bool = True
     dropout: float = 0.2
     tie_embeddings: bool = False  # share target embedding and output projection
+    reverse_source: bool = False  # read the source backwards (Sutskever et al. 2014)
     attention: str = "none"  # none | dot | general | additive (on top of the context vector)
     attention_step: str = "after"  # after: Luong, fused over all steps; before: Bahdanau, fed
 
@@ -73,12 +74,14 @@ class TrainConfig:
     max_minutes: float = 0.0  # 0 = no wall-clock limit
     valid_every: int = 500  # steps between validations
     valid_bleu_sentences: int = 500  # dev sentences translated (greedy) for dev BLEU; 0 = skip
+    warmup_steps: int = 0  # linear learning-rate warm-up from 0
     lr_decay: float = 0.5  # multiply the rate by this when dev BLEU does not improve
     patience: int = 0  # stop after this many validations without improvement; 0 = never
     seed: int = 1
     threads: int = 0  # torch threads; 0 = all cores
     dtype: str = "fp32"  # fp32 | bf16 (autocast; weights stay fp32)
     log_every: int = 50
+    keep_checkpoints: int = 0  # keep the weights of the last N validations, for averaging
 
 
 @dataclass

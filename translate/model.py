@@ -96,6 +96,8 @@ class Decoder(nn.Module):
             self.readout_attention = nn.Linear(context_dim, cfg.emb_dim, bias=False)
         self.output = nn.Linear(cfg.emb_dim, vocab_size)
         if cfg.tie_embeddings:
+            # N(0, 1) rows would give logits of std sqrt(emb_dim): start near uniform instead
+            nn.init.normal_(self.embed.weight, std=cfg.emb_dim**-0.5)
             self.output.weight = self.embed.weight
 
     def init_state(self, memory: Memory) -> torch.Tensor:
@@ -181,6 +183,8 @@ class Seq2Seq(nn.Module):
 
     def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> Memory:
         """Everything the decoder needs from the source, computed once per sentence."""
+        if self.cfg.reverse_source:
+            src_tokens = reverse_padded(src_tokens, src_lengths)
         outputs, context = self.encoder(src_tokens, src_lengths)
         memory = {"context": context, "readout_context": self.decoder.readout_context(context)}
         if self.decoder.attention is not None:
@@ -205,6 +209,14 @@ class Seq2Seq(nn.Module):
         """Teacher-forced logits (batch, tgt_len, vocab)."""
         memory = self.encode(src_tokens, src_lengths)
         return self.decoder(tgt_in, self.init_state(memory), memory)
+
+
+def reverse_padded(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each row's first ``length`` tokens in reverse order; padding stays at the end."""
+    positions = torch.arange(tokens.size(1), device=tokens.device).unsqueeze(0)  # (1, len)
+    lengths = lengths.to(tokens.device).unsqueeze(1)  # (batch, 1)
+    source = torch.where(positions < lengths, lengths - 1 - positions, positions)
+    return tokens.gather(1, source)
 
 
 def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:

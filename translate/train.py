@@ -149,6 +149,7 @@ def train(cfg: Config, log=print) -> Path:
         "elapsed": 0.0,
         "finished": False,
         "skipped": 0,
+        "lr_scale": 1.0,  # the plateau decay so far
     }
     checkpoint_path = out / CHECKPOINT
     if checkpoint_path.is_file():
@@ -163,8 +164,6 @@ def train(cfg: Config, log=print) -> Path:
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
         state.update(saved["loop"])
-        for group in optimizer.param_groups:
-            group["lr"] = saved["lr"]
         log(f"resuming from {checkpoint_path} at step {state['step']}")
     atomic_write(out / CONFIG, yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode())
     n_params = sum(p.numel() for p in model.parameters())
@@ -187,7 +186,6 @@ def train(cfg: Config, log=print) -> Path:
                 "optimizer": optimizer.state_dict(),
                 "rng": torch.get_rng_state(),
                 "loop": dict(state),
-                "lr": optimizer.param_groups[0]["lr"],
             },
             checkpoint_path,
         )
@@ -207,6 +205,8 @@ def train(cfg: Config, log=print) -> Path:
             save_state(model.state_dict(), out / WEIGHTS)
             return
         result = validate(model, data, cfg, device)
+        if t.keep_checkpoints:
+            keep_recent(model, out / "checkpoints", state["step"], t.keep_checkpoints)
         if "dev_bleu" in result:
             improved = result["dev_bleu"] > state["best_bleu"]
         else:
@@ -220,8 +220,7 @@ def train(cfg: Config, log=print) -> Path:
             save_state(model.state_dict(), out / WEIGHTS)
         else:
             state["bad_validations"] += 1
-            for group in optimizer.param_groups:
-                group["lr"] *= t.lr_decay
+            state["lr_scale"] *= t.lr_decay
             if t.patience and state["bad_validations"] >= t.patience:
                 state["finished"] = True
         record(
@@ -251,6 +250,9 @@ def train(cfg: Config, log=print) -> Path:
                 batch = pair_batch(
                     [data.train_src[i] for i in chunk], [data.train_tgt[i] for i in chunk]
                 )
+                warm = min(1.0, (state["step"] + 1) / t.warmup_steps) if t.warmup_steps else 1.0
+                for group in optimizer.param_groups:
+                    group["lr"] = t.lr * state["lr_scale"] * warm
                 loss = batch_loss(model, batch, device, cfg, t.label_smoothing)
                 (loss / batch.n_tgt_tokens).backward()
                 norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm))
@@ -310,6 +312,14 @@ def train(cfg: Config, log=print) -> Path:
         f"({state['skipped']} non-finite steps skipped); best model in {out / WEIGHTS}"
     )
     return out
+
+
+def keep_recent(model: Seq2Seq, folder: Path, step: int, keep: int) -> None:
+    """Save the weights as ``folder/step-N.pt`` and delete all but the ``keep`` most recent."""
+    folder.mkdir(exist_ok=True)
+    save_state(model.state_dict(), folder / f"step-{step:08d}.pt")
+    for old in sorted(folder.glob("step-*.pt"))[:-keep]:
+        old.unlink()
 
 
 class _Window:

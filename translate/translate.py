@@ -157,8 +157,20 @@ class Translator:
         self, lines: list[str], beam: int | None = None, length_penalty: float | None = None
     ) -> list[str]:
         """Translations of ``lines``, one per line, in order; blank lines stay blank."""
+        return [nbest[0][0] for nbest in self.translate_nbest(lines, 1, beam, length_penalty)]
+
+    def translate_nbest(
+        self,
+        lines: list[str],
+        n: int,
+        beam: int | None = None,
+        length_penalty: float | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """The ``n`` best (translation, score) pairs of each line, best first."""
         decode = self._decode_config(length_penalty)
         beam = beam or decode.beam
+        if not 1 <= n <= beam:
+            raise UserError(f"n-best must be between 1 and the beam size ({beam}), got {n}")
         keep = [i for i, line in enumerate(lines) if line.strip()]
         src_ids = self.src_vocab.encode([lines[i] for i in keep])
         max_src = max(4, self.cfg.data.max_len * 2)
@@ -167,10 +179,10 @@ class Translator:
             self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bf16"
         )
         with autocast:
-            hyps = decode_ids(self.model, src_ids, decode, beam, self.device)
-        out = [""] * len(lines)
-        for index, hyp in zip(keep, hyps):
-            out[index] = self.tgt_vocab.decode(hyp[0].tokens)
+            hyps = decode_ids(self.model, src_ids, decode, beam, self.device, n_best=n)
+        out = [[("", 0.0)] * n for _ in lines]
+        for index, nbest in zip(keep, hyps):
+            out[index] = [(self.tgt_vocab.decode(h.tokens), h.score) for h in nbest]
         return out
 
     @torch.no_grad()
@@ -202,22 +214,28 @@ class Translator:
         beam: int | None = None,
         chunk_size: int = 2000,
         progress=None,
+        n_best: int | None = None,
     ) -> int:
-        """Translate an iterable of lines in chunks, writing one line out per line in."""
+        """Translate an iterable of lines in chunks, writing one line out per line in
+        (or ``n_best`` lines ``LINE ||| TEXT ||| SCORE``, LINE counted from 0)."""
         count, chunk = 0, []
         for line in lines:
             chunk.append(line.rstrip("\n").removesuffix("\r"))
             if len(chunk) == chunk_size:
-                count += self._write(chunk, out, beam, progress)
+                count += self._write(chunk, count, out, beam, progress, n_best)
                 chunk = []
         if chunk:
-            count += self._write(chunk, out, beam, progress)
+            count += self._write(chunk, count, out, beam, progress, n_best)
         return count
 
-    def _write(self, chunk: list[str], out: TextIO, beam: int | None, progress) -> int:
-        for translation in self.translate(chunk, beam):
-            # a newline inside a translation would shift every later line
-            out.write(translation.replace("\n", " ").replace("\r", " ") + "\n")
+    def _write(self, chunk, first: int, out: TextIO, beam, progress, n_best) -> int:
+        for offset, nbest in enumerate(self.translate_nbest(chunk, n_best or 1, beam)):
+            for text, score in nbest:
+                text = " ".join(text.split())  # no newline may shift the following lines
+                if n_best:
+                    out.write(f"{first + offset} ||| {text} ||| {score:.4f}\n")
+                else:
+                    out.write(text + "\n")
         out.flush()
         if progress is not None:
             progress.update(len(chunk))
