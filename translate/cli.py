@@ -83,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
 
     tr.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the partly written OUT.tmp that an interrupted run left",
+    )
+    tr.add_argument(
+        "--replace-bad-utf8",
+        action="store_true",
+        help="translate lines with invalid UTF-8 (bad bytes become U+FFFD) instead of stopping",
+    )
+    tr.add_argument(
         "--n-best",
         type=int,
         metavar="N",
@@ -161,32 +171,38 @@ def build_parser() -> argparse.ArgumentParser:
 def _translate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from .translate import Translator, open_input, set_threads
+    from .translate import Translator, finished_lines, input_lines, set_threads
 
     if args.beam is not None and args.beam < 1:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
-
+    if args.resume and (args.output is None or args.n_best):
+        raise UserError("--resume continues an output file: give -o, without --n-best")
     set_threads(args.threads)
     translator = Translator.from_dir(
         args.model, device=args.device, dtype=args.dtype, quantize=args.quantize
     )
-    with open_input(args.input) as lines:
-        if args.output is None:
-            translator.translate_stream(lines, sys.stdout, args.beam, n_best=args.n_best)
-            return
-        out_path = Path(args.output)
-        tmp = out_path.with_name(out_path.name + ".tmp")
-        with (
-            open(tmp, "w", encoding="utf-8", newline="\n") as out,
-            tqdm(desc="translate", unit="line", mininterval=1.0) as progress,
-        ):
-            count = translator.translate_stream(
-                lines, out, args.beam, progress=progress, n_best=args.n_best
-            )
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, out_path)
-        print(f"translated {count} lines into {out_path}", file=sys.stderr)
+    if args.output is None:
+        lines = input_lines(args.input, args.replace_bad_utf8)
+        translator.translate_stream(lines, sys.stdout, args.beam, n_best=args.n_best)
+        return
+    # write to OUT.tmp and rename when complete: OUT is never half-written
+    out_path = Path(args.output)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    done = finished_lines(tmp) if args.resume and tmp.is_file() else 0
+    if done:
+        print(f"resuming after the {done} lines already in {tmp}", file=sys.stderr)
+    lines = input_lines(args.input, args.replace_bad_utf8, skip=done)
+    with (
+        open(tmp, "a" if done else "w", encoding="utf-8", newline="\n") as out,
+        tqdm(desc="translate", unit="line", mininterval=1.0, initial=done) as progress,
+    ):
+        count = translator.translate_stream(
+            lines, out, args.beam, progress=progress, n_best=args.n_best
+        )
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, out_path)
+    print(f"translated {done + count} lines into {out_path}", file=sys.stderr)
 
 
 def _numbers(text: str, kind: type, option: str) -> list:

@@ -20,7 +20,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from .config import Config, UserError, config_to_dict
+from .config import Config, UserError, config_to_dict, dump_model_config
 from .data import bucket_batches, pair_batch
 from .model import Seq2Seq, build_model
 from .prepare import Prepared, atomic_write, prepare
@@ -165,7 +165,7 @@ def train(cfg: Config, log=print) -> Path:
         torch.set_rng_state(saved["rng"])
         state.update(saved["loop"])
         log(f"resuming from {checkpoint_path} at step {state['step']}")
-    atomic_write(out / CONFIG, yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode())
+    atomic_write(out / CONFIG, dump_model_config(cfg))
     n_params = sum(p.numel() for p in model.parameters())
     log(
         f"model: {cfg.model.cell} seq2seq, attention {cfg.model.attention}, {n_params / 1e6:.1f}M parameters, "

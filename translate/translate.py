@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
 import torch
-import yaml
 from torch import nn
 
-from .config import Config, ConfigError, DecodeConfig, UserError, config_from_dict
+from .config import Config, ConfigError, DecodeConfig, UserError, read_model_config
 from .data import pair_batch, source_batch
 from .model import Seq2Seq, build_model
 from .prepare import vocab_paths
@@ -118,9 +117,8 @@ class Translator:
         if not config_path.is_file():
             raise ModelDirError(f"{path} is not a model directory: {CONFIG} is missing")
         try:
-            values = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-            cfg = config_from_dict(values)
-        except (yaml.YAMLError, ConfigError) as err:
+            cfg = read_model_config(config_path)
+        except ConfigError as err:
             raise ModelDirError(f"{config_path} cannot be used: {err}") from None
         src_path, tgt_path = vocab_paths(path, cfg.data.joint_vocab)
         vocabs = []
@@ -138,6 +136,16 @@ class Translator:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
         except Exception as err:  # truncated file, planted pickle, not a checkpoint at all
             raise ModelDirError(f"{weights_path} cannot be loaded safely: {err}") from None
+        for side, key, vocab, vocab_path in (
+            ("source", "encoder.embed.weight", vocabs[0], src_path),
+            ("target", "decoder.embed.weight", vocabs[1], tgt_path),
+        ):
+            rows = state.get(key).shape[0] if isinstance(state, dict) and key in state else None
+            if rows is not None and rows != len(vocab):
+                raise ModelDirError(
+                    f"{vocab_path} has {len(vocab)} pieces but {weights_path} was trained with a "
+                    f"{side} vocabulary of {rows}: they come from different trainings"
+                )
         model = build_model(cfg.model, len(vocabs[0]), len(vocabs[1]))
         try:
             model.load_state_dict(state)
@@ -248,12 +256,43 @@ class Translator:
         return decode
 
 
-def open_input(path: str | None) -> TextIO:
-    """A text stream over a file (or stdin for None / '-'); bad UTF-8 becomes U+FFFD."""
+def input_lines(path: str | None, replace_bad_utf8: bool = False, skip: int = 0) -> Iterator[str]:
+    """Lines of a file (or stdin for None / '-'), split on ``\\n`` only, read as they come.
+
+    A line that is not UTF-8 is an error naming its number, or with ``replace_bad_utf8`` is
+    decoded with U+FFFD for the bad bytes. The first ``skip`` lines are passed over.
+    """
+    name = "stdin" if path in (None, "-") else path
     if path in (None, "-"):
-        return open(
-            sys.stdin.fileno(), encoding="utf-8", errors="replace", newline="\n", closefd=False
-        )
-    if not Path(path).is_file():
+        stream = sys.stdin.buffer
+    elif not Path(path).is_file():
         raise UserError(f"input file not found: {path}")
-    return open(path, encoding="utf-8", errors="replace", newline="\n")
+    else:
+        stream = open(path, "rb")
+    try:
+        for number, raw in enumerate(stream, 1):
+            if number <= skip:
+                continue
+            raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError:
+                if not replace_bad_utf8:
+                    raise UserError(
+                        f"{name}: line {number} is not valid UTF-8 "
+                        "(--replace-bad-utf8 translates it with U+FFFD for the bad bytes)"
+                    ) from None
+                yield raw.decode("utf-8", errors="replace")
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def finished_lines(partial: Path) -> int:
+    """How many whole lines a partly written output holds; a cut-off last line is removed."""
+    data = partial.read_bytes()
+    whole = data[: data.rfind(b"\n") + 1]
+    if len(whole) != len(data):
+        with open(partial, "r+b") as f:
+            f.truncate(len(whole))
+    return whole.count(b"\n")

@@ -8,9 +8,8 @@ import shutil
 from pathlib import Path
 
 import torch
-import yaml
 
-from .config import UserError, config_to_dict
+from .config import UserError, dump_model_config
 from .prepare import atomic_write
 from .score import score
 from .train import save_state
@@ -77,5 +76,5 @@ def tune_decoding(
         ),
     )
     path = Path(model_dir) / CONFIG
-    atomic_write(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode())
+    atomic_write(path, dump_model_config(cfg))
     return {"best": best, "all": results}
