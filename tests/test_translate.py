@@ -38,8 +38,10 @@ def test_stream_keeps_line_count(trained_dir, tmp_path):
 
 
 def test_very_long_input_is_translated_not_crashed(trained_dir):
-    out = Translator.from_dir(trained_dir).translate(["hund " * 2000], beam=2)
-    assert len(out) == 1 and out[0].startswith("dog")
+    translator = Translator.from_dir(trained_dir)
+    out = translator.translate(["hund " * 2000, "katze"], beam=2)
+    assert len(out) == 2 and out[0].startswith("dog") and out[1] == "cat"
+    assert translator.truncated == 1
 
 
 class Planted:

@@ -184,6 +184,7 @@ def _translate(args: argparse.Namespace) -> None:
     if args.output is None:
         lines = input_lines(args.input, args.replace_bad_utf8)
         translator.translate_stream(lines, sys.stdout, args.beam, n_best=args.n_best)
+        _warn_truncated(translator)
         return
     # write to OUT.tmp and rename when complete: OUT is never half-written
     out_path = Path(args.output)
@@ -203,6 +204,16 @@ def _translate(args: argparse.Namespace) -> None:
         os.fsync(out.fileno())
     os.replace(tmp, out_path)
     print(f"translated {done + count} lines into {out_path}", file=sys.stderr)
+    _warn_truncated(translator)
+
+
+def _warn_truncated(translator) -> None:
+    if translator.truncated:
+        print(
+            f"translate: warning: {translator.truncated} input line(s) longer than "
+            f"{translator.max_source_len} subwords were truncated to that length",
+            file=sys.stderr,
+        )
 
 
 def _numbers(text: str, kind: type, option: str) -> list:

@@ -91,6 +91,9 @@ class Translator:
     ):
         self.cfg, self.model, self.device, self.dtype = cfg, model, device, dtype
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
+        # sources longer than twice the training limit are cut: the model never saw such lengths
+        self.max_source_len = max(4, 2 * cfg.data.max_len)
+        self.truncated = 0  # how many input lines were cut so far
 
     @classmethod
     def from_dir(
@@ -181,8 +184,9 @@ class Translator:
             raise UserError(f"n-best must be between 1 and the beam size ({beam}), got {n}")
         keep = [i for i, line in enumerate(lines) if line.strip()]
         src_ids = self.src_vocab.encode([lines[i] for i in keep])
-        max_src = max(4, self.cfg.data.max_len * 2)
-        src_ids = [ids[:max_src] for ids in src_ids]  # the encoder never saw longer sentences
+        max_src = self.max_source_len
+        self.truncated += sum(len(ids) > max_src for ids in src_ids)
+        src_ids = [ids[:max_src] for ids in src_ids]
         autocast = torch.autocast(
             self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bf16"
         )
