@@ -15,8 +15,8 @@ from translate.data import (
 
 def test_lines_split_on_newline_only(tmp_path):
     path = tmp_path / "x.txt"
-    path.write_bytes("a\u2028b\r\n\x0cc\n\nd".encode())
-    assert read_lines(path) == ["a\u2028b", "\x0cc", "", "d"]
+    path.write_bytes("a\u2028b\r\n\x0cc\n\ne\rf\nd".encode())
+    assert read_lines(path) == ["a\u2028b", "\x0cc", "", "e\rf", "d"]
 
 
 def test_gzip_and_prefix_pairs(tmp_path):

@@ -20,8 +20,8 @@ class DataError(UserError):
 def read_lines(path: str | Path) -> list[str]:
     """Lines of a UTF-8 text file (``.gz`` accepted), split on ``\\n`` only.
 
-    ``str.splitlines`` (used by ``datasets``' text loader) also breaks on U+2028, form feeds and
-    other separators, which would shift a line pair; this never does.
+    Plain-text pairs are read here rather than with ``datasets``' text loader, which also breaks
+    lines at a lone carriage return: one stray ``\\r`` would shift every later pair.
     """
     path = Path(path)
     if not path.is_file():
