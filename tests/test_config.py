@@ -45,3 +45,12 @@ def test_bad_override_and_missing_file(tmp_path):
         load_config(None, ["train.lr"])
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_every_recipe_config_loads():
+    from pathlib import Path
+
+    configs = sorted(Path(__file__).resolve().parent.parent.glob("recipes/*/*.yaml"))
+    assert len(configs) >= 3
+    for path in configs:
+        load_config(path)  # raises on an unknown key or a wrong value
