@@ -38,8 +38,8 @@ def test_train_translate_score_end_to_end(tmp_path):
         f"out_dir={model}",
         f"data.train={tmp_path / 'train'}",
         f"data.dev={tmp_path / 'dev'}",
-        "train.max_minutes=1.5",
-        "train.max_epochs=25",
+        "train.max_minutes=0",
+        "train.max_epochs=10",
         "train.threads=2",
     )
     assert done.returncode == 0, done.stderr
