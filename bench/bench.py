@@ -1,0 +1,297 @@
+"""Speed benchmark: ours (fp32, bf16, int8) against a hand-written naive seq2seq and, with
+--peers, OpenNMT-py and JoeyNMT, side by side on Multi30k with the same model sizes.
+
+    python bench/bench.py --data-dir ../shared/data/multi30k [--model DIR] [--peers]
+
+Each measurement runs in its own process (so peak RSS is its own) with the same thread count.
+Ratios within one run are the figures of record: absolute times drift on shared machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SIZES = [
+    "data.vocab_size=8000",
+    "model.cell=gru",
+    "model.emb_dim=256",
+    "model.hidden_dim=512",
+    "model.enc_layers=1",
+    "model.dec_layers=1",
+    "model.bidirectional=true",
+    "model.tie_embeddings=false",
+    "train.batch_tokens=4000",
+]
+
+
+def flops_per_target_token(vocab: int, emb: int = 256, hidden: int = 512) -> float:
+    """Forward+backward FLOPs per target token of our context-vector GRU (about 3x forward),
+    counting the matrix products only; the source is taken as long as the target."""
+    gates = 3 * hidden
+    encoder = 2 * 2 * (emb * gates + hidden * gates)  # two directions
+    decoder = 2 * ((emb + 2 * hidden) * gates + hidden * gates)
+    readout = 2 * (hidden + 2 * hidden + emb) * emb  # 2 * hidden context
+    output = 2 * emb * vocab
+    return 3.0 * (encoder + decoder + readout + output)
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    """GFLOP/s of a square matrix product in ``dtype`` on this process's threads."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def read_gz(path: Path) -> list[str]:
+    return gzip.open(path, "rt", encoding="utf-8").read().split("\n")[:-1]
+
+
+# --- workers: each runs in a child process and prints one JSON line -------------------------
+
+
+def worker_train(args: dict) -> dict:
+    from translate.config import load_config
+    from translate.data import bucket_batches, pair_batch
+    from translate.model import build_model
+    from translate.prepare import prepare
+    from translate.train import batch_loss
+
+    torch.set_num_threads(args["threads"])
+    torch.manual_seed(1)
+    cfg = load_config(None, args["overrides"])
+    data = prepare(cfg, log=lambda m: None)
+    batches = bucket_batches(data.train_src, data.train_tgt, cfg.train.batch_tokens, seed=1)
+    if args["naive"]:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from naive import NaiveSeq2Seq
+
+        model = NaiveSeq2Seq(len(data.tgt_vocab))
+    else:
+        model = build_model(cfg.model, len(data.src_vocab), len(data.tgt_vocab))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    device = torch.device("cpu")
+
+    def step(chunk) -> int:
+        batch = pair_batch([data.train_src[i] for i in chunk], [data.train_tgt[i] for i in chunk])
+        if args["naive"]:
+            logits = model(batch.src_tokens, batch.src_lengths, batch.tgt_in)
+            loss = torch.nn.functional.cross_entropy(
+                logits.view(-1, logits.size(-1)),
+                batch.tgt_out.view(-1),
+                ignore_index=0,
+                reduction="sum",
+            )
+        else:
+            loss = batch_loss(model, batch, device, cfg, 0.1)
+        (loss / batch.n_tgt_tokens).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return batch.n_tgt_tokens
+
+    for chunk in batches[:3]:  # warm-up
+        step(chunk)
+    tokens, start = 0, time.perf_counter()
+    for chunk in batches[3 : 3 + args["steps"]]:
+        tokens += step(chunk)
+    return {"tgt_tokens_per_s": tokens / (time.perf_counter() - start)}
+
+
+def worker_decode(args: dict) -> dict:
+    from translate.score import score
+    from translate.translate import Translator
+
+    torch.set_num_threads(args["threads"])
+    sources = read_gz(Path(args["data_dir"]) / "test_2016_flickr.de.gz")[: args["sentences"]]
+    refs = read_gz(Path(args["data_dir"]) / "test_2016_flickr.en.gz")[: args["sentences"]]
+    if args["naive"]:
+        return naive_decode(args, sources)
+    translator = Translator.from_dir(
+        args["model"], device="cpu", dtype=args["dtype"], quantize=args["quantize"]
+    )
+    translator.translate(sources[:20], beam=args["beam"])  # warm-up
+    start = time.perf_counter()
+    hyps = translator.translate(sources, beam=args["beam"])
+    seconds = time.perf_counter() - start
+    return {"sentences_per_s": len(sources) / seconds, "bleu": score(hyps, refs)["bleu"]}
+
+
+def naive_decode(args: dict, sources: list[str]) -> dict:
+    """The naive model (weights untrained: only speed counts) one sentence at a time; output
+    lengths are fixed to those of our model's translations so both do the same work."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from naive import NaiveSeq2Seq
+
+    from translate.vocab import Vocab
+
+    vocab = Vocab.load(Path(args["model"]) / "spm.model")
+    model = NaiveSeq2Seq(len(vocab)).eval()
+    lengths = [len(vocab.encode([s])[0]) for s in sources]
+    start = time.perf_counter()
+    for ids, n in zip(vocab.encode(sources), lengths):
+        if args["beam"] == 1:
+            model.greedy(ids + [3], max_len=n + 1)
+        else:
+            model.beam(ids + [3], max_len=n + 1, size=args["beam"])
+    return {"sentences_per_s": len(sources) / (time.perf_counter() - start)}
+
+
+def run_worker(kind: str, args: dict) -> dict:
+    """Run one measurement in a fresh process; adds its peak RSS in MiB."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", kind, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", required=True, help="folder with the Multi30k .gz files")
+    parser.add_argument(
+        "--model",
+        help="a trained model directory with the bench sizes "
+        "(default: train one for --train-minutes)",
+    )
+    parser.add_argument("--train-minutes", type=float, default=5.0)
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps")
+    parser.add_argument("--sentences", type=int, default=1000, help="test sentences decoded")
+    parser.add_argument("--naive-sentences", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--peers", action="store_true", help="also OpenNMT-py and JoeyNMT")
+    parser.add_argument("--peer-minutes", type=float, default=3.0)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="translate-bench-"))
+    data_dir = Path(args.data_dir).resolve()
+    overrides = [
+        f"out_dir={work / 'ours'}",
+        f"data.train={data_dir / 'train'}",
+        f"data.dev={data_dir / 'val'}",
+        *SIZES,
+    ]
+    results: dict = {
+        "peak_gflops": {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    }
+    common = {"threads": args.threads, "steps": args.steps, "naive": False}
+    for dtype in ("fp32", "bf16"):
+        results[f"ours_train_{dtype}"] = run_worker(
+            "train", {**common, "overrides": [*overrides, f"train.dtype={dtype}"]}
+        )
+    results["naive_train"] = run_worker("train", {**common, "naive": True, "overrides": overrides})
+    model = args.model
+    if model is None:
+        model = str(work / "ours")
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "translate",
+                "train",
+                "recipes/multi30k/config.yaml",
+                *overrides,
+                f"train.max_minutes={args.train_minutes}",
+                "train.valid_every=100000",
+                "train.valid_bleu_sentences=0",
+                f"train.threads={args.threads}",
+            ],
+            cwd=ROOT,
+            check=True,
+        )
+    decode = {
+        "threads": args.threads,
+        "data_dir": str(data_dir),
+        "model": model,
+        "sentences": args.sentences,
+        "naive": False,
+        "quantize": None,
+        "dtype": "fp32",
+    }
+    for beam in (1, 5):
+        for variant, extra in (
+            ("fp32", {}),
+            ("bf16", {"dtype": "bf16"}),
+            ("int8", {"quantize": "int8"}),
+        ):
+            results[f"ours_beam{beam}_{variant}"] = run_worker(
+                "decode", {**decode, **extra, "beam": beam}
+            )
+        results[f"naive_beam{beam}"] = run_worker(
+            "decode", {**decode, "beam": beam, "naive": True, "sentences": args.naive_sentences}
+        )
+    if args.peers:
+        sys.path.insert(0, str(ROOT / "bench"))
+        import peers
+
+        results.update(peers.measure(data_dir, work / "peers", args.peer_minutes, args.threads))
+    print_table(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def print_table(results: dict) -> None:
+    flops = flops_per_target_token(8000)
+    peak = results["peak_gflops"]
+    print(
+        f"matrix-product peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s;"
+        f" model: {flops / 1e6:.1f} MFLOP per target token (train)"
+    )
+    print(
+        f"{'system':28s} {'tgt tok/s':>10} {'% peak':>7} {'sent/s':>8} {'BLEU':>6} {'RSS MiB':>8}"
+    )
+    for name, row in results.items():
+        if name == "peak_gflops":
+            continue
+        if "error" in row:
+            print(f"{name:28s} error: {row['error']}")
+            continue
+        tok = row.get("tgt_tokens_per_s")
+        share = ""
+        if tok and name.startswith("ours_train"):
+            dtype = name.rsplit("_", 1)[1]
+            share = f"{100 * tok * flops / 1e9 / peak[dtype]:.0f}%"
+        print(
+            f"{name:28s} {tok or '':>10.0f} {share:>7} "
+            if tok
+            else f"{name:28s} {'':>10} {'':>7} ",
+            end="",
+        )
+        sent = row.get("sentences_per_s")
+        bleu = row.get("bleu")
+        print(f"{sent or 0:8.1f} " if sent else f"{'':>8} ", end="")
+        print(f"{bleu:6.2f} " if bleu is not None else f"{'':>6} ", end="")
+        print(f"{row.get('rss_mib', 0):8.0f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        kind, payload = sys.argv[2], json.loads(sys.argv[3])
+        out = {"train": worker_train, "decode": worker_decode}[kind](payload)
+        out["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(out))
+    else:
+        main()

@@ -1,0 +1,726 @@
+"""OpenNMT-py and JoeyNMT, the RNN toolkits users pick instead of ours, trained and decoded
+side by side on Multi30k De->En with the same subword data and model sizes.
+
+    python bench/peers.py --data-dir DIR [--minutes 2] [--threads 2] [--smoke]
+
+Each toolkit is installed by this script into its own virtual environment under a cache
+folder (default ``bench/.cache/``, about 1.3 GB each; delete it to reinstall), with the CPU
+torch this project uses. Both read the same pre-tokenized files: one joint 8k SentencePiece
+model is trained here, and their output is detokenized here before sacreBLEU scores it.
+
+Model: embeddings 256, a one-layer bidirectional encoder of 2 x 256 (its concatenated states
+are 512 wide: OpenNMT-py's decoder starts from them, so it must be 512), a one-layer
+decoder of 512 with MLP/Bahdanau attention and input feeding, untied embeddings. OpenNMT-py
+uses LSTMs, JoeyNMT GRUs. Training follows recipes/multi30k: Adam 0.002 held constant,
+dropout 0.3, label smoothing 0.1, clipping at norm 1, loss normalised by target tokens,
+batches of 4000 tokens (as each toolkit counts them: the longer side, padding included) and
+pairs of up to 80 subwords. Decoding: beam 5, 64 sentences a batch, GNMT length penalty 1.0.
+
+Speeds are the toolkits' own figures: training target tokens/s from the rates they log per
+window of steps (the first window dropped), decoding time as they report it (model loading
+excluded). ``--minutes`` counts from the start of each training loop, as ours does; then the
+peer is interrupted and its last checkpoint decodes the test set. Threads: OMP_NUM_THREADS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import sacrebleu
+import sentencepiece as spm
+import yaml
+
+DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache"
+TORCH = "torch==2.13.0"  # the CPU build this machine serves; both peers run on it
+OPENNMT_PACKAGES = [TORCH, "OpenNMT-py==3.0.4"]  # 3.5 needs torch<2.3
+JOEYNMT_PACKAGES = [TORCH, "joeynmt==2.3.0", "importlib_metadata"]  # imported, not declared
+
+VOCAB_SIZE = 8000
+EMB_DIM = 256
+ENC_DIR_DIM = 256  # per direction: the two directions side by side are 512
+HIDDEN_DIM = 512
+MAX_LEN = 80
+BATCH_TOKENS = 4000
+LEARNING_RATE = 0.002
+DROPOUT = 0.3
+LABEL_SMOOTHING = 0.1
+CLIP_NORM = 1.0
+DECODE_BATCH = 64
+LENGTH_PENALTY = 1.0
+OPENNMT_SAVE_EVERY = 20  # steps between checkpoints against the clock (each ~0.2 s, ~1%)
+SEED = 1234
+
+
+class PeerError(RuntimeError):
+    """A peer toolkit failed; the message ends with the tail of its log."""
+
+
+# --- installation ---------------------------------------------------------------------------
+
+
+def setup_venv(folder: Path, packages: list[str]) -> Path:
+    """Create ``folder`` as a virtual environment holding ``packages`` and return its python.
+    A file listing the packages marks a finished install, so a second call returns at once."""
+    python = folder / "bin" / "python"
+    marker = folder / "installed.txt"
+    wanted = "\n".join(packages) + "\n"
+    if marker.is_file() and marker.read_text() == wanted:
+        return python
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
+    marker.write_text(wanted)
+    return python
+
+
+def setup_opennmt(cache: Path = DEFAULT_CACHE) -> Path:
+    """Install OpenNMT-py 3.0.4 with the CPU torch into ``cache/opennmt``; its python."""
+    return setup_venv(Path(cache) / "opennmt", OPENNMT_PACKAGES)
+
+
+def setup_joeynmt(cache: Path = DEFAULT_CACHE) -> Path:
+    """Install JoeyNMT 2.3.0 with the CPU torch into ``cache/joeynmt``; its python."""
+    return setup_venv(Path(cache) / "joeynmt", JOEYNMT_PACKAGES)
+
+
+# --- shared subword data --------------------------------------------------------------------
+
+
+@dataclass
+class PeerData:
+    """Pre-tokenized files (space-separated SentencePiece pieces) that both peers read."""
+
+    folder: Path
+
+    @property
+    def spm_model(self) -> Path:
+        return self.folder / "spm.model"
+
+    @property
+    def vocab(self) -> Path:
+        """One piece a line, no specials: each toolkit adds its own."""
+        return self.folder / "vocab.txt"
+
+    @property
+    def train(self) -> Path:
+        """Prefix of ``train.de`` / ``train.en``."""
+        return self.folder / "train"
+
+    @property
+    def val(self) -> Path:
+        return self.folder / "val"
+
+    @property
+    def test_src(self) -> Path:
+        return self.folder / "test.de"
+
+    @property
+    def test_ref(self) -> Path:
+        """The untokenized English references of ``test_src``."""
+        return reference_of(self.test_src)
+
+
+def reference_of(src_file: Path) -> Path:
+    """Where :func:`prepare_data` puts the raw reference of a pieces file: ``test.de`` ->
+    ``test.ref.en``."""
+    return Path(src_file).with_suffix(".ref.en")
+
+
+def read_lines(data_dir: Path, name: str) -> list[str]:
+    """Lines of ``data_dir/name.gz`` or, failing that, ``data_dir/name``."""
+    path = Path(data_dir) / f"{name}.gz"
+    if path.is_file():
+        with gzip.open(path, "rt", encoding="utf-8") as file:
+            return file.read().splitlines()
+    return (Path(data_dir) / name).read_text(encoding="utf-8").splitlines()
+
+
+def prepare_data(
+    data_dir: Path, workdir: Path, test_sentences: int | None = None, threads: int = 2
+) -> PeerData:
+    """Train one joint SentencePiece model on the Multi30k training data and write the
+    train, val and test_2016_flickr (its first ``test_sentences``) splits as pieces.
+    Skipped when ``workdir/data`` already holds the same preparation."""
+    data = PeerData(Path(workdir) / "data")
+    marker = data.folder / "prepared.json"
+    recipe = json.dumps({"data_dir": str(data_dir), "vocab": VOCAB_SIZE, "test": test_sentences})
+    if marker.is_file() and marker.read_text() == recipe:
+        return data
+    data.folder.mkdir(parents=True, exist_ok=True)
+    train = {lang: read_lines(data_dir, f"train.{lang}") for lang in ("de", "en")}
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([s for s in train["de"] + train["en"] if s.strip()]),
+        model_prefix=str(data.folder / "spm"),
+        vocab_size=VOCAB_SIZE,
+        model_type="unigram",
+        character_coverage=1.0,
+        hard_vocab_limit=False,
+        num_threads=threads,
+        minloglevel=2,
+    )
+    processor = spm.SentencePieceProcessor(model_file=str(data.spm_model))
+    pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+    normal = [
+        piece
+        for i, piece in enumerate(pieces)
+        if not (processor.is_control(i) or processor.is_unknown(i))
+        # both toolkits split vocabulary files on whitespace and line breaks
+        and piece.split() == [piece] == piece.splitlines()
+    ]
+    data.vocab.write_text("".join(f"{piece}\n" for piece in normal), encoding="utf-8")
+    splits = {"train": "train", "val": "val", "test_2016_flickr": "test"}
+    for split, name in splits.items():
+        for lang in ("de", "en"):
+            lines = train[lang] if split == "train" else read_lines(data_dir, f"{split}.{lang}")
+            if name == "test":
+                lines = lines[:test_sentences]
+            encoded = processor.encode(lines, out_type=str)
+            write_lines(data.folder / f"{name}.{lang}", [" ".join(p) for p in encoded])
+    write_lines(data.test_ref, read_lines(data_dir, "test_2016_flickr.en")[:test_sentences])
+    marker.write_text(recipe)
+    return data
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+
+
+def detokenize(line: str) -> str:
+    """Text of a line of space-separated SentencePiece pieces."""
+    return "".join(line.split()).replace("\u2581", " ").strip()
+
+
+def score_bleu(hyp_file: Path, ref_file: Path) -> tuple[float, str]:
+    """Cased sacreBLEU (13a) of a pieces file against raw references, and its signature."""
+    hyps = [detokenize(line) for line in hyp_file.read_text(encoding="utf-8").splitlines()]
+    refs = ref_file.read_text(encoding="utf-8").splitlines()
+    if len(hyps) != len(refs):
+        raise PeerError(f"{hyp_file} has {len(hyps)} lines, {ref_file} has {len(refs)}")
+    bleu = sacrebleu.BLEU()
+    return bleu.corpus_score(hyps, [refs]).score, str(bleu.get_signature())
+
+
+# --- running a peer -------------------------------------------------------------------------
+
+
+@dataclass
+class ChildRun:
+    """What a finished peer process left: exit code, wall time, peak memory and log."""
+
+    returncode: int
+    wall_s: float
+    rss_mib: float
+    log: str
+    interrupted: bool
+
+
+def child_env(threads: int) -> dict[str, str]:
+    """Environment of a peer process. Neither toolkit has a torch thread option, so torch
+    takes its intra-op thread count from OMP_NUM_THREADS. torch >= 2.6 loads checkpoints
+    with ``weights_only=True``, which both toolkits' pickles fail; the variable restores the
+    old behaviour for their process only."""
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def run_child(
+    cmd: list[str],
+    log_path: Path,
+    threads: int,
+    stdin: Path | None = None,
+    stdout: Path | None = None,
+    should_stop: Callable[[float, str], bool] | None = None,
+) -> ChildRun:
+    """Run ``cmd`` with its output (stderr only, when ``stdout`` is given) in ``log_path``;
+    send it SIGINT once ``should_stop(elapsed seconds, log so far)`` says so. Peak RSS comes
+    from wait4, so it is this child's own."""
+    start = time.perf_counter()
+    interrupted_at = None
+    with ExitStack() as files:
+        log = files.enter_context(open(log_path, "w"))
+        source = files.enter_context(open(stdin or os.devnull, "rb"))
+        out = files.enter_context(open(stdout, "w")) if stdout else log
+        proc = subprocess.Popen(cmd, stdin=source, stdout=out, stderr=log, env=child_env(threads))
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            elapsed = time.perf_counter() - start
+            if interrupted_at is None and should_stop is not None:
+                if should_stop(elapsed, log_path.read_text(errors="replace")):
+                    proc.send_signal(signal.SIGINT)
+                    interrupted_at = elapsed
+            elif interrupted_at is not None and elapsed - interrupted_at > 300:
+                proc.kill()  # it ignored the interrupt
+            time.sleep(0.5)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return ChildRun(
+        returncode=proc.returncode,
+        wall_s=time.perf_counter() - start,
+        rss_mib=usage.ru_maxrss / 1024,
+        log=log_path.read_text(errors="replace"),
+        interrupted=interrupted_at is not None,
+    )
+
+
+def check(run: ChildRun, what: str) -> None:
+    """Raise :class:`PeerError` with the log's tail when a peer exited with an error."""
+    if run.returncode != 0 and not run.interrupted:
+        tail = "\n".join(run.log.splitlines()[-15:])
+        raise PeerError(f"{what} exited with {run.returncode}:\n{tail}")
+
+
+def window_throughput(log: str, pattern: str) -> float:
+    """Target tokens/s over a training run from the rates the toolkit logs per window of
+    equal steps. The first window (data loading, allocator warm-up) is dropped when there are
+    others; the rest are combined as total tokens / total time, i.e. their harmonic mean,
+    since token-sized batches give every window nearly the same number of tokens."""
+    rates = [float(rate) for rate in re.findall(pattern, log)]
+    if not rates:
+        raise PeerError(f"no throughput line ({pattern!r}) in the training log")
+    rates = rates[1:] or rates
+    return len(rates) / sum(1 / rate for rate in rates)
+
+
+def logged_value(run: ChildRun, pattern: str) -> float:
+    """The number a peer logged in the first group of ``pattern``."""
+    found = re.search(pattern, run.log)
+    if not found:
+        raise PeerError(f"no line matching {pattern!r} in the log:\n{run.log[-2000:]}")
+    return float(found.group(1))
+
+
+def decoded(hyp_file: Path, ref_file: Path, sentences_per_s: float, run: ChildRun) -> dict:
+    """The row of a translation run: speed, BLEU with its signature, peak memory."""
+    bleu, signature = score_bleu(hyp_file, ref_file)
+    return {
+        "sentences_per_s": sentences_per_s,
+        "bleu": bleu,
+        "signature": signature,
+        "rss_mib": run.rss_mib,
+    }
+
+
+def write_config(workdir: Path, config: dict) -> Path:
+    """``workdir/train.yaml`` holding ``config``."""
+    path = workdir / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def minutes_after(minutes: float, loop_start: str) -> Callable[[float, str], bool]:
+    """A ``should_stop`` for :func:`run_child` that is true ``minutes`` after the toolkit
+    logged ``loop_start``, the start of its training loop: ours counts ``train.max_minutes``
+    from its loop too, so start-up (imports, data, model) is not part of the budget."""
+    started: list[float] = []
+
+    def past(elapsed: float, log: str) -> bool:
+        if not started and loop_start in log:
+            started.append(elapsed)
+        return bool(started) and elapsed - started[0] >= 60 * minutes
+
+    return past
+
+
+def report_every(steps: int | None) -> int:
+    """Steps per logged throughput window: 10, fewer for a short fixed run."""
+    return 10 if steps is None else max(1, min(10, steps // 4))
+
+
+def check_budget(minutes: float | None, steps: int | None) -> None:
+    if (minutes is None) == (steps is None):
+        raise ValueError("give exactly one of minutes and steps")
+
+
+# --- OpenNMT-py -----------------------------------------------------------------------------
+
+OPENNMT_RATE = r"(?:\d+)/\s*(\d+) tok/s"  # "src/tgt tok/s" of each report window
+OPENNMT_SAVE = re.compile(r"Saving checkpoint (\S+)_step_(\d+)\.pt")
+
+
+def opennmt_config(workdir: Path, data: PeerData, steps: int | None, batch_tokens: int) -> dict:
+    """OpenNMT-py 3.0 training options: bi-LSTM 2 x 256, LSTM 512, MLP attention with input
+    feeding, no validation; against the clock it checkpoints every OPENNMT_SAVE_EVERY steps."""
+    return {
+        "data": {"corpus_1": {"path_src": f"{data.train}.de", "path_tgt": f"{data.train}.en"}},
+        "src_vocab": str(data.vocab),
+        "tgt_vocab": str(data.vocab),
+        "share_vocab": True,
+        "transforms": ["filtertoolong"],
+        "src_seq_length": MAX_LEN,
+        "tgt_seq_length": MAX_LEN,
+        "save_model": str(workdir / "model"),
+        "save_checkpoint_steps": 0 if steps else OPENNMT_SAVE_EVERY,  # 0: only at the end
+        "keep_checkpoint": 2,  # the older one is deleted only after the newer is written
+        "train_steps": steps or 10**9,
+        "valid_steps": 10**9,
+        "report_every": report_every(steps),
+        "seed": SEED,
+        "num_workers": 0,  # its default of 2 loader processes would compete for the cores
+        "model_type": "text",
+        "encoder_type": "brnn",
+        "decoder_type": "rnn",
+        "rnn_type": "LSTM",
+        "word_vec_size": EMB_DIM,
+        "enc_layers": 1,
+        "dec_layers": 1,
+        "enc_hid_size": 2 * ENC_DIR_DIM,  # brnn splits it over the two directions
+        "dec_hid_size": HIDDEN_DIM,
+        "global_attention": "mlp",
+        "input_feed": 1,
+        "dropout": [DROPOUT],
+        "optim": "adam",
+        "learning_rate": LEARNING_RATE,
+        "max_grad_norm": CLIP_NORM,
+        "label_smoothing": LABEL_SMOOTHING,
+        "normalization": "tokens",
+        "batch_type": "tokens",
+        "batch_size": batch_tokens,
+    }
+
+
+def opennmt_checkpoints(log: str, exited: bool) -> list[Path]:
+    """Checkpoints OpenNMT-py has finished writing, oldest first. It logs "Saving checkpoint"
+    before ``torch.save``, so while it runs a file counts once it is a whole zip archive (the
+    central directory that ends one is written last); after a clean exit all do."""
+    saved = [Path(f"{m[1]}_step_{m[2]}.pt") for m in OPENNMT_SAVE.finditer(log)]
+    return saved if exited else [path for path in saved if zipfile.is_zipfile(path)]
+
+
+def train_opennmt(
+    workdir: Path,
+    data: PeerData,
+    minutes: float | None = None,
+    steps: int | None = None,
+    threads: int = 2,
+    *,
+    batch_tokens: int = BATCH_TOKENS,
+    cache: Path = DEFAULT_CACHE,
+) -> dict:
+    """Train OpenNMT-py for ``steps`` steps or about ``minutes`` of its training loop, then
+    interrupt it. It saves nothing on SIGINT, so the model is its newest whole checkpoint
+    (one every OPENNMT_SAVE_EVERY steps) and ``steps`` counts the steps in it.
+    ``tgt_tokens_per_s`` comes from its log (see :func:`window_throughput`); ``wall_s`` is
+    the whole process."""
+    check_budget(minutes, steps)
+    python = setup_opennmt(cache)
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = write_config(workdir, opennmt_config(workdir, data, steps, batch_tokens))
+    chosen: list[Path] = []
+    out_of_time = minutes_after(minutes or 0.0, "Start training loop")
+
+    def should_stop(elapsed: float, log: str) -> bool:
+        if not out_of_time(elapsed, log):
+            return False
+        chosen[:] = opennmt_checkpoints(log, exited=False)
+        return bool(chosen)  # else wait for the first checkpoint
+
+    cmd = [str(python), "-m", "onmt.bin.train", "-config", str(config)]
+    stop = should_stop if minutes is not None else None
+    run = run_child(cmd, workdir / "train.log", threads, should_stop=stop)
+    check(run, "OpenNMT-py training")
+    if not run.interrupted:
+        chosen = opennmt_checkpoints(run.log, exited=True)
+    if not chosen or not chosen[-1].is_file():
+        raise PeerError(f"OpenNMT-py left no checkpoint; see {workdir / 'train.log'}")
+    return {
+        "tgt_tokens_per_s": window_throughput(run.log, OPENNMT_RATE),
+        "wall_s": run.wall_s,
+        "model": chosen[-1],
+        "steps": int(chosen[-1].stem.rsplit("_", 1)[1]),
+        "rss_mib": run.rss_mib,
+    }
+
+
+def translate_opennmt(
+    model: Path,
+    src_file: Path,
+    beam: int = 5,
+    threads: int = 2,
+    *,
+    ref_file: Path | None = None,
+    cache: Path = DEFAULT_CACHE,
+) -> dict:
+    """Decode a pieces file with an OpenNMT-py checkpoint and score it against ``ref_file``
+    (default: :func:`reference_of`). Speed is the toolkit's own timing of the decoding (model
+    loading excluded), reported as average milliseconds per sentence."""
+    python = setup_opennmt(cache)
+    model = Path(model)
+    out = model.parent / f"{Path(src_file).stem}.beam{beam}.hyp"
+    cmd = [str(python), "-m", "onmt.bin.translate", "-model", str(model)]
+    cmd += ["-src", str(src_file), "-output", str(out), "-beam_size", str(beam)]
+    cmd += ["-batch_size", str(DECODE_BATCH), "-batch_type", "sents", "-report_time"]
+    cmd += ["-length_penalty", "wu", "-alpha", str(LENGTH_PENALTY), "-gpu", "-1"]
+    run = run_child(cmd, out.with_suffix(".log"), threads)
+    check(run, "OpenNMT-py translation")
+    milliseconds = logged_value(run, r"Average translation time \(ms\): ([\d.]+)")
+    return decoded(out, ref_file or reference_of(src_file), 1000 / milliseconds, run)
+
+
+# --- JoeyNMT --------------------------------------------------------------------------------
+
+JOEYNMT_RATE = r"Tokens per Sec:\s+(\d+)"  # target tokens of each logging window
+
+
+def joeynmt_config(model_dir: Path, data: PeerData, steps: int | None, batch_tokens: int) -> dict:
+    """JoeyNMT 2.3 training options: bi-GRU 2 x 256, GRU 512 with Bahdanau attention and
+    input feeding, and a constant learning rate: ``plateau`` passes ``verbose`` to
+    ReduceLROnPlateau, which torch 2.13 rejects, and leaving ``scheduling`` out is rejected
+    by 2.3.0 itself, so it is an exponential decay by a factor of 1 per epoch. Validation is
+    never reached."""
+    every = report_every(steps)
+    side = {"level": "word", "lowercase": False, "max_length": MAX_LEN, "voc_file": str(data.vocab)}
+    return {
+        "name": "peers",
+        "model_dir": str(model_dir),
+        "use_cuda": False,
+        "random_seed": SEED,
+        "data": {
+            "train": str(data.train),
+            "dev": str(data.val),
+            "dataset_type": "plain",
+            "src": {"lang": "de", **side},
+            "trg": {"lang": "en", **side},
+        },
+        "training": {
+            "optimizer": "adam",
+            "learning_rate": LEARNING_RATE,
+            "scheduling": "exponential",
+            "decrease_factor": 1.0,
+            "clip_grad_norm": CLIP_NORM,
+            "label_smoothing": LABEL_SMOOTHING,
+            "normalization": "tokens",
+            "batch_type": "token",
+            "batch_size": batch_tokens,
+            "epochs": 10**6,
+            "updates": steps or 10**9,
+            "logging_freq": every,
+            "validation_freq": every * 10**6,
+            "overwrite": True,
+        },
+        "testing": {"batch_size": DECODE_BATCH, "batch_type": "sentence"},
+        "model": {
+            "tied_embeddings": False,
+            "tied_softmax": False,
+            "encoder": {
+                "type": "recurrent",
+                "rnn_type": "gru",
+                "embeddings": {"embedding_dim": EMB_DIM},
+                "hidden_size": ENC_DIR_DIM,
+                "bidirectional": True,
+                "num_layers": 1,
+                "dropout": DROPOUT,
+            },
+            "decoder": {
+                "type": "recurrent",
+                "rnn_type": "gru",
+                "embeddings": {"embedding_dim": EMB_DIM},
+                "hidden_size": HIDDEN_DIM,
+                "attention": "bahdanau",
+                "input_feeding": True,
+                "init_hidden": "bridge",
+                "num_layers": 1,
+                "dropout": DROPOUT,
+            },
+        },
+    }
+
+
+def train_joeynmt(
+    workdir: Path,
+    data: PeerData,
+    minutes: float | None = None,
+    steps: int | None = None,
+    threads: int = 2,
+    *,
+    batch_tokens: int = BATCH_TOKENS,
+    cache: Path = DEFAULT_CACHE,
+) -> dict:
+    """Train JoeyNMT for ``steps`` steps or about ``minutes`` of its training loop, then
+    interrupt it (it saves the current weights on SIGINT). ``model`` is its model directory,
+    ``steps`` the steps in its latest checkpoint; ``tgt_tokens_per_s`` comes from its log
+    (see :func:`window_throughput`); ``wall_s`` is the whole process."""
+    check_budget(minutes, steps)
+    python = setup_joeynmt(cache)
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    model_dir = workdir / "model"
+    config = write_config(workdir, joeynmt_config(model_dir, data, steps, batch_tokens))
+
+    # SIGINT is caught (and the model saved) only inside the epoch loop, which logs "EPOCH"
+    stop = minutes_after(minutes, "EPOCH 1") if minutes is not None else None
+    cmd = [str(python), "-m", "joeynmt", "train", str(config), "--skip-test"]
+    run = run_child(cmd, workdir / "train.log", threads, should_stop=stop)
+    check(run, "JoeyNMT training")
+    latest = model_dir / "latest.ckpt"  # a link to STEPS.ckpt
+    if not latest.is_file():
+        raise PeerError(f"JoeyNMT left no checkpoint; see {workdir / 'train.log'}")
+    return {
+        "tgt_tokens_per_s": window_throughput(run.log, JOEYNMT_RATE),
+        "wall_s": run.wall_s,
+        "model": model_dir,
+        "steps": int(latest.resolve().stem),
+        "rss_mib": run.rss_mib,
+    }
+
+
+def translate_joeynmt(
+    model: Path,
+    src_file: Path,
+    beam: int = 5,
+    threads: int = 2,
+    *,
+    ref_file: Path | None = None,
+    cache: Path = DEFAULT_CACHE,
+) -> dict:
+    """Decode a pieces file with the latest checkpoint of a JoeyNMT model directory and score
+    it against ``ref_file`` (default: :func:`reference_of`). Speed is the toolkit's own
+    "Generation took" timing (model loading excluded)."""
+    python = setup_joeynmt(cache)
+    model = Path(model)
+    config = yaml.safe_load((model / "config.yaml").read_text())
+    config["testing"].update(
+        beam_size=beam,
+        beam_alpha=LENGTH_PENALTY,  # GNMT ((5 + len) / 6) ** alpha, as ours
+        load_model=str((model / "latest.ckpt").resolve()),
+    )
+    translate_config = model / f"translate.beam{beam}.yaml"
+    translate_config.write_text(yaml.safe_dump(config))
+    out = model / f"{Path(src_file).stem}.beam{beam}.hyp"
+    # 2.3.0 fails on its own -o option (it reads args.n_best, a field it lacks): take stdout
+    cmd = [str(python), "-m", "joeynmt", "translate", str(translate_config)]
+    run = run_child(cmd, out.with_suffix(".log"), threads, stdin=Path(src_file), stdout=out)
+    check(run, "JoeyNMT translation")
+    seconds = logged_value(run, r"Generation took ([\d.]+)\[sec\]")
+    sentences = len(Path(src_file).read_text(encoding="utf-8").splitlines())
+    return decoded(out, ref_file or reference_of(src_file), sentences / seconds, run)
+
+
+# --- both, side by side ---------------------------------------------------------------------
+
+PEERS = {
+    "opennmt": (train_opennmt, translate_opennmt),
+    "joeynmt": (train_joeynmt, translate_joeynmt),
+}
+
+
+def measure(
+    data_dir: Path,
+    workdir: Path,
+    minutes: float | None = 2.0,
+    threads: int = 2,
+    *,
+    steps: int | None = None,
+    beam: int = 5,
+    test_sentences: int | None = None,
+    batch_tokens: int = BATCH_TOKENS,
+    cache: Path = DEFAULT_CACHE,
+) -> dict[str, dict]:
+    """Train and decode both peers; rows ``{peer}_train`` and ``{peer}_beam{beam}`` in the
+    shape bench/bench.py prints, or ``{"error": ...}`` for a step that failed."""
+    setup_opennmt(cache)
+    setup_joeynmt(cache)
+    workdir = Path(workdir).resolve()
+    data = prepare_data(Path(data_dir), workdir, test_sentences, threads)
+    budget = {"minutes": None, "steps": steps} if steps else {"minutes": minutes, "steps": None}
+    results: dict[str, dict] = {}
+    for name, (train, translate) in PEERS.items():
+        print(f"peers: training {name} in {workdir / name}", file=sys.stderr, flush=True)
+        try:
+            trained = train(
+                workdir / name,
+                data,
+                **budget,
+                threads=threads,
+                batch_tokens=batch_tokens,
+                cache=cache,
+            )
+            results[f"{name}_train"] = {**trained, "model": str(trained["model"])}
+            print(f"peers: decoding with {name}", file=sys.stderr, flush=True)
+            decoded = translate(trained["model"], data.test_src, beam, threads, cache=cache)
+            results[f"{name}_beam{beam}"] = decoded
+        except (PeerError, subprocess.CalledProcessError, OSError) as err:
+            key = f"{name}_beam{beam}" if f"{name}_train" in results else f"{name}_train"
+            results[key] = {"error": str(err)}
+    return results
+
+
+def print_table(results: dict[str, dict]) -> None:
+    """One line per peer: training speed and length, decoding speed and BLEU."""
+    print(f"{'system':10s} {'tgt tok/s':>10} {'steps':>6} {'train s':>8} {'sent/s':>7} {'BLEU':>6}")
+    signatures = set()
+    for name in PEERS:
+        train = results.get(f"{name}_train", {})
+        decode = next((v for k, v in results.items() if k.startswith(f"{name}_beam")), {})
+        for row in (train, decode):
+            if "error" in row:
+                print(f"{name:10s} error: {row['error']}")
+        if "error" in train:
+            continue
+        line = f"{name:10s} {train['tgt_tokens_per_s']:10.0f} {train['steps']:6d}"
+        line += f" {train['wall_s']:8.0f}"
+        if "bleu" in decode:
+            line += f" {decode['sentences_per_s']:7.1f} {decode['bleu']:6.2f}"
+            signatures.add(decode["signature"])
+        print(line)
+    for signature in sorted(signatures):
+        print(f"BLEU: {signature}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", required=True, help="folder with the Multi30k .gz files")
+    parser.add_argument(
+        "--workdir", help="where data, models and logs go (default: a new temp dir)"
+    )
+    parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="the virtual environments")
+    parser.add_argument("--minutes", type=float, default=2.0, help="training time per peer")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check the wiring: 20 steps of 1000 tokens, 50 test sentences",
+    )
+    args = parser.parse_args()
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="peers-"))
+    print(f"work directory: {workdir}", flush=True)
+    if args.smoke:
+        results = measure(
+            args.data_dir,
+            workdir,
+            threads=args.threads,
+            steps=20,
+            test_sentences=50,
+            batch_tokens=1000,
+            cache=Path(args.cache),
+        )
+    else:
+        results = measure(
+            args.data_dir, workdir, args.minutes, args.threads, cache=Path(args.cache)
+        )
+    print_table(results)
+
+
+if __name__ == "__main__":
+    main()
