@@ -94,7 +94,8 @@ def beam_search(
     """The ``n_best`` highest-scoring translations of each sentence, best first.
 
     The batch keeps a fixed (batch * beam) shape. A finished row may only emit PAD at zero cost
-    and carries its final, length-normalised score; active rows compete on their raw log-prob.
+    and carries its final, length-normalised score; live rows compete on their log-prob divided
+    by the length penalty of their length so far (as OpenNMT-py's GNMT scorer does).
     """
     batch, device = src_tokens.size(0), src_tokens.device
     rows = batch * beam
@@ -125,9 +126,9 @@ def beam_search(
         log_probs[at_limit] = eos_only  # the last allowed position can only be EOS
         log_probs[finished] = pad_only  # finished rows continue with PAD at zero cost
         candidates = raw.unsqueeze(1) + log_probs  # (rows, vocab): raw score of each extension
-        rank = candidates.clone()
-        # a hypothesis ending here is ranked by its final, normalised score from now on
-        rank[:, EOS] = candidates[:, EOS] / length_penalty(lengths + 1, alpha)
+        # every candidate is ranked by its length-normalised score (as if it ended here), so
+        # finished and live hypotheses compete on the same scale; a finished row keeps its score
+        rank = candidates / length_penalty(lengths + 1, alpha).unsqueeze(1)
         rank[finished, PAD] = final[finished]
 
         top_rank, top_index = rank.view(batch, beam * vocab).topk(beam, dim=1)  # (batch, beam)
