@@ -41,6 +41,35 @@ def test_padding_does_not_change_the_encoding():
     context_alone = model.encode(alone.src_tokens, alone.src_lengths)["context"]
     context_padded = model.encode(padded.src_tokens, padded.src_lengths)["context"][1:2]
     assert torch.allclose(context_alone, context_padded, atol=1e-6)
+    outputs_alone, _ = model.encoder(alone.src_tokens, alone.src_lengths)
+    outputs_padded, _ = model.encoder(padded.src_tokens, padded.src_lengths)
+    assert torch.allclose(outputs_alone[0], outputs_padded[1, :3], atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_encoder_equals_a_packed_bidirectional_rnn(cell):
+    """The per-direction encoder computes what nn.GRU/LSTM(bidirectional) does on packed input."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    model = tiny(cell, enc_layers=2).eval()
+    reference = getattr(torch.nn, cell.upper())(
+        8, 16, num_layers=2, bidirectional=True, batch_first=True
+    )
+    with torch.no_grad():
+        for layer, rnns in enumerate(model.encoder.layers):
+            for direction, rnn in enumerate(rnns):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(reference, name + suffix).copy_(getattr(rnn, name + "_l0"))
+    batch = source_batch(SRC)
+    embedded = model.encoder.embed(batch.src_tokens)
+    packed = pack_padded_sequence(
+        embedded, batch.src_lengths, batch_first=True, enforce_sorted=False
+    )
+    expected, _ = pad_packed_sequence(reference(packed)[0], batch_first=True)
+    outputs, _ = model.encoder(batch.src_tokens, batch.src_lengths)
+    real = (batch.src_tokens != PAD).unsqueeze(-1)
+    assert torch.allclose(outputs * real, expected * real, atol=1e-5)
 
 
 def test_targets_are_shifted_by_one():

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .attention import Attention
 from .config import ModelConfig
@@ -25,39 +24,51 @@ Memory = dict[str, torch.Tensor]
 
 
 class Encoder(nn.Module):
-    """Embeds the source and runs a (bidirectional, multi-layer) RNN over it."""
+    """Embeds the source and runs a (bidirectional, multi-layer) RNN over it.
+
+    Each layer and direction is its own one-layer RNN over the padded batch; the backward one
+    reads each sentence reversed in place (padding stays at the end). This equals a packed
+    bidirectional nn.RNN but skips packing, whose backward pass zero-fills per time step and
+    cost a third of the encoder's time on CPU.
+    """
 
     def __init__(self, cfg: ModelConfig, vocab_size: int):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(vocab_size, cfg.emb_dim, padding_idx=PAD)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.rnn = CELLS[cfg.cell](
-            cfg.emb_dim,
-            cfg.hidden_dim,
-            num_layers=cfg.enc_layers,
-            bidirectional=cfg.bidirectional,
-            dropout=cfg.dropout if cfg.enc_layers > 1 else 0.0,
-            batch_first=True,
-        )
-        self.out_dim = cfg.hidden_dim * (2 if cfg.bidirectional else 1)
+        directions = 2 if cfg.bidirectional else 1
+        self.out_dim = cfg.hidden_dim * directions
+        self.layers = nn.ModuleList()
+        for layer in range(cfg.enc_layers):
+            size = cfg.emb_dim if layer == 0 else self.out_dim
+            self.layers.append(
+                nn.ModuleList(
+                    CELLS[cfg.cell](size, cfg.hidden_dim, batch_first=True)
+                    for _ in range(directions)
+                )
+            )
 
     def forward(
         self, src_tokens: torch.Tensor, src_lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns per-position outputs (batch, src_len, out_dim) and the context (batch, out_dim)."""
-        embedded = self.dropout(self.embed(src_tokens))
-        packed = pack_padded_sequence(
-            embedded, src_lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        packed_out, final = self.rnn(packed)
-        if isinstance(final, tuple):  # LSTM: (h_n, c_n); the context is built from h_n
-            final = final[0]
-        outputs, _ = pad_packed_sequence(packed_out, batch_first=True)
-        directions = 2 if self.cfg.bidirectional else 1
-        # (layers*directions, batch, hidden) -> the top layer's directions side by side
-        top = final.view(self.cfg.enc_layers, directions, -1, self.cfg.hidden_dim)[-1]
-        context = top.transpose(0, 1).reshape(-1, self.out_dim)  # (batch, out_dim)
+        """Per-position outputs (batch, src_len, out_dim) and the context (batch, out_dim): the
+        top layer's states after reading the whole sentence, in each direction."""
+        lengths = src_lengths.to(src_tokens.device)
+        last = (lengths - 1).view(-1, 1, 1)  # index of each sentence's last real position
+        outputs = self.dropout(self.embed(src_tokens))  # (batch, src_len, emb)
+        for number, rnns in enumerate(self.layers):
+            if number > 0:
+                outputs = self.dropout(outputs)
+            forward_out, _ = rnns[0](outputs)  # padding comes after the last real token
+            finals = [forward_out.gather(1, last.expand(-1, 1, forward_out.size(2)))]
+            per_direction = [forward_out]
+            if len(rnns) == 2:
+                backward_out, _ = rnns[1](reverse_padded(outputs, lengths))
+                finals.append(backward_out.gather(1, last.expand(-1, 1, backward_out.size(2))))
+                per_direction.append(reverse_padded(backward_out, lengths))
+            outputs = torch.cat(per_direction, dim=-1)  # (batch, src_len, out_dim)
+        context = torch.cat(finals, dim=-1).squeeze(1)  # (batch, out_dim)
         return outputs, context
 
 
@@ -211,12 +222,13 @@ class Seq2Seq(nn.Module):
         return self.decoder(tgt_in, self.init_state(memory), memory)
 
 
-def reverse_padded(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Each row's first ``length`` tokens in reverse order; padding stays at the end."""
-    positions = torch.arange(tokens.size(1), device=tokens.device).unsqueeze(0)  # (1, len)
-    lengths = lengths.to(tokens.device).unsqueeze(1)  # (batch, 1)
+def reverse_padded(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each row's first ``length`` entries (batch, len, ...) in reverse; padding stays put."""
+    positions = torch.arange(values.size(1), device=values.device).unsqueeze(0)  # (1, len)
+    lengths = lengths.to(values.device).unsqueeze(1)  # (batch, 1)
     source = torch.where(positions < lengths, lengths - 1 - positions, positions)
-    return tokens.gather(1, source)
+    source = source.view(*source.shape, *([1] * (values.dim() - 2))).expand_as(values)
+    return values.gather(1, source)
 
 
 def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
