@@ -156,3 +156,47 @@ def test_batching_is_invariant_to_input_order(translator, lines):
     reference = dict(zip(lines, translator.translate(lines, beam=3)))
     again = translator.translate(sorted(lines), beam=3)
     assert [reference[line] for line in sorted(lines)] == again
+
+
+def test_a_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from translate.train import save_state
+
+    target = tmp_path / "model.pt"
+    save_state({"w": torch.ones(3)}, target)
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(UserError, match="cannot write .*model.pt .*No space left.*intact"):
+        save_state({"w": torch.zeros(3)}, target)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(target, weights_only=True)["w"], torch.ones(3))
+    assert not (tmp_path / "model.pt.tmp").exists()
+
+
+def test_bad_utf8_in_training_data_can_be_replaced(tmp_path):
+    from translate.data import DataError, read_parallel
+
+    (tmp_path / "t.de").write_bytes(b"gut\nschlecht \xff\n")
+    (tmp_path / "t.en").write_bytes(b"good\nbad\n")
+    with pytest.raises(DataError, match="t.de: line 2 is not valid UTF-8.*replace_bad_utf8"):
+        read_parallel(str(tmp_path / "t"), "de", "en")
+    src, tgt = read_parallel(str(tmp_path / "t"), "de", "en", replace_bad_utf8=True)
+    assert src == ["gut", "schlecht \ufffd"] and tgt == ["good", "bad"]
+
+
+def test_resuming_with_another_model_is_refused(word_corpus, tmp_path):
+    cfg = tiny_config(
+        word_corpus,
+        f"out_dir={tmp_path / 'm'}",
+        "train.max_steps=5",
+        "train.valid_bleu_sentences=0",
+    )
+    train_module.train(cfg, log=lambda message: None)
+    changed = tiny_config(word_corpus, f"out_dir={tmp_path / 'm'}", "model.hidden_dim=48")
+    with pytest.raises(UserError, match=r"other model settings \(model.hidden_dim\)"):
+        train_module.train(changed, log=lambda message: None)

@@ -45,6 +45,7 @@ class DataConfig:
     max_len: int = 100  # subword tokens per side; longer training pairs are dropped
     max_ratio: float = 3.0  # longer/shorter length ratio above which a training pair is dropped
     spm_sample_size: int = 1_000_000  # sentences used to train SentencePiece
+    replace_bad_utf8: bool = False  # read invalid UTF-8 as U+FFFD instead of stopping
 
 
 @dataclass

@@ -17,7 +17,7 @@ class DataError(UserError):
     """Parallel data that cannot be used as it is."""
 
 
-def read_lines(path: str | Path) -> list[str]:
+def read_lines(path: str | Path, replace_bad_utf8: bool = False) -> list[str]:
     """Lines of a UTF-8 text file (``.gz`` accepted), split on ``\\n`` only.
 
     Plain-text pairs are read here rather than with ``datasets``' text loader, which also breaks
@@ -33,8 +33,13 @@ def read_lines(path: str | Path) -> list[str]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        line_no = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line_no} is not valid UTF-8") from None
+        if not replace_bad_utf8:
+            line_no = raw[: err.start].count(b"\n") + 1
+            raise DataError(
+                f"{path}: line {line_no} is not valid UTF-8 "
+                "(data.replace_bad_utf8=true reads it with U+FFFD for the bad bytes)"
+            ) from None
+        text = raw.decode("utf-8", errors="replace")
     if text.startswith("\ufeff"):
         text = text[1:]
     lines = text.split("\n")
@@ -50,9 +55,9 @@ def _find_side(prefix: str, lang: str) -> Path:
     raise DataError(f"no file {prefix}.{lang} or {prefix}.{lang}.gz")
 
 
-def _read_tsv(path: Path) -> tuple[list[str], list[str]]:
+def _read_tsv(path: Path, replace_bad_utf8: bool) -> tuple[list[str], list[str]]:
     src, tgt = [], []
-    for number, line in enumerate(read_lines(path), 1):
+    for number, line in enumerate(read_lines(path, replace_bad_utf8), 1):
         fields = line.split("\t")
         if len(fields) < 2:
             raise DataError(f"{path}: line {number} has no tab between source and target")
@@ -96,18 +101,20 @@ def _read_with_datasets(spec: str, src_lang: str, tgt_lang: str) -> tuple[list[s
     )
 
 
-def read_parallel(spec: str, src_lang: str, tgt_lang: str) -> tuple[list[str], list[str]]:
+def read_parallel(
+    spec: str, src_lang: str, tgt_lang: str, replace_bad_utf8: bool = False
+) -> tuple[list[str], list[str]]:
     """Read sentence pairs from a file prefix (PREFIX.src / PREFIX.tgt, gzip accepted),
     a TSV file, a JSONL file, or ``hub:NAME[@CONFIG]:SPLIT``."""
     if not spec:
         raise DataError("no data given (set data.train / data.dev)")
     name = spec.removesuffix(".gz")
     if name.endswith(".tsv"):
-        return _read_tsv(Path(spec))
+        return _read_tsv(Path(spec), replace_bad_utf8)
     if name.endswith((".jsonl", ".json")) or spec.startswith("hub:"):
         return _read_with_datasets(spec, src_lang, tgt_lang)
     src_path, tgt_path = _find_side(spec, src_lang), _find_side(spec, tgt_lang)
-    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    src, tgt = read_lines(src_path, replace_bad_utf8), read_lines(tgt_path, replace_bad_utf8)
     if len(src) != len(tgt):
         raise DataError(
             f"parallel files differ in length: {src_path} has {len(src)} lines, "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .config import Config
+from .config import Config, UserError
 from .data import DataError, FilterReport, filter_pairs, read_parallel
 from .vocab import Vocab, train_vocab
 
@@ -38,13 +38,23 @@ def vocab_paths(model_dir: str | Path, joint: bool) -> tuple[Path, Path]:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file, flush it to disk, then rename over ``path``."""
+    """Write to a temporary file, flush it to disk, then rename over ``path``.
+
+    A failure (a full disk, say) leaves the previous ``path`` as it was and is reported as a
+    :class:`UserError` naming the file.
+    """
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UserError(
+            f"cannot write {path} ({err.strerror or err}); the previous file, if any, is intact"
+        ) from None
 
 
 def _vocabularies(cfg: Config, src: list[str], tgt: list[str], log) -> tuple[Vocab, Vocab]:
@@ -90,10 +100,12 @@ def prepare(cfg: Config, log=print) -> Prepared:
     d = cfg.data
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    src, tgt = read_parallel(d.train, d.src_lang, d.tgt_lang)
+    src, tgt = read_parallel(d.train, d.src_lang, d.tgt_lang, d.replace_bad_utf8)
     if not src:
         raise DataError(f"training data '{d.train}' is empty")
-    dev_src, dev_tgt = read_parallel(d.dev, d.src_lang, d.tgt_lang) if d.dev else ([], [])
+    dev_src, dev_tgt = (
+        read_parallel(d.dev, d.src_lang, d.tgt_lang, d.replace_bad_utf8) if d.dev else ([], [])
+    )
     src_vocab, tgt_vocab = _vocabularies(cfg, src, tgt, log)
 
     digest = hashlib.sha256()

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import sacrebleu
 import torch
-import yaml
 from tqdm import tqdm
 
-from .config import Config, UserError, config_to_dict, dump_model_config
+from .config import Config, UserError, config_to_dict, dump_model_config, read_model_config
 from .data import bucket_batches, pair_batch
 from .model import Seq2Seq, build_model
 from .prepare import Prepared, atomic_write, prepare
@@ -116,11 +115,11 @@ def _check_same_experiment(out: Path, cfg: Config) -> None:
     """A checkpoint may only be resumed with the data and model it was trained with."""
     if not (out / CONFIG).is_file():
         return
-    saved = yaml.safe_load((out / CONFIG).read_text(encoding="utf-8")) or {}
+    saved = config_to_dict(read_model_config(out / CONFIG))  # keys added since get defaults
     now = config_to_dict(cfg)
     for section in ("data", "model"):
         if saved.get(section) != now[section]:
-            changed = [k for k in now[section] if saved.get(section, {}).get(k) != now[section][k]]
+            changed = [k for k in now[section] if saved[section][k] != now[section][k]]
             raise UserError(
                 f"{out} holds a checkpoint trained with other {section} settings "
                 f"({', '.join(f'{section}.{k}' for k in changed)}); "
