@@ -185,3 +185,22 @@ def test_dot_attention_needs_equal_sizes():
 
     with pytest.raises(ConfigError, match="'general' or a unidirectional encoder"):
         config_from_dict({"model": {"attention": "dot", "bidirectional": True}})
+
+
+def test_all_three_embeddings_can_share_one_tensor():
+    model = tiny(tie_embeddings=True, tie_source_embedding=True)
+    assert model.encoder.embed.weight is model.decoder.output.weight
+    names = [name for name, _ in model.named_parameters()]
+    assert sum("embed" in name or "output.weight" in name for name in names) == 1
+
+
+def test_source_tying_needs_a_joint_vocabulary():
+    from translate.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="needs 'model.tie_embeddings' and 'data.joint_vocab'"):
+        config_from_dict(
+            {
+                "model": {"tie_embeddings": True, "tie_source_embedding": True},
+                "data": {"joint_vocab": False},
+            }
+        )

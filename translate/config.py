@@ -60,6 +60,7 @@ class ModelConfig:
     bidirectional: bool = True
     dropout: float = 0.2
     tie_embeddings: bool = False  # share target embedding and output projection
+    tie_source_embedding: bool = False  # also share the source embedding (joint vocabulary)
     reverse_source: bool = False  # read the source backwards (Sutskever et al. 2014)
     attention: str = "none"  # none | dot | general | additive (on top of the context vector)
     attention_step: str = "after"  # after: Luong, fused over all steps; before: Bahdanau, fed
@@ -173,6 +174,10 @@ def _check_ranges(cfg: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"'{key}' must be > 0, got {value}")
+    if cfg.model.tie_source_embedding and not (cfg.model.tie_embeddings and cfg.data.joint_vocab):
+        raise ConfigError(
+            "'model.tie_source_embedding' needs 'model.tie_embeddings' and 'data.joint_vocab'"
+        )
     enc_out = cfg.model.hidden_dim * (2 if cfg.model.bidirectional else 1)
     if cfg.model.attention == "dot" and enc_out != cfg.model.hidden_dim:
         raise ConfigError(

@@ -191,6 +191,8 @@ class Seq2Seq(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg, src_vocab_size)
         self.decoder = Decoder(cfg, tgt_vocab_size, self.encoder.out_dim)
+        if cfg.tie_source_embedding:  # one joint vocabulary: one table for all three uses
+            self.encoder.embed.weight = self.decoder.embed.weight
 
     def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> Memory:
         """Everything the decoder needs from the source, computed once per sentence."""
