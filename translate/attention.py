@@ -1,7 +1,7 @@
 """Attention over the encoder outputs, an option on top of the context-vector model.
 
-Three score functions: ``dot`` (Luong: q·k), ``general`` (Luong: q·Wk) and ``additive``
-(Bahdanau: v·tanh(Wq + Uk)). The key projection is computed once per sentence by
+Three score functions: ``dot`` (Luong: q·k) and ``general`` (Luong: q·Wk), both divided by
+sqrt(dim), and ``additive`` (Bahdanau: v·tanh(Wq + Uk)). The key projection is computed once per sentence by
 :meth:`Attention.precompute`; padded source positions get zero weight.
 """
 
@@ -42,7 +42,9 @@ class Attention(nn.Module):
             hidden = torch.tanh(self.query_proj(query).unsqueeze(2) + keys.unsqueeze(1))
             scores = self.v(hidden).squeeze(-1)
         else:
-            scores = torch.bmm(query, keys.transpose(1, 2))  # (batch, steps, src_len)
+            # scaled by 1/sqrt(dim): unscaled, the scores of 512-wide states saturated the
+            # softmax to one-hot weights on Multi30k, and attention stopped learning
+            scores = torch.bmm(query, keys.transpose(1, 2)) * query.size(-1) ** -0.5
         scores = scores.float().masked_fill(~mask.unsqueeze(1), float("-inf"))
         weights = torch.softmax(scores, dim=-1)
         context = torch.bmm(weights.to(values.dtype), values)  # (batch, steps, value_dim)
