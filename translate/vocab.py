@@ -41,12 +41,6 @@ class Vocab:
         """Subword ids of each line, without BOS/EOS."""
         return self.processor.encode(lines, out_type=int)
 
-    def encode_sampled(self, lines: list[str], alpha: float = 0.1) -> list[list[int]]:
-        """Subword ids drawn by subword regularisation (unigram models only)."""
-        return self.processor.encode(
-            lines, out_type=int, enable_sampling=True, alpha=alpha, nbest_size=-1
-        )
-
     def decode(self, ids: list[int]) -> str:
         """Detokenized text of ids; special ids are ignored."""
         return self.processor.decode([i for i in ids if i > EOS])
