@@ -162,7 +162,7 @@ def test_a_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
     import errno
     import os
 
-    from translate.train import save_state
+    from translate.prepare import save_state
 
     target = tmp_path / "model.pt"
     save_state({"w": torch.ones(3)}, target)

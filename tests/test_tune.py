@@ -7,7 +7,8 @@ import yaml
 from translate.config import Config
 from translate.data import pair_batch
 from translate.model import build_model, reverse_padded
-from translate.train import batch_loss, save_state
+from translate.prepare import save_state
+from translate.train import batch_loss
 from translate.translate import Translator
 from translate.tune import average_checkpoints, average_state_dicts, tune_decoding
 from translate.vocab import PAD

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ class Prepared:
     train_tgt: list[list[int]]
     dev_src: list[str]
     dev_tgt: list[str]
+    dev_src_ids: list[list[int]]  # encoded once, for every validation
+    dev_tgt_ids: list[list[int]]
     report: FilterReport
 
 
@@ -55,6 +58,13 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise UserError(
             f"cannot write {path} ({err.strerror or err}); the previous file, if any, is intact"
         ) from None
+
+
+def save_state(state: dict, path: Path) -> None:
+    """torch.save through :func:`atomic_write`: never half a file where a good one was."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 def _vocabularies(cfg: Config, src: list[str], tgt: list[str], log) -> tuple[Vocab, Vocab]:
@@ -107,6 +117,7 @@ def prepare(cfg: Config, log=print) -> Prepared:
         read_parallel(d.dev, d.src_lang, d.tgt_lang, d.replace_bad_utf8) if d.dev else ([], [])
     )
     src_vocab, tgt_vocab = _vocabularies(cfg, src, tgt, log)
+    dev = (dev_src, dev_tgt, src_vocab.encode(dev_src), tgt_vocab.encode(dev_tgt))
 
     digest = hashlib.sha256()
     for part in (
@@ -130,8 +141,7 @@ def prepare(cfg: Config, log=print) -> Prepared:
                 tgt_vocab,
                 _unflatten(*cache["src"]),
                 _unflatten(*cache["tgt"]),
-                dev_src,
-                dev_tgt,
+                *dev,
                 report,
             )
 
@@ -145,7 +155,5 @@ def prepare(cfg: Config, log=print) -> Prepared:
         )
     src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
     cache = {"key": key, "src": _flatten(src_ids), "tgt": _flatten(tgt_ids), "report": vars(report)}
-    tmp = cache_path.with_name("cache.pt.tmp")
-    torch.save(cache, tmp)
-    os.replace(tmp, cache_path)
-    return Prepared(src_vocab, tgt_vocab, src_ids, tgt_ids, dev_src, dev_tgt, report)
+    save_state(cache, cache_path)
+    return Prepared(src_vocab, tgt_vocab, src_ids, tgt_ids, *dev, report)

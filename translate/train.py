@@ -7,12 +7,11 @@ the uninterrupted one would have taken. SIGINT/SIGTERM save a checkpoint before 
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import signal
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import sacrebleu
@@ -22,8 +21,8 @@ from tqdm import tqdm
 from .config import Config, UserError, config_to_dict, dump_model_config, read_model_config
 from .data import bucket_batches, pair_batch
 from .model import Seq2Seq, build_model
-from .prepare import Prepared, atomic_write, prepare
-from .translate import CONFIG, WEIGHTS, decode_ids, pick_device, set_threads
+from .prepare import Prepared, atomic_write, prepare, save_state
+from .translate import CONFIG, WEIGHTS, autocast, decode_ids, pick_device, set_threads
 from .vocab import PAD
 
 CHECKPOINT = "checkpoint.pt"
@@ -35,20 +34,6 @@ class Interrupted(UserError):
 
     label = "interrupted"
     exit_code = 130
-
-
-def save_state(state: dict, path: Path) -> None:
-    """torch.save atomically, so a crash never leaves half a file where a good one was."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write(path, buffer.getvalue())
-
-
-def autocast(device: torch.device, dtype: str):
-    """bf16 autocast (weights stay fp32) or nothing."""
-    if dtype == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def batch_loss(model: Seq2Seq, batch, device, cfg: Config, smoothing: float) -> torch.Tensor:
@@ -70,8 +55,7 @@ def batch_loss(model: Seq2Seq, batch, device, cfg: Config, smoothing: float) -> 
 def validate(model: Seq2Seq, data: Prepared, cfg: Config, device: torch.device) -> dict:
     """Dev loss, perplexity and greedy BLEU on the first ``valid_bleu_sentences`` dev pairs."""
     model.eval()
-    src_ids = data.src_vocab.encode(data.dev_src)
-    tgt_ids = data.tgt_vocab.encode(data.dev_tgt)
+    src_ids, tgt_ids = data.dev_src_ids, data.dev_tgt_ids
     pairs = [i for i in range(len(src_ids)) if src_ids[i] and tgt_ids[i]]
     total, tokens = 0.0, 0
     for chunk in bucket_batches(

@@ -38,6 +38,11 @@ def set_threads(threads: int = 0) -> None:
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
 
 
+def autocast(device: torch.device, dtype: str):
+    """bf16 autocast for ``dtype="bf16"`` (weights stay fp32), else nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+
 def decode_ids(
     model: Seq2Seq,
     src_ids: list[list[int]],
@@ -187,10 +192,7 @@ class Translator:
         max_src = self.max_source_len
         self.truncated += sum(len(ids) > max_src for ids in src_ids)
         src_ids = [ids[:max_src] for ids in src_ids]
-        autocast = torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bf16"
-        )
-        with autocast:
+        with autocast(self.device, self.dtype):
             hyps = decode_ids(self.model, src_ids, decode, beam, self.device, n_best=n)
         out = [[("", 0.0)] * n for _ in lines]
         for index, nbest in zip(keep, hyps):

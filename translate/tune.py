@@ -10,9 +10,8 @@ from pathlib import Path
 import torch
 
 from .config import UserError, dump_model_config
-from .prepare import atomic_write
+from .prepare import atomic_write, save_state
 from .score import score
-from .train import save_state
 from .translate import CONFIG, WEIGHTS, Translator
 
 
