@@ -258,7 +258,16 @@ def run_child(
         log = files.enter_context(open(log_path, "w"))
         source = files.enter_context(open(stdin or os.devnull, "rb"))
         out = files.enter_context(open(stdout, "w")) if stdout else log
-        proc = subprocess.Popen(cmd, stdin=source, stdout=out, stderr=log, env=child_env(threads))
+        proc = subprocess.Popen(
+            cmd,
+            stdin=source,
+            stdout=out,
+            stderr=log,
+            env=child_env(threads),
+            # a shell starts background jobs with SIGINT ignored, and Python then never raises
+            # KeyboardInterrupt: JoeyNMT ran on past its stop. Give the child the default.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
