@@ -33,8 +33,9 @@ def test_shapes(cell, layers, bidirectional):
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3), atol=1e-5)
 
 
-def test_padding_does_not_change_the_encoding():
-    model = tiny().eval()
+@pytest.mark.parametrize("pool", ["none", "max", "mean"])
+def test_padding_does_not_change_the_encoding(pool):
+    model = tiny(context_pool=pool).eval()
     alone = source_batch([SRC[1]])
     padded = source_batch(SRC)  # SRC[1] is padded by three positions here
     assert padded.src_tokens[1].tolist() == [8, 9, EOS, PAD, PAD, PAD]
@@ -204,3 +205,20 @@ def test_source_tying_needs_a_joint_vocabulary():
                 "data": {"joint_vocab": False},
             }
         )
+
+
+@pytest.mark.parametrize("pool", ["max", "mean"])
+def test_pooled_context_sits_beside_the_final_states(pool):
+    """The pooled half of the context is the max or mean of the real positions only."""
+    model = tiny(context_pool=pool, attention="general").eval()
+    batch = source_batch(SRC)
+    outputs, context = model.encoder(batch.src_tokens, batch.src_lengths)
+    assert context.shape == (3, 4 * 16)  # final states of both directions, then the pool
+    final = tiny().eval().encoder(batch.src_tokens, batch.src_lengths)[1]
+    assert torch.allclose(context[:, :32], final, atol=1e-6)  # same seed, same final states
+    for row, length in enumerate(batch.src_lengths.tolist()):
+        real = outputs[row, :length]
+        expected = real.max(dim=0).values if pool == "max" else real.mean(dim=0)
+        assert torch.allclose(context[row, 32:], expected, atol=1e-6)
+    logits = model(batch.src_tokens, batch.src_lengths, pair_batch(SRC, TGT).tgt_in)
+    assert logits.shape == (3, 4, VOCAB)

@@ -62,6 +62,7 @@ class ModelConfig:
     tie_embeddings: bool = False  # share target embedding and output projection
     tie_source_embedding: bool = False  # also share the source embedding (joint vocabulary)
     reverse_source: bool = False  # read the source backwards (Sutskever et al. 2014)
+    context_pool: str = "none"  # none | max | mean: add a pooled summary of all encoder states
     attention: str = "none"  # none | dot | general | additive (on top of the context vector)
     attention_step: str = "after"  # after: Luong, fused over all steps; before: Bahdanau, fed
 
@@ -80,6 +81,7 @@ class TrainConfig:
     valid_every: int = 500  # steps between validations
     valid_bleu_sentences: int = 500  # dev sentences translated (greedy) for dev BLEU; 0 = skip
     warmup_steps: int = 0  # linear learning-rate warm-up from 0
+    lr_schedule: str = "constant"  # constant | cosine: anneal to 0 over max_steps/max_minutes
     lr_decay: float = 0.5  # multiply the rate by this when dev BLEU does not improve
     patience: int = 0  # stop after this many validations without improvement; 0 = never
     seed: int = 1
@@ -116,6 +118,8 @@ _CHOICES = {
     "model.cell": ("rnn", "gru", "lstm"),
     "model.attention": ("none", "dot", "general", "additive"),
     "model.attention_step": ("after", "before"),
+    "model.context_pool": ("none", "max", "mean"),
+    "train.lr_schedule": ("constant", "cosine"),
     "train.dtype": ("fp32", "bf16"),
 }
 

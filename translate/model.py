@@ -39,6 +39,7 @@ class Encoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         directions = 2 if cfg.bidirectional else 1
         self.out_dim = cfg.hidden_dim * directions
+        self.context_dim = self.out_dim * (1 if cfg.context_pool == "none" else 2)
         self.layers = nn.ModuleList()
         for layer in range(cfg.enc_layers):
             size = cfg.emb_dim if layer == 0 else self.out_dim
@@ -52,8 +53,9 @@ class Encoder(nn.Module):
     def forward(
         self, src_tokens: torch.Tensor, src_lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-position outputs (batch, src_len, out_dim) and the context (batch, out_dim): the
-        top layer's states after reading the whole sentence, in each direction."""
+        """Per-position outputs (batch, src_len, out_dim) and the context (batch, context_dim):
+        the top layer's states after reading the whole sentence, in each direction, and with
+        ``context_pool`` their max or mean over all real positions beside them."""
         lengths = src_lengths.to(src_tokens.device)
         last = (lengths - 1).view(-1, 1, 1)  # index of each sentence's last real position
         outputs = self.dropout(self.embed(src_tokens))  # (batch, src_len, emb)
@@ -69,6 +71,14 @@ class Encoder(nn.Module):
                 per_direction.append(reverse_padded(backward_out, lengths))
             outputs = torch.cat(per_direction, dim=-1)  # (batch, src_len, out_dim)
         context = torch.cat(finals, dim=-1).squeeze(1)  # (batch, out_dim)
+        if self.cfg.context_pool != "none":
+            real = (torch.arange(outputs.size(1), device=outputs.device) < lengths.unsqueeze(1))
+            real = real.unsqueeze(-1)  # (batch, src_len, 1)
+            if self.cfg.context_pool == "max":
+                pooled = outputs.masked_fill(~real, float("-inf")).amax(dim=1)
+            else:
+                pooled = (outputs * real).sum(dim=1) / lengths.unsqueeze(1).to(outputs.dtype)
+            context = torch.cat([context, pooled], dim=-1)  # (batch, 2 * out_dim)
         return outputs, context
 
 
@@ -80,7 +90,7 @@ class Decoder(nn.Module):
     the previous state and fed to the RNN input (Bahdanau; one step at a time).
     """
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int, context_dim: int):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, context_dim: int, memory_dim: int):
         super().__init__()
         self.cfg = cfg
         self.state_rows = cfg.dec_layers * (2 if cfg.cell == "lstm" else 1)  # LSTM: h and c
@@ -89,10 +99,10 @@ class Decoder(nn.Module):
         self.bridge = nn.Linear(context_dim, self.state_rows * cfg.hidden_dim)
         self.attention = None
         if cfg.attention != "none":
-            self.attention = Attention(cfg.attention, cfg.hidden_dim, context_dim)
+            self.attention = Attention(cfg.attention, cfg.hidden_dim, memory_dim)
         self.feed_attention = self.attention is not None and cfg.attention_step == "before"
         self.rnn = CELLS[cfg.cell](
-            cfg.emb_dim + context_dim * (2 if self.feed_attention else 1),
+            cfg.emb_dim + context_dim + (memory_dim if self.feed_attention else 0),
             cfg.hidden_dim,
             num_layers=cfg.dec_layers,
             dropout=cfg.dropout if cfg.dec_layers > 1 else 0.0,
@@ -104,7 +114,7 @@ class Decoder(nn.Module):
         self.readout_context = nn.Linear(context_dim, cfg.emb_dim)
         self.readout_attention = None
         if self.attention is not None:
-            self.readout_attention = nn.Linear(context_dim, cfg.emb_dim, bias=False)
+            self.readout_attention = nn.Linear(memory_dim, cfg.emb_dim, bias=False)
         self.output = nn.Linear(cfg.emb_dim, vocab_size)
         if cfg.tie_embeddings:
             # N(0, 1) rows would give logits of std sqrt(emb_dim): start near uniform instead
@@ -190,7 +200,9 @@ class Seq2Seq(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(cfg, src_vocab_size)
-        self.decoder = Decoder(cfg, tgt_vocab_size, self.encoder.out_dim)
+        self.decoder = Decoder(
+            cfg, tgt_vocab_size, self.encoder.context_dim, memory_dim=self.encoder.out_dim
+        )
         if cfg.tie_source_embedding:  # one joint vocabulary: one table for all three uses
             self.encoder.embed.weight = self.decoder.embed.weight
 

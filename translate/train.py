@@ -18,7 +18,7 @@ import sacrebleu
 import torch
 from tqdm import tqdm
 
-from .config import Config, UserError, config_to_dict, dump_model_config, read_model_config
+from .config import Config, TrainConfig, UserError, config_to_dict, dump_model_config, read_model_config
 from .data import bucket_batches, pair_batch
 from .model import Seq2Seq, build_model
 from .prepare import Prepared, atomic_write, prepare, save_state
@@ -233,9 +233,9 @@ def train(cfg: Config, log=print) -> Path:
                 batch = pair_batch(
                     [data.train_src[i] for i in chunk], [data.train_tgt[i] for i in chunk]
                 )
-                warm = min(1.0, (state["step"] + 1) / t.warmup_steps) if t.warmup_steps else 1.0
+                rate = t.lr * state["lr_scale"] * schedule(t, state, total, time.time() - started)
                 for group in optimizer.param_groups:
-                    group["lr"] = t.lr * state["lr_scale"] * warm
+                    group["lr"] = rate
                 loss = batch_loss(model, batch, device, cfg, t.label_smoothing)
                 (loss / batch.n_tgt_tokens).backward()
                 norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm))
@@ -295,6 +295,20 @@ def train(cfg: Config, log=print) -> Path:
         f"({state['skipped']} non-finite steps skipped); best model in {out / WEIGHTS}"
     )
     return out
+
+
+def schedule(t: TrainConfig, state: dict, total_steps: int, elapsed: float) -> float:
+    """The learning-rate factor for the next step: linear warm-up, then constant or a cosine
+    down to 0 at the end of the run, whichever of ``total_steps`` and ``max_minutes`` comes
+    first (so a wall-clock budget is annealed into, not cut off)."""
+    step = state["step"] + 1
+    warm = min(1.0, step / t.warmup_steps) if t.warmup_steps else 1.0
+    if t.lr_schedule == "constant":
+        return warm
+    progress = step / max(total_steps, 1)
+    if t.max_minutes:
+        progress = max(progress, elapsed / (t.max_minutes * 60))
+    return warm * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def keep_recent(model: Seq2Seq, folder: Path, step: int, keep: int) -> None:
