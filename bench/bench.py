@@ -33,6 +33,8 @@ SIZES = [
     "model.dec_layers=1",
     "model.bidirectional=true",
     "model.tie_embeddings=false",
+    "model.context_pool=none",
+    "model.attention=none",
     "train.batch_tokens=4000",
 ]
 
@@ -175,6 +177,10 @@ def main() -> None:
         help="a trained model directory with the bench sizes "
         "(default: train one for --train-minutes)",
     )
+    parser.add_argument(
+        "--attention-model",
+        help="also decode with this trained attention model (e.g. the attention recipe's)",
+    )
     parser.add_argument("--train-minutes", type=float, default=5.0)
     parser.add_argument("--steps", type=int, default=20, help="timed training steps")
     parser.add_argument("--sentences", type=int, default=1000, help="test sentences decoded")
@@ -202,6 +208,11 @@ def main() -> None:
         results[f"ours_train_{dtype}"] = run_worker(
             "train", {**common, "overrides": [*overrides, f"train.dtype={dtype}"]}
         )
+    # the peers train attention models: ours with Luong (general) attention, for a like row
+    results["ours_train_bf16_attention"] = run_worker(
+        "train",
+        {**common, "overrides": [*overrides, "train.dtype=bf16", "model.attention=general"]},
+    )
     results["naive_train"] = run_worker("train", {**common, "naive": True, "overrides": overrides})
     model = args.model
     if model is None:
@@ -243,6 +254,15 @@ def main() -> None:
         results[f"naive_beam{beam}"] = run_worker(
             "decode", {**decode, "beam": beam, "naive": True, "sentences": args.naive_sentences}
         )
+    if args.attention_model:
+        for variant, extra in (
+            ("fp32", {}),
+            ("bf16", {"dtype": "bf16"}),
+            ("int8", {"quantize": "int8"}),
+        ):
+            results[f"ours_attention_beam5_{variant}"] = run_worker(
+                "decode", {**decode, **extra, "model": args.attention_model, "beam": 5}
+            )
     if args.peers:
         sys.path.insert(0, str(ROOT / "bench"))
         import peers
@@ -271,7 +291,7 @@ def print_table(results: dict) -> None:
             continue
         tok = row.get("tgt_tokens_per_s")
         share = ""
-        if tok and name.startswith("ours_train"):
+        if tok and name in ("ours_train_fp32", "ours_train_bf16"):
             dtype = name.rsplit("_", 1)[1]
             share = f"{100 * tok * flops / 1e9 / peak[dtype]:.0f}%"
         print(
@@ -285,6 +305,38 @@ def print_table(results: dict) -> None:
         print(f"{sent or 0:8.1f} " if sent else f"{'':>8} ", end="")
         print(f"{bleu:6.2f} " if bleu is not None else f"{'':>6} ", end="")
         print(f"{row.get('rss_mib', 0):8.0f}")
+    print_ratios(results)
+
+
+RATIOS = [
+    ("train: ours bf16 / naive", "ours_train_bf16", "naive_train", "tgt_tokens_per_s"),
+    ("train: ours bf16 / OpenNMT-py", "ours_train_bf16", "opennmt_train", "tgt_tokens_per_s"),
+    ("train: ours bf16 / JoeyNMT", "ours_train_bf16", "joeynmt_train", "tgt_tokens_per_s"),
+    (
+        "train: ours bf16 attention / OpenNMT-py",
+        "ours_train_bf16_attention",
+        "opennmt_train",
+        "tgt_tokens_per_s",
+    ),
+    ("beam 5: ours fp32 / naive", "ours_beam5_fp32", "naive_beam5", "sentences_per_s"),
+    ("beam 5: ours int8 / ours fp32", "ours_beam5_int8", "ours_beam5_fp32", "sentences_per_s"),
+    ("beam 5: ours fp32 / OpenNMT-py", "ours_beam5_fp32", "opennmt_beam5", "sentences_per_s"),
+    ("beam 5: ours int8 / OpenNMT-py", "ours_beam5_int8", "opennmt_beam5", "sentences_per_s"),
+    (
+        "beam 5: ours attention bf16 / OpenNMT-py",
+        "ours_attention_beam5_bf16",
+        "opennmt_beam5",
+        "sentences_per_s",
+    ),
+]
+
+
+def print_ratios(results: dict) -> None:
+    """The targets' ratios, for the rows this run measured."""
+    for label, mine, theirs, key in RATIOS:
+        a, b = results.get(mine, {}).get(key), results.get(theirs, {}).get(key)
+        if a and b:
+            print(f"{label:42s} {a / b:6.2f}x")
 
 
 if __name__ == "__main__":
