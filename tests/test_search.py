@@ -153,6 +153,25 @@ def test_beam_one_equals_greedy_and_batch_equals_single(trained_dir):
         assert single[0][0].score == pytest.approx(batched[i][0].score, abs=1e-4)
 
 
+def test_dropping_finished_sentences_changes_no_result(trained_dir):
+    from translate.data import source_batch
+    from translate.translate import Translator
+
+    translator = Translator.from_dir(trained_dir)
+    sentences = ["hund", "katze katze hund auto", "haus", "baum auto buch tisch stuhl", "auto"]
+    batch = source_batch(translator.src_vocab.encode(sentences))
+    limit = max_lengths(batch.src_lengths, 1.5, 10)
+    args = (translator.model, batch.src_tokens, batch.src_lengths, limit)
+    fixed = beam_search(*args, beam=3, n_best=3)
+    dropped = beam_search(*args, beam=3, n_best=3, shrink=True)
+    lengths = {len(hyps[0].tokens) for hyps in fixed}
+    assert len(lengths) > 1  # sentences finish at different steps: some leave early
+    for a, b in zip(fixed, dropped):
+        assert [h.tokens for h in a] == [h.tokens for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
+        assert [h.log_prob for h in a] == pytest.approx([h.log_prob for h in b], abs=1e-5)
+
+
 # With alpha = 1, ending after "A" scores log(0.2295) / lp(2) = -1.26 while going on to "A A"
 # ends at log(0.2805) / lp(3) = -0.95. Ranking a live hypothesis by its raw log-prob (-1.27)
 # against the normalised score of one that just ended (-1.26) cut it off: compare both

@@ -71,6 +71,12 @@ def greedy_search(
     ]
 
 
+def _rows_of(sentences: torch.Tensor, beam: int) -> torch.Tensor:
+    """The (sentences * beam) row indices of the given sentence positions."""
+    offsets = torch.arange(beam, device=sentences.device)
+    return (sentences.unsqueeze(1) * beam + offsets).view(-1)
+
+
 def _strip(ids: list[int]) -> list[int]:
     """Ids up to (not including) the first EOS or PAD."""
     out = []
@@ -90,14 +96,19 @@ def beam_search(
     beam: int = 5,
     alpha: float = 1.0,
     n_best: int = 1,
+    shrink: bool = False,
 ) -> list[list[Hypothesis]]:
     """The ``n_best`` highest-scoring translations of each sentence, best first.
 
-    The batch keeps a fixed (batch * beam) shape. A finished row may only emit PAD at zero cost
-    and carries its final, length-normalised score; live rows compete on their log-prob divided
-    by the length penalty of their length so far (as OpenNMT-py's GNMT scorer does).
+    The batch keeps a (sentences * beam) shape; with ``shrink``, a sentence whose beams have
+    all finished leaves the batch (same results; see bench/ for which is faster). A finished
+    row may only emit PAD at zero cost and carries its final, length-normalised score; live
+    rows compete on their log-prob divided by the length penalty of their length so far (as
+    OpenNMT-py's GNMT scorer does).
     """
     batch, device = src_tokens.size(0), src_tokens.device
+    sentence_ids = torch.arange(batch, device=device)  # which input sentence each one is
+    done: list[tuple[list[int], torch.Tensor, torch.Tensor, list[list[int]]]] = []
     rows = batch * beam
     tile = torch.arange(batch, device=device).repeat_interleave(beam)  # (batch*beam,)
     memory = _reorder(model.encode(src_tokens, src_lengths), tile)
@@ -146,15 +157,37 @@ def beam_search(
         prev = token
         if finished.all():
             break
+        complete = finished.view(batch, beam).all(dim=1)  # (batch,)
+        if shrink and complete.any():
+            gone = _rows_of(complete.nonzero().squeeze(1), beam)
+            done.append(
+                (
+                    sentence_ids[complete].tolist(),
+                    final.index_select(0, gone),
+                    raw.index_select(0, gone),
+                    tokens.index_select(0, gone).tolist(),
+                )
+            )
+            keep = (~complete).nonzero().squeeze(1)
+            sentence_ids, batch, rows = sentence_ids[keep], keep.numel(), keep.numel() * beam
+            kept = _rows_of(keep, beam)
+            memory = _reorder(memory, kept)
+            state, raw, final, finished, lengths, tokens, prev, row_max_len = (
+                x.index_select(0, kept)
+                for x in (state, raw, final, finished, lengths, tokens, prev, row_max_len)
+            )
+            first_row = torch.arange(batch, device=device) * beam
 
-    final = final.view(batch, beam)
-    order = final.argsort(dim=1, descending=True)
-    results = []
-    token_rows = tokens.tolist()
-    for b in range(batch):
-        hyps = []
-        for k in order[b, :n_best].tolist():
-            row = b * beam + k
-            hyps.append(Hypothesis(_strip(token_rows[row]), float(final[b, k]), float(raw[row])))
-        results.append(hyps)
+    done.append((sentence_ids.tolist(), final, raw, tokens.tolist()))
+    results: list[list[Hypothesis]] = [[] for _ in range(src_tokens.size(0))]
+    for ids, final, raw, token_rows in done:
+        final, raw = final.view(len(ids), beam), raw.view(len(ids), beam)
+        order = final.argsort(dim=1, descending=True)
+        for b, sentence in enumerate(ids):
+            for k in order[b, :n_best].tolist():
+                results[sentence].append(
+                    Hypothesis(
+                        _strip(token_rows[b * beam + k]), float(final[b, k]), float(raw[b, k])
+                    )
+                )
     return results

@@ -64,7 +64,14 @@ def decode_ids(
             hyps = [[h] for h in greedy_search(model, src_tokens, src_lengths, max_len)]
         else:
             hyps = beam_search(
-                model, src_tokens, src_lengths, max_len, beam, decode.length_penalty, n_best
+                model,
+                src_tokens,
+                src_lengths,
+                max_len,
+                beam,
+                decode.length_penalty,
+                n_best,
+                shrink=decode.drop_finished,
             )
         for index, hyp in zip(chunk, hyps):
             results[index] = hyp
