@@ -49,7 +49,7 @@ find_file() {  # prints DIR/NAME.gz or DIR/NAME, whichever exists
   if [ -f "$1/$2.gz" ]; then echo "$1/$2.gz"; elif [ -f "$1/$2" ]; then echo "$1/$2"; fi
 }
 
-echo "== 1/4 data"
+echo "== 1/5 data"
 if [ -z "$data_dir" ]; then
   data_dir="$out/data"
   mkdir -p "$data_dir"
@@ -75,7 +75,7 @@ for name in "${!SHA256[@]}"; do
 done
 echo "data ok: $data_dir"
 
-echo "== 2/4 SentencePiece + training (the context-vector model)"
+echo "== 2/5 SentencePiece + training"
 if [ -f "$out/train.done" ]; then
   echo "already trained: $out/model.pt"
 else
@@ -86,7 +86,14 @@ else
 fi
 echo "training took $(cat "$out/train.done")s"
 
-echo "== 3/4 translate test_2016_flickr"
+echo "== 3/5 length penalty for beam 5, chosen on the dev set (val)"
+if [ ! -f "$out/tune.done" ]; then
+  translate tune -m "$out" --src "$(find_file "$data_dir" val.de)" \
+    --ref "$(find_file "$data_dir" val.en)" --beams 5 --alphas 0,0.5,1,1.5
+  touch "$out/tune.done"
+fi
+
+echo "== 4/5 translate test_2016_flickr"
 test_src="$(find_file "$data_dir" test_2016_flickr.de)"
 test_ref="$(find_file "$data_dir" test_2016_flickr.en)"
 for beam in 5 1; do
@@ -96,7 +103,7 @@ for beam in 5 1; do
   fi
 done
 
-echo "== 4/4 score (sacreBLEU, cased, detokenized)"
+echo "== 5/5 score (sacreBLEU, cased, detokenized)"
 text_of "$test_ref" > "$out/test_2016_flickr.ref.en"
 for beam in 5 1; do
   echo "-- beam $beam"
