@@ -54,3 +54,20 @@ def test_every_recipe_config_loads():
     assert len(configs) >= 3
     for path in configs:
         load_config(path)  # raises on an unknown key or a wrong value
+
+
+def test_format_1_model_directories_keep_unscaled_embeddings(tmp_path):
+    """Format 1 read tied tables unscaled; its models must translate as they were trained."""
+    import yaml
+
+    from translate.config import FORMAT_VERSION, dump_model_config, read_model_config
+
+    path = tmp_path / "config.yaml"
+    path.write_bytes(dump_model_config(Config()))
+    assert read_model_config(path).model.scale_embeddings is True
+    values = yaml.safe_load(path.read_text())
+    assert values["format_version"] == FORMAT_VERSION == 2
+    values["format_version"] = 1
+    del values["model"]["scale_embeddings"]
+    path.write_text(yaml.safe_dump(values))
+    assert read_model_config(path).model.scale_embeddings is False

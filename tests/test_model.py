@@ -222,3 +222,10 @@ def test_pooled_context_sits_beside_the_final_states(pool):
         assert torch.allclose(context[row, 32:], expected, atol=1e-6)
     logits = model(batch.src_tokens, batch.src_lengths, pair_batch(SRC, TGT).tgt_in)
     assert logits.shape == (3, 4, VOCAB)
+
+
+def test_tied_tables_are_read_scaled_by_sqrt_dim():
+    model = tiny(tie_embeddings=True, tie_source_embedding=True).eval()
+    assert model.decoder.embed_scale == model.encoder.embed_scale == 8**0.5
+    unscaled = tiny(tie_embeddings=True, scale_embeddings=False)
+    assert unscaled.decoder.embed_scale == 1.0 and tiny().decoder.embed_scale == 1.0

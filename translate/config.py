@@ -61,6 +61,7 @@ class ModelConfig:
     dropout: float = 0.2
     tie_embeddings: bool = False  # share target embedding and output projection
     tie_source_embedding: bool = False  # also share the source embedding (joint vocabulary)
+    scale_embeddings: bool = True  # a tied table is read times sqrt(emb_dim) (Vaswani et al.)
     reverse_source: bool = False  # read the source backwards (Sutskever et al. 2014)
     context_pool: str = "none"  # none | max | mean: add a pooled summary of all encoder states
     attention: str = "none"  # none | dot | general | additive (on top of the context vector)
@@ -243,7 +244,8 @@ def config_to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
-FORMAT_VERSION = 1  # of the model directory; bumped when an old reader would misread it
+FORMAT_VERSION = 2  # of the model directory; bumped when an old reader would misread it
+# 2: model.scale_embeddings (format 1 had none: its tied tables were read unscaled)
 
 
 def dump_model_config(cfg: Config) -> bytes:
@@ -266,4 +268,6 @@ def read_model_config(path: Path) -> Config:
             f"{path} has model-directory format {version!r}; this translate reads format "
             f"{FORMAT_VERSION} or older: upgrade translate"
         )
+    if version < 2 and isinstance(values.get("model"), dict):
+        values["model"].setdefault("scale_embeddings", False)
     return config_from_dict(values)

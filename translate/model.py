@@ -36,6 +36,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(vocab_size, cfg.emb_dim, padding_idx=PAD)
+        self.embed_scale = 1.0  # set by Seq2Seq when this table is the tied one
         self.dropout = nn.Dropout(cfg.dropout)
         directions = 2 if cfg.bidirectional else 1
         self.out_dim = cfg.hidden_dim * directions
@@ -58,7 +59,7 @@ class Encoder(nn.Module):
         ``context_pool`` their max or mean over all real positions beside them."""
         lengths = src_lengths.to(src_tokens.device)
         last = (lengths - 1).view(-1, 1, 1)  # index of each sentence's last real position
-        outputs = self.dropout(self.embed(src_tokens))  # (batch, src_len, emb)
+        outputs = self.dropout(self.embed(src_tokens) * self.embed_scale)  # (batch, src_len, emb)
         for number, rnns in enumerate(self.layers):
             if number > 0:
                 outputs = self.dropout(outputs)
@@ -72,7 +73,7 @@ class Encoder(nn.Module):
             outputs = torch.cat(per_direction, dim=-1)  # (batch, src_len, out_dim)
         context = torch.cat(finals, dim=-1).squeeze(1)  # (batch, out_dim)
         if self.cfg.context_pool != "none":
-            real = (torch.arange(outputs.size(1), device=outputs.device) < lengths.unsqueeze(1))
+            real = torch.arange(outputs.size(1), device=outputs.device) < lengths.unsqueeze(1)
             real = real.unsqueeze(-1)  # (batch, src_len, 1)
             if self.cfg.context_pool == "max":
                 pooled = outputs.masked_fill(~real, float("-inf")).amax(dim=1)
@@ -116,10 +117,14 @@ class Decoder(nn.Module):
         if self.attention is not None:
             self.readout_attention = nn.Linear(memory_dim, cfg.emb_dim, bias=False)
         self.output = nn.Linear(cfg.emb_dim, vocab_size)
+        self.embed_scale = 1.0
         if cfg.tie_embeddings:
-            # N(0, 1) rows would give logits of std sqrt(emb_dim): start near uniform instead
+            # N(0, 1) rows would give logits of std sqrt(emb_dim): start near uniform instead,
+            # and read the table times sqrt(emb_dim) so the RNN's input is not 16x too small
             nn.init.normal_(self.embed.weight, std=cfg.emb_dim**-0.5)
             self.output.weight = self.embed.weight
+            if cfg.scale_embeddings:
+                self.embed_scale = cfg.emb_dim**0.5
 
     def init_state(self, memory: Memory) -> torch.Tensor:
         """The decoder's first state, from the context vector: (batch, state_rows, hidden)."""
@@ -168,7 +173,7 @@ class Decoder(nn.Module):
         self, tgt_in: torch.Tensor, state: torch.Tensor, memory: Memory
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (batch, tgt_len, vocab) and attention weights (batch, tgt_len, src_len)."""
-        embedded = self.dropout(self.embed(tgt_in))  # (batch, tgt_len, emb)
+        embedded = self.dropout(self.embed(tgt_in) * self.embed_scale)  # (batch, tgt_len, emb)
         if not self.feed_attention:  # every input is known: one fused RNN call
             rnn_out, attended, weights, _ = self._step(embedded, state, memory)
         else:
@@ -188,7 +193,7 @@ class Decoder(nn.Module):
         self, prev_tokens: torch.Tensor, state: torch.Tensor, memory: Memory
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: logits (batch, vocab) for the next token and the new state."""
-        embedded = self.embed(prev_tokens).unsqueeze(1)  # (batch, 1, emb)
+        embedded = (self.embed(prev_tokens) * self.embed_scale).unsqueeze(1)  # (batch, 1, emb)
         rnn_out, attended, _, state = self._step(embedded, state, memory)
         return self._logits(rnn_out, embedded, memory, attended).squeeze(1), state
 
@@ -205,6 +210,7 @@ class Seq2Seq(nn.Module):
         )
         if cfg.tie_source_embedding:  # one joint vocabulary: one table for all three uses
             self.encoder.embed.weight = self.decoder.embed.weight
+            self.encoder.embed_scale = self.decoder.embed_scale
 
     def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> Memory:
         """Everything the decoder needs from the source, computed once per sentence."""
