@@ -18,7 +18,14 @@ import sacrebleu
 import torch
 from tqdm import tqdm
 
-from .config import Config, TrainConfig, UserError, config_to_dict, dump_model_config, read_model_config
+from .config import (
+    Config,
+    TrainConfig,
+    UserError,
+    config_to_dict,
+    dump_model_config,
+    read_model_config,
+)
 from .data import bucket_batches, pair_batch
 from .model import Seq2Seq, build_model
 from .prepare import Prepared, atomic_write, prepare, save_state
