@@ -127,6 +127,7 @@ def worker_decode(args: dict) -> dict:
     translator = Translator.from_dir(
         args["model"], device="cpu", dtype=args["dtype"], quantize=args["quantize"]
     )
+    translator.cfg.decode.drop_finished = args.get("drop_finished", False)
     translator.translate(sources[:20], beam=args["beam"])  # warm-up
     start = time.perf_counter()
     hyps = translator.translate(sources, beam=args["beam"])
@@ -251,6 +252,10 @@ def main() -> None:
             results[f"ours_beam{beam}_{variant}"] = run_worker(
                 "decode", {**decode, **extra, "beam": beam}
             )
+        if beam == 5:  # issue 3: fixed (sentences x beam) shape or drop finished sentences
+            results["ours_beam5_fp32_drop"] = run_worker(
+                "decode", {**decode, "beam": 5, "drop_finished": True}
+            )
         results[f"naive_beam{beam}"] = run_worker(
             "decode", {**decode, "beam": beam, "naive": True, "sentences": args.naive_sentences}
         )
@@ -320,6 +325,12 @@ RATIOS = [
     ),
     ("beam 5: ours fp32 / naive", "ours_beam5_fp32", "naive_beam5", "sentences_per_s"),
     ("beam 5: ours int8 / ours fp32", "ours_beam5_int8", "ours_beam5_fp32", "sentences_per_s"),
+    (
+        "beam 5: drop finished / fixed shape (fp32)",
+        "ours_beam5_fp32_drop",
+        "ours_beam5_fp32",
+        "sentences_per_s",
+    ),
     ("beam 5: ours fp32 / OpenNMT-py", "ours_beam5_fp32", "opennmt_beam5", "sentences_per_s"),
     ("beam 5: ours int8 / OpenNMT-py", "ours_beam5_int8", "opennmt_beam5", "sentences_per_s"),
     (
