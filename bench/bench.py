@@ -127,7 +127,7 @@ def worker_decode(args: dict) -> dict:
     translator = Translator.from_dir(
         args["model"], device="cpu", dtype=args["dtype"], quantize=args["quantize"]
     )
-    translator.cfg.decode.drop_finished = args.get("drop_finished", False)
+    translator.cfg.decode.drop_finished = args.get("drop_finished", True)
     translator.translate(sources[:20], beam=args["beam"])  # warm-up
     start = time.perf_counter()
     hyps = translator.translate(sources, beam=args["beam"])
@@ -253,8 +253,8 @@ def main() -> None:
                 "decode", {**decode, **extra, "beam": beam}
             )
         if beam == 5:  # issue 3: fixed (sentences x beam) shape or drop finished sentences
-            results["ours_beam5_fp32_drop"] = run_worker(
-                "decode", {**decode, "beam": 5, "drop_finished": True}
+            results["ours_beam5_fp32_fixed"] = run_worker(
+                "decode", {**decode, "beam": 5, "drop_finished": False}
             )
         results[f"naive_beam{beam}"] = run_worker(
             "decode", {**decode, "beam": beam, "naive": True, "sentences": args.naive_sentences}
@@ -327,8 +327,8 @@ RATIOS = [
     ("beam 5: ours int8 / ours fp32", "ours_beam5_int8", "ours_beam5_fp32", "sentences_per_s"),
     (
         "beam 5: drop finished / fixed shape (fp32)",
-        "ours_beam5_fp32_drop",
         "ours_beam5_fp32",
+        "ours_beam5_fp32_fixed",
         "sentences_per_s",
     ),
     ("beam 5: ours fp32 / OpenNMT-py", "ours_beam5_fp32", "opennmt_beam5", "sentences_per_s"),

@@ -101,7 +101,7 @@ class DecodeConfig:
     max_len_a: float = 1.5  # maximum output length = a * source_length + b
     max_len_b: int = 10
     batch_size: int = 64  # sentences per batch
-    drop_finished: bool = False  # beam search: a sentence whose beams all ended leaves the batch
+    drop_finished: bool = True  # beam search: a sentence whose beams all ended leaves the batch
 
 
 @dataclass
