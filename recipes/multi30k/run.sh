@@ -89,7 +89,7 @@ echo "training took $(cat "$out/train.done")s"
 echo "== 3/5 length penalty for beam 5, chosen on the dev set (val)"
 if [ ! -f "$out/tune.done" ]; then
   translate tune -m "$out" --src "$(find_file "$data_dir" val.de)" \
-    --ref "$(find_file "$data_dir" val.en)" --beams 5 --alphas 0,0.5,1,1.5
+    --ref "$(find_file "$data_dir" val.en)" --beams 5 --alphas 0.5,1,1.5,2
   touch "$out/tune.done"
 fi
 
