@@ -157,8 +157,8 @@ def beam_search(
         prev = token
         if finished.all():
             break
-        complete = finished.view(batch, beam).all(dim=1)  # (batch,)
-        if shrink and complete.any():
+        complete = finished.view(batch, beam).all(dim=1) if shrink else None  # (batch,)
+        if complete is not None and complete.any():
             gone = _rows_of(complete.nonzero().squeeze(1), beam)
             done.append(
                 (
@@ -169,7 +169,7 @@ def beam_search(
                 )
             )
             keep = (~complete).nonzero().squeeze(1)
-            sentence_ids, batch, rows = sentence_ids[keep], keep.numel(), keep.numel() * beam
+            sentence_ids, batch = sentence_ids[keep], keep.numel()
             kept = _rows_of(keep, beam)
             memory = _reorder(memory, kept)
             state, raw, final, finished, lengths, tokens, prev, row_max_len = (
