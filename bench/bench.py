@@ -39,6 +39,10 @@ SIZES = [
 ]
 
 
+# the inference variants each decoding row is measured in: worker_decode arguments
+DECODE_VARIANTS = {"fp32": {}, "bf16": {"dtype": "bf16"}, "int8": {"quantize": "int8"}}
+
+
 def flops_per_target_token(vocab: int, emb: int = 256, hidden: int = 512) -> float:
     """Forward+backward FLOPs per target token of our context-vector GRU (about 3x forward),
     counting the matrix products only; the source is taken as long as the target."""
@@ -244,11 +248,7 @@ def main() -> None:
         "dtype": "fp32",
     }
     for beam in (1, 5):
-        for variant, extra in (
-            ("fp32", {}),
-            ("bf16", {"dtype": "bf16"}),
-            ("int8", {"quantize": "int8"}),
-        ):
+        for variant, extra in DECODE_VARIANTS.items():
             results[f"ours_beam{beam}_{variant}"] = run_worker(
                 "decode", {**decode, **extra, "beam": beam}
             )
@@ -260,11 +260,7 @@ def main() -> None:
             "decode", {**decode, "beam": beam, "naive": True, "sentences": args.naive_sentences}
         )
     if args.attention_model:
-        for variant, extra in (
-            ("fp32", {}),
-            ("bf16", {"dtype": "bf16"}),
-            ("int8", {"quantize": "int8"}),
-        ):
+        for variant, extra in DECODE_VARIANTS.items():
             results[f"ours_attention_beam5_{variant}"] = run_worker(
                 "decode", {**decode, **extra, "model": args.attention_model, "beam": 5}
             )
