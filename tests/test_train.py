@@ -1,6 +1,7 @@
 import math
 
 import pytest
+import torch
 
 from translate.config import TrainConfig
 from translate.train import schedule
@@ -32,3 +33,32 @@ def test_warmup_scales_the_cosine():
     assert factor(2, warmup_steps=4, lr_schedule="cosine") == pytest.approx(
         0.5 * 0.5 * (1 + math.cos(math.pi * 2 / 100))
     )
+
+
+def test_subword_sampling_is_seeded_and_keeps_the_text(word_corpus, tmp_path):
+    from tests.conftest import tiny_config
+    from translate.prepare import Segmentations, prepare
+
+    data = prepare(tiny_config(word_corpus, f"out_dir={tmp_path}"), log=lambda message: None)
+    lines = data.train_src_text[:300] + [""]
+    sampler = Segmentations(data.src_vocab, lines)
+
+    def draw(alpha, seed):
+        return sampler.draw(alpha, torch.Generator().manual_seed(seed))
+
+    fixed = data.src_vocab.encode(lines)
+    assert draw(0.5, 3) == draw(0.5, 3)  # same seed, same segmentation
+    assert draw(0.5, 3) != draw(0.5, 4)
+    assert draw(0.1, 3) != fixed  # sampling changes some segmentations...
+    decode = data.src_vocab.processor.decode
+    assert [decode(ids) for ids in draw(0.1, 3)] == lines  # ...never the text
+    assert draw(1000.0, 3) == fixed  # a large alpha always picks the best segmentation
+
+
+def test_sampling_alpha_is_checked():
+    from translate.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="sampling_alpha"):
+        load_config(None, ["data.sampling_alpha=-1"])
+    with pytest.raises(ConfigError, match="unigram"):
+        load_config(None, ["data.spm_type=bpe", "data.sampling_alpha=0.1"])

@@ -2,7 +2,11 @@ import pickle
 import shutil
 
 import pytest
+import torch
 
+from tests.conftest import tiny_config
+from translate.config import UserError
+from translate.train import train
 from translate.translate import ModelDirError, Translator
 
 LINES = ["hund katze", "", "   ", "baum auto buch", "haus", "\t", "stuhl tisch hund katze"]
@@ -91,3 +95,16 @@ def test_bf16_and_int8_translate_like_fp32(trained_dir, options):
     assert len(fast) == len(LINES)
     # the task is easy and the model confident: lower precision must not change a word
     assert fast == reference
+
+
+def test_fp16_runs_on_a_gpu_and_is_refused_on_a_cpu(trained_dir, word_corpus, tmp_path):
+    with pytest.raises(UserError, match="fp16 runs on a GPU only"):
+        Translator.from_dir(trained_dir, device="cpu", dtype="fp16")
+    cfg = tiny_config(word_corpus, f"out_dir={tmp_path}", "train.dtype=fp16", "train.max_steps=40")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="fp16 runs on a GPU only"):
+            train(cfg, log=lambda message: None)
+        return
+    train(cfg, log=lambda message: None)  # on a GPU: loss-scaled fp16 training
+    reference = Translator.from_dir(trained_dir).translate(LINES, beam=3)
+    assert Translator.from_dir(trained_dir, dtype="fp16").translate(LINES, beam=3) == reference

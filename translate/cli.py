@@ -70,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--length-penalty", type=float, help="GNMT alpha (default: the model's)")
     tr.add_argument(
         "--dtype",
-        choices=["fp32", "bf16"],
+        choices=["fp32", "bf16", "fp16"],
         default="fp32",
-        help="bf16 runs the search under bf16 autocast (fast on CPUs with AMX)",
+        help="bf16 runs the search under bf16 autocast (fast on CPUs with AMX); fp16: GPU only",
     )
     tr.add_argument(
         "--quantize",

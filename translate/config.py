@@ -46,6 +46,8 @@ class DataConfig:
     max_ratio: float = 3.0  # longer/shorter length ratio above which a training pair is dropped
     spm_sample_size: int = 1_000_000  # sentences used to train SentencePiece
     replace_bad_utf8: bool = False  # read invalid UTF-8 as U+FFFD instead of stopping
+    sampling_alpha: float = 0.0  # > 0: each epoch, a segmentation of each training line drawn
+    # from its 16 best ~ P ** alpha (subword regularisation, Kudo 2018; unigram only), e.g. 0.2
 
 
 @dataclass
@@ -87,7 +89,7 @@ class TrainConfig:
     patience: int = 0  # stop after this many validations without improvement; 0 = never
     seed: int = 1
     threads: int = 0  # torch threads; 0 = all cores
-    dtype: str = "fp32"  # fp32 | bf16 (autocast; weights stay fp32)
+    dtype: str = "fp32"  # fp32 | bf16 | fp16 (autocast, weights stay fp32; fp16: GPU, loss scaling)
     log_every: int = 50
     keep_checkpoints: int = 0  # keep the weights of the last N validations, for averaging
 
@@ -122,7 +124,7 @@ _CHOICES = {
     "model.attention_step": ("after", "before"),
     "model.context_pool": ("none", "max", "mean"),
     "train.lr_schedule": ("constant", "cosine"),
-    "train.dtype": ("fp32", "bf16"),
+    "train.dtype": ("fp32", "bf16", "fp16"),
 }
 
 
@@ -190,6 +192,10 @@ def _check_ranges(cfg: Config) -> None:
             "'model.attention: dot' needs encoder outputs as wide as the decoder state "
             f"({enc_out} vs {cfg.model.hidden_dim}); use 'general' or a unidirectional encoder"
         )
+    if cfg.data.sampling_alpha < 0:
+        raise ConfigError(f"'data.sampling_alpha' must be >= 0, got {cfg.data.sampling_alpha}")
+    if cfg.data.sampling_alpha and cfg.data.spm_type != "unigram":
+        raise ConfigError("'data.sampling_alpha' needs 'data.spm_type: unigram' (n-best lists)")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"'model.dropout' must be in [0, 1), got {cfg.model.dropout}")
     if not 0.0 <= cfg.train.label_smoothing < 1.0:

@@ -28,8 +28,16 @@ from .config import (
 )
 from .data import bucket_batches, pair_batch
 from .model import Seq2Seq, build_model
-from .prepare import Prepared, atomic_write, prepare, save_state
-from .translate import CONFIG, WEIGHTS, autocast, decode_ids, pick_device, set_threads
+from .prepare import Prepared, Segmentations, atomic_write, prepare, save_state
+from .translate import (
+    CONFIG,
+    WEIGHTS,
+    autocast,
+    check_dtype,
+    decode_ids,
+    pick_device,
+    set_threads,
+)
 from .vocab import PAD
 
 CHECKPOINT = "checkpoint.pt"
@@ -125,9 +133,12 @@ def train(cfg: Config, log=print) -> Path:
     device = pick_device()
     out = Path(cfg.out_dir)
     t = cfg.train
+    check_dtype(t.dtype, device)
     data = prepare(cfg, log)
     model = build_model(cfg.model, len(data.src_vocab), len(data.tgt_vocab)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr)
+    # fp16 gradients underflow without loss scaling; for fp32/bf16 the scaler does nothing
+    scaler = torch.amp.GradScaler(device.type, enabled=t.dtype == "fp16")
     # the loop's counters: everything a resumed run needs besides weights and optimiser
     state = {
         "step": 0,
@@ -152,6 +163,8 @@ def train(cfg: Config, log=print) -> Path:
             ) from None
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        if "scaler" in saved:
+            scaler.load_state_dict(saved["scaler"])
         torch.set_rng_state(saved["rng"])
         state.update(saved["loop"])
         log(f"resuming from {checkpoint_path} at step {state['step']}")
@@ -174,6 +187,7 @@ def train(cfg: Config, log=print) -> Path:
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
                 "rng": torch.get_rng_state(),
                 "loop": dict(state),
             },
@@ -228,11 +242,21 @@ def train(cfg: Config, log=print) -> Path:
             + (" (best)" if improved else "")
         )
 
+    sampled = None
+    if cfg.data.sampling_alpha:
+        sampled = (
+            Segmentations(data.src_vocab, data.train_src_text),
+            Segmentations(data.tgt_vocab, data.train_tgt_text),
+        )
     window = _Window()
     bad_in_row = 0
     model.train()
     with catch_signals() as caught:
         while not state["finished"] and state["epoch"] <= t.max_epochs:
+            if sampled:  # a new segmentation each epoch, the same on resuming
+                draw = torch.Generator().manual_seed(t.seed * 1000 + state["epoch"])
+                data.train_src = sampled[0].draw(cfg.data.sampling_alpha, draw)
+                data.train_tgt = sampled[1].draw(cfg.data.sampling_alpha, draw)
             batches = bucket_batches(
                 data.train_src, data.train_tgt, t.batch_tokens, seed=t.seed * 1000 + state["epoch"]
             )
@@ -244,19 +268,23 @@ def train(cfg: Config, log=print) -> Path:
                 for group in optimizer.param_groups:
                     group["lr"] = rate
                 loss = batch_loss(model, batch, device, cfg, t.label_smoothing)
-                (loss / batch.n_tgt_tokens).backward()
+                scaler.scale(loss / batch.n_tgt_tokens).backward()
+                scaler.unscale_(optimizer)
                 norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm))
-                if math.isfinite(norm) and math.isfinite(loss.item()):
-                    optimizer.step()
+                loss_ok = math.isfinite(loss.item())
+                if math.isfinite(norm) and loss_ok:
+                    scaler.step(optimizer)
                     bad_in_row = 0
                 else:  # skip the update: one bad batch must not poison the weights
                     state["skipped"] += 1
-                    bad_in_row += 1
+                    # an fp16 overflow in the gradients only lowers the loss scale
+                    bad_in_row += not (loss_ok and scaler.is_enabled())
                     if bad_in_row >= MAX_BAD_STEPS:
                         raise UserError(
                             f"{MAX_BAD_STEPS} non-finite losses in a row at step "
                             f"{state['step']}; lower train.lr or use train.dtype=fp32"
                         )
+                scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 state["step"] += 1
                 state["position"] += 1

@@ -38,9 +38,20 @@ def set_threads(threads: int = 0) -> None:
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
 
 
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_dtype(dtype: str, device: torch.device) -> None:
+    """fp16 needs a GPU (it needs loss scaling, and CPUs have no fast fp16 matrix units)."""
+    if dtype not in ("fp32", *HALF):
+        raise UserError(f"dtype must be fp32, bf16 or fp16, got {dtype!r}")
+    if dtype == "fp16" and device.type == "cpu":
+        raise UserError("fp16 runs on a GPU only; on a CPU use bf16 (fast with AMX)")
+
+
 def autocast(device: torch.device, dtype: str):
-    """bf16 autocast for ``dtype="bf16"`` (weights stay fp32), else nothing."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+    """bf16 or fp16 autocast (weights stay fp32) for ``dtype`` "bf16"/"fp16", else nothing."""
+    return torch.autocast(device.type, dtype=HALF.get(dtype, torch.bfloat16), enabled=dtype in HALF)
 
 
 def decode_ids(
@@ -118,11 +129,9 @@ class Translator:
         """Load ``config.yaml``, the SentencePiece model(s) and ``model.pt`` from a directory.
 
         Weights are read with ``torch.load(weights_only=True)``: no code in the file runs.
-        ``dtype="bf16"`` runs the search under bf16 autocast; ``quantize="int8"`` applies
+        ``dtype="bf16"`` (or "fp16", GPU only) runs the search under autocast; ``quantize="int8"`` applies
         PyTorch dynamic quantization to the linear and recurrent layers (CPU only).
         """
-        if dtype not in ("fp32", "bf16"):
-            raise UserError(f"dtype must be fp32 or bf16, got {dtype!r}")
         if quantize not in (None, "int8"):
             raise UserError(f"quantize must be int8, got {quantize!r}")
         path = Path(path)
@@ -169,6 +178,7 @@ class Translator:
                 f"{weights_path} does not match {config_path} and the vocabularies: {err}"
             ) from None
         dev = pick_device(device)
+        check_dtype(dtype, dev)
         model = model.to(dev).eval()
         if quantize == "int8":
             if dev.type != "cpu":

@@ -41,6 +41,14 @@ class Vocab:
         """Subword ids of each line, without BOS/EOS."""
         return self.processor.encode(lines, out_type=int)
 
+    def nbest(self, lines: list[str], n: int) -> list[list[list[int]]]:
+        """Up to ``n`` best segmentations of each line, best first (unigram models only)."""
+        return self.processor.nbest_encode(lines, out_type=int, nbest_size=n)
+
+    def piece_scores(self) -> list[float]:
+        """Each piece's log-probability under the unigram model."""
+        return [self.processor.get_score(i) for i in range(len(self))]
+
     def decode(self, ids: list[int]) -> str:
         """Detokenized text of ids; special ids are ignored."""
         return self.processor.decode([i for i in ids if i > EOS])
