@@ -139,7 +139,7 @@ def test_search_score_is_the_models_score(trained_dir):
     """Re-scoring the beam's output with teacher forcing gives the log-prob the search reported."""
     from translate.translate import Translator
 
-    translator = Translator.from_dir(trained_dir)
+    translator = Translator.from_dir(trained_dir, device="cpu")  # CPU tensors below
     model = translator.model
     sources = translator.src_vocab.encode(["hund katze", "haus baum baum", "stuhl"])
     src = source_batch(sources)

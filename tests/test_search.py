@@ -133,7 +133,7 @@ def test_beam_one_equals_greedy_and_batch_equals_single(trained_dir):
     from translate.data import source_batch
     from translate.translate import Translator
 
-    translator = Translator.from_dir(trained_dir)
+    translator = Translator.from_dir(trained_dir, device="cpu")  # CPU tensors below
     model = translator.model
     ids = translator.src_vocab.encode(
         ["hund katze", "haus", "baum auto buch tisch stuhl", "katze katze hund auto"]
@@ -157,7 +157,7 @@ def test_dropping_finished_sentences_changes_no_result(trained_dir):
     from translate.data import source_batch
     from translate.translate import Translator
 
-    translator = Translator.from_dir(trained_dir)
+    translator = Translator.from_dir(trained_dir, device="cpu")  # CPU tensors below
     sentences = ["hund", "katze katze hund auto", "haus", "baum auto buch tisch stuhl", "auto"]
     batch = source_batch(translator.src_vocab.encode(sentences))
     limit = max_lengths(batch.src_lengths, 1.5, 10)
