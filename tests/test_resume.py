@@ -14,10 +14,8 @@ import yaml
 from tests.conftest import write_word_corpus
 
 TRAIN = {
-    "data": {
-        "vocab_size": 40,
-        "sampling_alpha": 0.1,
-    },  # sampled segmentations: resume must redraw them
+    # subword sampling on: a resumed epoch must redraw the segmentation it started with
+    "data": {"vocab_size": 40, "sampling_alpha": 0.1},
     "model": {"emb_dim": 16, "hidden_dim": 32, "dropout": 0.2},
     "train": {
         "batch_tokens": 100,

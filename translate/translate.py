@@ -129,8 +129,9 @@ class Translator:
         """Load ``config.yaml``, the SentencePiece model(s) and ``model.pt`` from a directory.
 
         Weights are read with ``torch.load(weights_only=True)``: no code in the file runs.
-        ``dtype="bf16"`` (or "fp16", GPU only) runs the search under autocast; ``quantize="int8"`` applies
-        PyTorch dynamic quantization to the linear and recurrent layers (CPU only).
+        ``dtype="bf16"`` (or "fp16", GPU only) runs the search under autocast;
+        ``quantize="int8"`` applies PyTorch dynamic quantization to the linear and recurrent
+        layers (CPU only).
         """
         if quantize not in (None, "int8"):
             raise UserError(f"quantize must be int8, got {quantize!r}")
