@@ -208,7 +208,8 @@ class Segmentations:
         gumbel = -torch.log(-torch.log(torch.rand(self.index.shape, generator=generator)))
         keys = (alpha * self.scores[self.index] + gumbel).masked_fill(~self.valid, -math.inf)
         chosen = self.index.gather(1, keys.argmax(1, keepdim=True)).squeeze(1)
-        lengths, starts = self.lengths[chosen], self.starts[chosen]
-        offsets = torch.cumsum(lengths, 0) - lengths
-        positions = torch.arange(int(lengths.sum())) - torch.repeat_interleave(offsets, lengths)
-        return _unflatten(self.flat[torch.repeat_interleave(starts, lengths) + positions], lengths)
+        lengths = self.lengths[chosen]
+        # output position i of a chosen segmentation reads flat[start + i - its output offset]
+        shift = self.starts[chosen] - (torch.cumsum(lengths, 0) - lengths)
+        index = torch.arange(int(lengths.sum())) + torch.repeat_interleave(shift, lengths)
+        return _unflatten(self.flat[index], lengths)
