@@ -27,6 +27,7 @@ from .config import (
     read_model_config,
 )
 from .data import bucket_batches, pair_batch
+from .loss import smoothed_cross_entropy
 from .model import Seq2Seq, build_model
 from .prepare import Prepared, Segmentations, atomic_write, prepare, save_state
 from .translate import (
@@ -57,12 +58,8 @@ def batch_loss(model: Seq2Seq, batch, device, cfg: Config, smoothing: float) -> 
         logits = model(
             batch.src_tokens.to(device), batch.src_lengths.to(device), batch.tgt_in.to(device)
         )
-    return torch.nn.functional.cross_entropy(
-        logits.float().view(-1, logits.size(-1)),
-        batch.tgt_out.to(device).view(-1),
-        ignore_index=PAD,
-        reduction="sum",
-        label_smoothing=smoothing,
+    return smoothed_cross_entropy(
+        logits.view(-1, logits.size(-1)), batch.tgt_out.to(device).view(-1), smoothing, PAD
     )
 
 
