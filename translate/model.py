@@ -16,6 +16,7 @@ from torch import nn
 
 from .attention import Attention
 from .config import ModelConfig
+from .dropout import Dropout
 from .vocab import PAD
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -37,7 +38,7 @@ class Encoder(nn.Module):
         self.cfg = cfg
         self.embed = nn.Embedding(vocab_size, cfg.emb_dim, padding_idx=PAD)
         self.embed_scale = 1.0  # set by Seq2Seq when this table is the tied one
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         directions = 2 if cfg.bidirectional else 1
         self.out_dim = cfg.hidden_dim * directions
         self.context_dim = self.out_dim * (1 if cfg.context_pool == "none" else 2)
@@ -96,7 +97,7 @@ class Decoder(nn.Module):
         self.cfg = cfg
         self.state_rows = cfg.dec_layers * (2 if cfg.cell == "lstm" else 1)  # LSTM: h and c
         self.embed = nn.Embedding(vocab_size, cfg.emb_dim, padding_idx=PAD)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.bridge = nn.Linear(context_dim, self.state_rows * cfg.hidden_dim)
         self.attention = None
         if cfg.attention != "none":

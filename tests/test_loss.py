@@ -1,0 +1,47 @@
+"""The sliced label-smoothed cross-entropy equals PyTorch's, in value and gradient."""
+
+import pytest
+import torch
+
+from translate import loss
+from translate.dropout import Dropout
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_smoothed_cross_entropy_matches_pytorch(monkeypatch, dtype, smoothing):
+    monkeypatch.setattr(loss, "CPU_ROWS", 7)  # several slices, the last one short
+    torch.manual_seed(0)
+    logits = (torch.randn(50, 300) * 3).to(dtype).requires_grad_()
+    target = torch.randint(1, 300, (50,))
+    target[::6] = 0  # ignored rows
+    expected = torch.nn.functional.cross_entropy(
+        logits.float(), target, ignore_index=0, reduction="sum", label_smoothing=smoothing
+    )
+    (expected_grad,) = torch.autograd.grad(expected * 0.5, logits)
+    got = loss.smoothed_cross_entropy(logits, target, smoothing, ignore_index=0)
+    (grad,) = torch.autograd.grad(got * 0.5, logits)
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, expected, rtol=1e-6)
+    assert grad.dtype == dtype
+    tolerance = 1e-6 if dtype == torch.float32 else 4e-3  # bf16 rounding of the gradient
+    assert torch.allclose(grad.float(), expected_grad.float(), atol=tolerance)
+    assert grad[::6].abs().sum() == 0  # ignored rows get no gradient
+
+
+def test_byte_dropout_rate_scale_and_gradient():
+    torch.manual_seed(0)
+    dropout = Dropout(0.2).train()
+    x = torch.rand(1000, 1000) + 1.0  # no zeros of its own
+    y = dropout(x)
+    dropped = y == 0
+    assert abs(dropped.float().mean().item() - 51 / 256) < 0.002  # 0.2 rounded to 51/256
+    assert torch.allclose(y[~dropped], x[~dropped] * 256 / 205)
+    x.requires_grad_()
+    torch.manual_seed(1)
+    y = dropout(x)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    assert torch.equal(grad == 0, y == 0)
+    torch.manual_seed(1)
+    assert torch.equal(dropout(x), y)  # the global seed decides the mask
+    assert torch.equal(dropout.eval()(x), x)
