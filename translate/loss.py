@@ -43,9 +43,7 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
             part = slice(start, start + rows)
             p = torch.exp(logits[part].float() - lse[part].unsqueeze(1))  # softmax
             p.sub_(smoothing / vocab)
-            p.scatter_add_(
-                1, safe_target[part], p.new_full(safe_target[part].shape, smoothing - 1)
-            )
+            p.scatter_add_(1, safe_target[part], p.new_full(safe_target[part].shape, smoothing - 1))
             grad[part] = p.mul_(scale[part].unsqueeze(1))
         return grad, None, None, None, None
 
@@ -60,7 +58,10 @@ def smoothed_cross_entropy(
     """
     if logits.device.type != "cpu":
         return torch.nn.functional.cross_entropy(
-            logits.float(), target, ignore_index=ignore_index, reduction="sum",
+            logits.float(),
+            target,
+            ignore_index=ignore_index,
+            reduction="sum",
             label_smoothing=smoothing,
         )
     return _SmoothedCrossEntropy.apply(logits, target, smoothing, ignore_index, CPU_ROWS)
