@@ -1,4 +1,4 @@
-"""The sliced label-smoothed cross-entropy equals PyTorch's, in value and gradient."""
+"""The sliced label-smoothed cross-entropy and the byte-mask dropout against PyTorch's own."""
 
 import pytest
 import torch
