@@ -3,7 +3,7 @@ import torch
 
 from translate.config import ModelConfig
 from translate.data import pair_batch, source_batch
-from translate.model import build_model
+from translate.model import build_model, recur
 from translate.search import beam_search, max_lengths
 from translate.vocab import BOS, EOS, PAD
 
@@ -73,6 +73,56 @@ def test_encoder_equals_a_packed_bidirectional_rnn(cell):
     assert torch.allclose(outputs * real, expected * real, atol=1e-5)
 
 
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_written_out_layer_equals_torch_rnn(cell):
+    """The decoder's first layer, written out over precomputed input gates, computes what
+    nn.RNN/GRU/LSTM does with the same weights (float32, to 1e-5)."""
+    torch.manual_seed(0)
+    reference = getattr(torch.nn, cell.upper())(8, 16, batch_first=True)
+    hidden = torch.nn.Linear(16, reference.weight_hh_l0.size(0))
+    with torch.no_grad():
+        hidden.weight.copy_(reference.weight_hh_l0)
+        hidden.bias.copy_(reference.bias_hh_l0)
+    inputs, h0 = torch.randn(3, 5, 8), torch.randn(1, 3, 16)
+    gates = inputs @ reference.weight_ih_l0.T + reference.bias_ih_l0
+    if cell == "lstm":
+        c0 = torch.randn(1, 3, 16)
+        expected, (h, c) = reference(inputs, (h0, c0))
+        outputs, final = recur(cell, gates, torch.cat([h0, c0]).transpose(0, 1), hidden)
+        assert torch.allclose(final, torch.cat([h, c]).transpose(0, 1), atol=1e-5)
+    else:
+        expected, h = reference(inputs, h0)
+        outputs, final = recur(cell, gates, h0.transpose(0, 1), hidden)
+        assert torch.allclose(final, h.transpose(0, 1), atol=1e-5)
+    assert torch.allclose(outputs, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell, layers, step", [("gru", 1, "after"), ("lstm", 3, "before")])
+def test_checkpoints_of_one_decoder_rnn_still_load(cell, layers, step):
+    """Weights saved when the decoder was one nn.RNN over [word; context; attended] load into
+    the written-out first layer and give the same logits."""
+    model = tiny(cell, dec_layers=layers, attention="general", attention_step=step).eval()
+    state = model.state_dict()
+    old = {k: v for k, v in state.items() if not k.startswith("decoder.rnn")}
+    words = model.decoder.rnn_input.weight
+    old["decoder.rnn.weight_ih_l0"] = torch.cat(
+        [words[:, :8], model.decoder.rnn_context.weight, words[:, 8:]], dim=1
+    )
+    old["decoder.rnn.bias_ih_l0"] = model.decoder.rnn_context.bias
+    old["decoder.rnn.weight_hh_l0"] = model.decoder.rnn_hidden.weight
+    old["decoder.rnn.bias_hh_l0"] = model.decoder.rnn_hidden.bias
+    for key, value in state.items():
+        if key.startswith("decoder.rnn_upper."):
+            name, layer = key.removeprefix("decoder.rnn_upper.").rsplit("_l", 1)
+            old[f"decoder.rnn.{name}_l{int(layer) + 1}"] = value
+    torch.manual_seed(1)
+    loaded = build_model(model.cfg, VOCAB, VOCAB).eval()
+    loaded.load_state_dict(old)
+    batch = pair_batch(SRC, TGT)
+    expected = model(batch.src_tokens, batch.src_lengths, batch.tgt_in)
+    assert torch.equal(loaded(batch.src_tokens, batch.src_lengths, batch.tgt_in), expected)
+
+
 def test_targets_are_shifted_by_one():
     batch = pair_batch(SRC, TGT)
     assert batch.tgt_in[0].tolist() == [BOS, 6, 7, PAD]
@@ -93,7 +143,7 @@ def test_targets_are_shifted_by_one():
     ],
 )
 def test_fused_decoder_equals_step_by_step(cell, attention, step):
-    """Teacher-forced logits (one fused RNN call where possible) match the search's step
+    """Teacher-forced logits (all steps in one pass where possible) match the search's step
     function to 1e-5, the float32 rounding of a different summation order."""
     model = tiny(cell, dec_layers=2, attention=attention, attention_step=step).eval()
     batch = pair_batch(SRC, TGT)

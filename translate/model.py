@@ -7,6 +7,8 @@ Interface used by search (batch-first everywhere, reordered only with ``index_se
   ``encode(src_tokens, src_lengths) -> memory``  a dict of (batch, ...) tensors
   ``init_state(memory) -> state``                  (batch, layers[*2 for LSTM], hidden)
   ``decode_step(prev_tokens, state, memory) -> (log_probs, state)``
+The state may have k rows per sentence of memory, each sentence's rows adjacent (the beams of
+beam search): memory is read by all k and is never copied per beam.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .dropout import Dropout
 from .vocab import PAD
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # gate blocks in an input projection
 
 Memory = dict[str, torch.Tensor]
 
@@ -87,9 +90,11 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """An RNN over [previous word; context] with a readout over [state; context; previous word].
 
-    With attention, the readout also sees the attended encoder outputs: computed after the RNN
-    from its output (Luong; the RNN still runs as one call over all steps), or before it from
-    the previous state and fed to the RNN input (Bahdanau; one step at a time).
+    The context's share of both is computed once per sentence (in ``Seq2Seq.encode``). With
+    attention, the readout also sees the attended encoder outputs: computed after the RNN from
+    its output (Luong; the RNN still runs over all steps at once, its input projection one
+    matrix product), or before it from the previous state and fed to the RNN input (Bahdanau;
+    one step at a time).
     """
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, context_dim: int, memory_dim: int):
@@ -103,13 +108,25 @@ class Decoder(nn.Module):
         if cfg.attention != "none":
             self.attention = Attention(cfg.attention, cfg.hidden_dim, memory_dim)
         self.feed_attention = self.attention is not None and cfg.attention_step == "before"
-        self.rnn = CELLS[cfg.cell](
-            cfg.emb_dim + context_dim + (memory_dim if self.feed_attention else 0),
-            cfg.hidden_dim,
-            num_layers=cfg.dec_layers,
-            dropout=cfg.dropout if cfg.dec_layers > 1 else 0.0,
-            batch_first=True,
-        )
+        # The first RNN layer written out: its input gates are W_x [word; attended] + (W_c c + b),
+        # and the bracket is computed once per sentence, not at every step as nn.GRU would.
+        gates = GATES[cfg.cell] * cfg.hidden_dim
+        word_dim = cfg.emb_dim + (memory_dim if self.feed_attention else 0)
+        self.rnn_input = nn.Linear(word_dim, gates, bias=False)
+        self.rnn_context = nn.Linear(context_dim, gates)
+        self.rnn_hidden = nn.Linear(cfg.hidden_dim, gates)
+        for linear in (self.rnn_input, self.rnn_context, self.rnn_hidden):
+            for weight in linear.parameters():  # nn.GRU's initialisation, as the recipes had
+                nn.init.uniform_(weight, -(cfg.hidden_dim**-0.5), cfg.hidden_dim**-0.5)
+        self.rnn_upper = None  # layers 2.. read only the layer below: a plain nn.RNN
+        if cfg.dec_layers > 1:
+            self.rnn_upper = CELLS[cfg.cell](
+                cfg.hidden_dim,
+                cfg.hidden_dim,
+                num_layers=cfg.dec_layers - 1,
+                dropout=cfg.dropout if cfg.dec_layers > 2 else 0.0,
+                batch_first=True,
+            )
         # readout = W_h h + W_e e + W_a a + (W_c c + b); the bracket is computed once per sentence
         self.readout_state = nn.Linear(cfg.hidden_dim, cfg.emb_dim, bias=False)
         self.readout_embed = nn.Linear(cfg.emb_dim, cfg.emb_dim, bias=False)
@@ -133,39 +150,65 @@ class Decoder(nn.Module):
         return state.view(-1, self.state_rows, self.cfg.hidden_dim)
 
     def _run_rnn(
-        self, inputs: torch.Tensor, state: torch.Tensor
+        self, words: torch.Tensor, state: torch.Tensor, memory: Memory
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        hx = state.transpose(0, 1).contiguous()  # (state_rows, batch, hidden), as nn.RNN wants
+        """Outputs (batch, steps, hidden) and the new state from (batch, steps, word_dim)."""
+        layers = self.cfg.dec_layers
+        rows = [0, layers] if self.cfg.cell == "lstm" else [0]  # the first layer's h (and c)
+        gates = add_per_sentence(self.rnn_input(words), memory["rnn_context"])
+        outputs, first = recur(self.cfg.cell, gates, state[:, rows], self.rnn_hidden)
+        if self.rnn_upper is None:
+            return outputs, first
+        upper = [r for r in range(state.size(1)) if r not in rows]
+        hx = state[:, upper].transpose(0, 1).contiguous()  # (rows, batch, hidden) for nn.RNN
         if self.cfg.cell == "lstm":
             hx = tuple(hx.chunk(2, dim=0))
-        outputs, final = self.rnn(inputs, hx)
-        if self.cfg.cell == "lstm":
-            final = torch.cat(final, dim=0)
-        return outputs, final.transpose(0, 1)
+        outputs, final = self.rnn_upper(self.dropout(outputs), hx)
+        if self.cfg.cell == "lstm":  # state rows: h of every layer, then c of every layer
+            h, c = final
+            h, c = h.transpose(0, 1), c.transpose(0, 1)
+            return outputs, torch.cat([first[:, :1], h, first[:, 1:], c], dim=1)
+        return outputs, torch.cat([first, final.transpose(0, 1)], dim=1)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Reads checkpoints from before the first layer was written out, whose one nn.RNN
+        ``rnn`` read [word; context; attended] at every step."""
+        old = prefix + "rnn."
+        if old + "weight_ih_l0" in state_dict:
+            w_ih = state_dict.pop(old + "weight_ih_l0")
+            words, context = self.cfg.emb_dim, self.rnn_context.in_features
+            state_dict[prefix + "rnn_input.weight"] = torch.cat(
+                [w_ih[:, :words], w_ih[:, words + context :]], dim=1
+            )
+            state_dict[prefix + "rnn_context.weight"] = w_ih[:, words : words + context]
+            state_dict[prefix + "rnn_context.bias"] = state_dict.pop(old + "bias_ih_l0")
+            state_dict[prefix + "rnn_hidden.weight"] = state_dict.pop(old + "weight_hh_l0")
+            state_dict[prefix + "rnn_hidden.bias"] = state_dict.pop(old + "bias_hh_l0")
+            for key in [k for k in state_dict if k.startswith(old)]:
+                name, layer = key[len(old) :].rsplit("_l", 1)
+                state_dict[f"{prefix}rnn_upper.{name}_l{int(layer) - 1}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _attend(self, query: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
         return self.attention(query, memory["keys"], memory["values"], memory["mask"])
 
     def _logits(self, rnn_out, embedded, memory: Memory, attended=None) -> torch.Tensor:
         """Logits (batch, steps, vocab) from the readout of (batch, steps, ...) inputs."""
-        readout = (
-            self.readout_state(rnn_out)
-            + self.readout_embed(embedded)
-            + memory["readout_context"].unsqueeze(1)  # broadcast over steps
-        )
+        readout = self.readout_state(rnn_out) + self.readout_embed(embedded)
+        readout = add_per_sentence(readout, memory["readout_context"])
         if attended is not None:
             readout = readout + self.readout_attention(attended)
         return self.output(self.dropout(torch.tanh(readout)))
 
     def _step(self, embedded, state, memory: Memory):
         """One or more steps from (batch, steps, emb) inputs: rnn output, attention, state."""
-        inputs = [embedded, memory["context"].unsqueeze(1).expand(-1, embedded.size(1), -1)]
         weights = attended = None
+        words = embedded
         if self.feed_attention:  # query: the top layer's previous hidden state
             top = state[:, self.cfg.dec_layers - 1].unsqueeze(1)  # (batch, 1, hidden)
             attended, weights = self._attend(top, memory)
-            inputs.append(attended)
-        rnn_out, state = self._run_rnn(torch.cat(inputs, dim=-1), state)
+            words = torch.cat([embedded, attended], dim=-1)
+        rnn_out, state = self._run_rnn(words, state, memory)
         if self.attention is not None and not self.feed_attention:
             attended, weights = self._attend(rnn_out, memory)
         return rnn_out, attended, weights, state
@@ -175,7 +218,7 @@ class Decoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (batch, tgt_len, vocab) and attention weights (batch, tgt_len, src_len)."""
         embedded = self.dropout(self.embed(tgt_in) * self.embed_scale)  # (batch, tgt_len, emb)
-        if not self.feed_attention:  # every input is known: one fused RNN call
+        if not self.feed_attention:  # every input is known: all steps in one pass
             rnn_out, attended, weights, _ = self._step(embedded, state, memory)
         else:
             outs = []
@@ -218,7 +261,11 @@ class Seq2Seq(nn.Module):
         if self.cfg.reverse_source:
             src_tokens = reverse_padded(src_tokens, src_lengths)
         outputs, context = self.encoder(src_tokens, src_lengths)
-        memory = {"context": context, "readout_context": self.decoder.readout_context(context)}
+        memory = {
+            "context": context,
+            "rnn_context": self.decoder.rnn_context(context),  # (batch, gates)
+            "readout_context": self.decoder.readout_context(context),
+        }
         if self.decoder.attention is not None:
             memory["values"] = outputs  # (batch, src_len, out_dim)
             memory["keys"] = self.decoder.attention.precompute(outputs)
@@ -255,3 +302,39 @@ def reverse_padded(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
     """The model described by ``cfg``, with PyTorch's default initialisation."""
     return Seq2Seq(cfg, src_vocab_size, tgt_vocab_size)
+
+
+def add_per_sentence(rows: torch.Tensor, per_sentence: torch.Tensor) -> torch.Tensor:
+    """``rows`` (rows, steps, dim) plus ``per_sentence`` (sentences, dim) broadcast over the
+    steps and over each sentence's adjacent rows."""
+    grouped = rows.view(per_sentence.size(0), -1, rows.size(-1))
+    return (grouped + per_sentence.unsqueeze(1)).view(rows.shape)
+
+
+def recur(
+    cell: str, gates: torch.Tensor, state: torch.Tensor, hidden: nn.Module
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One RNN layer over precomputed input gates (batch, steps, gates), from ``state``
+    (batch, 1, hidden), or (batch, 2, hidden) for an LSTM's h and c: the outputs (batch, steps,
+    hidden) and the final state. ``hidden`` is W_h h + b_h. Same equations and gate order as
+    nn.RNN (tanh), nn.GRU and nn.LSTM."""
+    h, c = state[:, 0], state[:, -1]
+    outputs = []
+    for x in gates.unbind(1):  # backward: one stack, where indexing would zero-fill per step
+        recurrent = hidden(h)
+        if cell == "gru":  # gates r, z, n
+            size = h.size(-1)
+            x_rz, x_n = x.split([2 * size, size], dim=-1)
+            h_rz, h_n = recurrent.split([2 * size, size], dim=-1)
+            reset, update = torch.sigmoid(x_rz + h_rz).chunk(2, dim=-1)
+            new = torch.tanh(x_n + reset * h_n)
+            h = new + update * (h - new)
+        elif cell == "lstm":  # gates i, f, g, o
+            i, f, g, o = (x + recurrent).chunk(4, dim=-1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+        else:
+            h = torch.tanh(x + recurrent)
+        outputs.append(h)
+    final = torch.stack([h, c], dim=1) if cell == "lstm" else h.unsqueeze(1)
+    return torch.stack(outputs, dim=1), final
