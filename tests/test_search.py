@@ -28,9 +28,10 @@ class ScriptedModel:
     def decode_step(self, prev_tokens, state, memory):
         state = torch.cat([state, prev_tokens.unsqueeze(1)], dim=1)
         log_probs = torch.full((state.size(0), VOCAB), float("-inf"))
+        beams = state.size(0) // memory["sentence"].size(0)  # rows per sentence of memory
         for row in range(state.size(0)):
             prefix = tuple(t for t in state[row, 2:].tolist())
-            table = self.tables[int(memory["sentence"][row])].get(prefix, {EOS: 1.0})
+            table = self.tables[int(memory["sentence"][row // beams])].get(prefix, {EOS: 1.0})
             for token, p in table.items():
                 log_probs[row, token] = math.log(p)
         return log_probs, state

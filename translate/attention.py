@@ -33,10 +33,14 @@ class Attention(nn.Module):
     def forward(
         self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Context (batch, steps, value_dim) and weights (batch, steps, src_len).
+        """Context (rows, steps, value_dim) and weights (rows, steps, src_len).
 
-        ``query`` is (batch, steps, query_dim); ``mask`` (batch, src_len) is True on real tokens.
+        ``query`` is (rows, steps, query_dim); ``keys``, ``values`` and ``mask`` (True on real
+        tokens) are per sentence: (batch, src_len, ...), with rows = batch * k and each
+        sentence's k rows adjacent (its beams, which then score in one matrix product).
         """
+        rows, steps = query.shape[:2]
+        query = query.reshape(keys.size(0), -1, query.size(-1))  # (batch, k * steps, query_dim)
         if self.score == "additive":
             # (batch, steps, 1, dim) + (batch, 1, src_len, dim) -> (batch, steps, src_len)
             hidden = torch.tanh(self.query_proj(query).unsqueeze(2) + keys.unsqueeze(1))
@@ -47,5 +51,5 @@ class Attention(nn.Module):
             scores = torch.bmm(query, keys.transpose(1, 2)) * query.size(-1) ** -0.5
         scores = scores.float().masked_fill(~mask.unsqueeze(1), float("-inf"))
         weights = torch.softmax(scores, dim=-1)
-        context = torch.bmm(weights.to(values.dtype), values)  # (batch, steps, value_dim)
-        return context, weights
+        context = torch.bmm(weights.to(values.dtype), values)  # (batch, k * steps, value_dim)
+        return context.view(rows, steps, -1), weights.view(rows, steps, -1)

@@ -111,8 +111,8 @@ def beam_search(
     done: list[tuple[list[int], torch.Tensor, torch.Tensor, list[list[int]]]] = []
     rows = batch * beam
     tile = torch.arange(batch, device=device).repeat_interleave(beam)  # (batch*beam,)
-    memory = _reorder(model.encode(src_tokens, src_lengths), tile)
-    state = model.init_state(memory)
+    memory = model.encode(src_tokens, src_lengths)  # one copy per sentence, read by its beams
+    state = model.init_state(memory).index_select(0, tile)
     row_max_len = max_len.to(device).index_select(0, tile)
 
     raw = torch.zeros(rows, device=device)  # accumulated log-prob of each row
@@ -171,7 +171,7 @@ def beam_search(
             keep = (~complete).nonzero().squeeze(1)
             sentence_ids, batch = sentence_ids[keep], keep.numel()
             kept = _rows_of(keep, beam)
-            memory = _reorder(memory, kept)
+            memory = _reorder(memory, keep)
             state, raw, final, finished, lengths, tokens, prev, row_max_len = (
                 x.index_select(0, kept)
                 for x in (state, raw, final, finished, lengths, tokens, prev, row_max_len)
