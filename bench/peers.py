@@ -124,6 +124,11 @@ class PeerData:
         return self.folder / "val"
 
     @property
+    def val_ref(self) -> Path:
+        """The untokenized English references of ``val.de``."""
+        return reference_of(self.val.with_suffix(".de"))
+
+    @property
     def test_src(self) -> Path:
         return self.folder / "test.de"
 
@@ -156,7 +161,9 @@ def prepare_data(
     Skipped when ``workdir/data`` already holds the same preparation."""
     data = PeerData(Path(workdir) / "data")
     marker = data.folder / "prepared.json"
-    recipe = json.dumps({"data_dir": str(data_dir), "vocab": VOCAB_SIZE, "test": test_sentences})
+    recipe = json.dumps(
+        {"data_dir": str(data_dir), "vocab": VOCAB_SIZE, "test": test_sentences, "refs": 2}
+    )
     if marker.is_file() and marker.read_text() == recipe:
         return data
     data.folder.mkdir(parents=True, exist_ok=True)
@@ -190,6 +197,7 @@ def prepare_data(
             encoded = processor.encode(lines, out_type=str)
             write_lines(data.folder / f"{name}.{lang}", [" ".join(p) for p in encoded])
     write_lines(data.test_ref, read_lines(data_dir, "test_2016_flickr.en")[:test_sentences])
+    write_lines(data.val_ref, read_lines(data_dir, "val.en"))
     marker.write_text(recipe)
     return data
 
@@ -363,11 +371,22 @@ def check_budget(minutes: float | None, steps: int | None) -> None:
 
 OPENNMT_RATE = r"(?:\d+)/\s*(\d+) tok/s"  # "src/tgt tok/s" of each report window
 OPENNMT_SAVE = re.compile(r"Saving checkpoint (\S+)_step_(\d+)\.pt")
+OPENNMT_STAMPED = re.compile(
+    r"^\[(\S+ \S+) INFO\] (Start training loop|Saving checkpoint \S+)", re.M
+)
 
 
-def opennmt_config(workdir: Path, data: PeerData, steps: int | None, batch_tokens: int) -> dict:
+def opennmt_config(
+    workdir: Path,
+    data: PeerData,
+    steps: int | None,
+    batch_tokens: int,
+    save_every: int = OPENNMT_SAVE_EVERY,
+    keep_all: bool = False,
+) -> dict:
     """OpenNMT-py 3.0 training options: bi-LSTM 2 x 256, LSTM 512, MLP attention with input
-    feeding, no validation; against the clock it checkpoints every OPENNMT_SAVE_EVERY steps."""
+    feeding, no validation; against the clock it checkpoints every ``save_every`` steps and
+    keeps the last two (or, with ``keep_all``, every one)."""
     return {
         "data": {"corpus_1": {"path_src": f"{data.train}.de", "path_tgt": f"{data.train}.en"}},
         "src_vocab": str(data.vocab),
@@ -377,8 +396,9 @@ def opennmt_config(workdir: Path, data: PeerData, steps: int | None, batch_token
         "src_seq_length": MAX_LEN,
         "tgt_seq_length": MAX_LEN,
         "save_model": str(workdir / "model"),
-        "save_checkpoint_steps": 0 if steps else OPENNMT_SAVE_EVERY,  # 0: only at the end
-        "keep_checkpoint": 2,  # the older one is deleted only after the newer is written
+        "save_checkpoint_steps": 0 if steps else save_every,  # 0: only at the end
+        # the older one is deleted only after the newer is written
+        "keep_checkpoint": -1 if keep_all else 2,
         "train_steps": steps or 10**9,
         "valid_steps": 10**9,
         "report_every": report_every(steps),
@@ -414,6 +434,20 @@ def opennmt_checkpoints(log: str, exited: bool) -> list[Path]:
     return saved if exited else [path for path in saved if zipfile.is_zipfile(path)]
 
 
+def opennmt_checkpoint_times(log: str) -> dict[Path, float]:
+    """Seconds of OpenNMT-py's training loop at each checkpoint it began to save, from the
+    timestamps of its log lines ("Saving checkpoint" is logged before ``torch.save``)."""
+    times, start = {}, None
+    for stamp, what in OPENNMT_STAMPED.findall(log):
+        seconds = time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S"))
+        seconds += int(stamp[20:]) / 1000
+        if what.startswith("Start training loop"):
+            start = seconds
+        elif start is not None:
+            times[Path(what.split()[-1])] = seconds - start
+    return times
+
+
 def train_opennmt(
     workdir: Path,
     data: PeerData,
@@ -422,18 +456,22 @@ def train_opennmt(
     threads: int = 2,
     *,
     batch_tokens: int = BATCH_TOKENS,
+    save_every: int = OPENNMT_SAVE_EVERY,
+    keep_all: bool = False,
     cache: Path = DEFAULT_CACHE,
 ) -> dict:
     """Train OpenNMT-py for ``steps`` steps or about ``minutes`` of its training loop, then
     interrupt it. It saves nothing on SIGINT, so the model is its newest whole checkpoint
-    (one every OPENNMT_SAVE_EVERY steps) and ``steps`` counts the steps in it.
+    (one every ``save_every`` steps) and ``steps`` counts the steps in it.
     ``tgt_tokens_per_s`` comes from its log (see :func:`window_throughput`); ``wall_s`` is
-    the whole process."""
+    the whole process; ``checkpoints`` lists the whole ones kept with their training-loop
+    seconds (see :func:`opennmt_checkpoint_times`)."""
     check_budget(minutes, steps)
     python = setup_opennmt(cache)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    config = write_config(workdir, opennmt_config(workdir, data, steps, batch_tokens))
+    options = opennmt_config(workdir, data, steps, batch_tokens, save_every, keep_all)
+    config = write_config(workdir, options)
     chosen: list[Path] = []
     out_of_time = minutes_after(minutes or 0.0, "Start training loop")
 
@@ -451,9 +489,12 @@ def train_opennmt(
         chosen = opennmt_checkpoints(run.log, exited=True)
     if not chosen or not chosen[-1].is_file():
         raise PeerError(f"OpenNMT-py left no checkpoint; see {workdir / 'train.log'}")
+    times = opennmt_checkpoint_times(run.log)
+    whole = [path for path in opennmt_checkpoints(run.log, exited=True) if path in chosen]
     return {
         "tgt_tokens_per_s": window_throughput(run.log, OPENNMT_RATE),
         "wall_s": run.wall_s,
+        "checkpoints": [(str(path), times[path]) for path in whole if path.is_file()],
         "model": chosen[-1],
         "steps": int(chosen[-1].stem.rsplit("_", 1)[1]),
         "rss_mib": run.rss_mib,
