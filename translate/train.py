@@ -52,6 +52,16 @@ class Interrupted(UserError):
     exit_code = 130
 
 
+def adam(params, lr: float) -> torch.optim.Adam:
+    """Adam, fused into one kernel over all parameters where this torch has one for their
+    device (CPU: torch >= 2.4); the per-parameter loop was ~3% of a CPU training step."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except RuntimeError:  # no fused kernel for this device in this torch
+        return torch.optim.Adam(params, lr=lr)
+
+
 def batch_loss(model: Seq2Seq, batch, device, cfg: Config, smoothing: float) -> torch.Tensor:
     """Summed (label-smoothed) cross-entropy over non-pad target tokens."""
     with autocast(device, cfg.train.dtype):
@@ -133,7 +143,7 @@ def train(cfg: Config, log=print) -> Path:
     check_dtype(t.dtype, device)
     data = prepare(cfg, log)
     model = build_model(cfg.model, len(data.src_vocab), len(data.tgt_vocab)).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr)
+    optimizer = adam(model.parameters(), t.lr)
     # fp16 gradients underflow without loss scaling; for fp32/bf16 the scaler does nothing
     scaler = torch.amp.GradScaler(device.type, enabled=t.dtype == "fp16")
     # the loop's counters: everything a resumed run needs besides weights and optimiser
