@@ -2,6 +2,7 @@
 --peers, OpenNMT-py and JoeyNMT, side by side on Multi30k with the same model sizes.
 
     python bench/bench.py --data-dir ../shared/data/multi30k [--model DIR] [--peers]
+        [--attention-model DIR] [--opennmt-trained TIME_TO_BLEU_DIR]
 
 Each measurement runs in its own process (so peak RSS is its own) with the same thread count.
 Ratios within one run are the figures of record: absolute times drift on shared machines.
@@ -166,6 +167,28 @@ def naive_decode(args: dict, sources: list[str]) -> dict:
     return {"sentences_per_s": len(sources) / (time.perf_counter() - start)}
 
 
+def decode_trained_opennmt(workdir: Path, sentences: int, work: Path, threads: int) -> dict:
+    """Beam 5 with the newest OpenNMT-py checkpoint a time_to_bleu.py run left in ``workdir``,
+    on the first ``sentences`` test sentences in that run's own SentencePiece pieces."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import peers
+
+    data = peers.PeerData(workdir / "data")
+    checkpoints = sorted(
+        (workdir / "opennmt").glob("model_step_*.pt"), key=lambda p: int(p.stem.split("_")[-1])
+    )
+    if not checkpoints:
+        return {"error": f"no OpenNMT-py checkpoint in {workdir / 'opennmt'}"}
+    src, ref = work / "opennmt_trained_test.de", work / "opennmt_trained_test.ref.en"
+    for path, target in ((data.test_src, src), (data.test_ref, ref)):
+        lines = path.read_text(encoding="utf-8").splitlines()[:sentences]
+        peers.write_lines(target, lines)
+    try:
+        return peers.translate_opennmt(checkpoints[-1], src, 5, threads, ref_file=ref)
+    except (peers.PeerError, subprocess.CalledProcessError, OSError) as err:
+        return {"error": str(err)}
+
+
 def run_worker(kind: str, args: dict) -> dict:
     """Run one measurement in a fresh process; adds its peak RSS in MiB."""
     done = subprocess.run(
@@ -200,6 +223,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--peers", action="store_true", help="also OpenNMT-py and JoeyNMT")
     parser.add_argument("--peer-minutes", type=float, default=3.0)
+    parser.add_argument(
+        "--opennmt-trained",
+        help="a bench/time_to_bleu.py work directory: also decode with the last checkpoint of "
+        "the OpenNMT-py it trained (its 20 minutes), for speed at its trained BLEU",
+    )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
@@ -275,7 +303,19 @@ def main() -> None:
         sys.path.insert(0, str(ROOT / "bench"))
         import peers
 
-        results.update(peers.measure(data_dir, work / "peers", args.peer_minutes, args.threads))
+        results.update(
+            peers.measure(
+                data_dir,
+                work / "peers",
+                args.peer_minutes,
+                args.threads,
+                test_sentences=args.sentences,
+            )
+        )
+    if args.opennmt_trained:
+        results["opennmt_trained_beam5"] = decode_trained_opennmt(
+            Path(args.opennmt_trained), args.sentences, work, args.threads
+        )
     print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
@@ -351,6 +391,18 @@ RATIOS = [
         "opennmt_beam5",
         "sentences_per_s",
     ),
+    (  # ... and with both models trained (a short-trained model's output ends differently)
+        "beam 5: ours attention int8 / OpenNMT-py 20 min",
+        "ours_attention_beam5_int8",
+        "opennmt_trained_beam5",
+        "sentences_per_s",
+    ),
+    (
+        "beam 5: ours attention fp32 / OpenNMT-py 20 min",
+        "ours_attention_beam5_fp32",
+        "opennmt_trained_beam5",
+        "sentences_per_s",
+    ),
 ]
 
 
@@ -359,7 +411,7 @@ def print_ratios(results: dict) -> None:
     for label, mine, theirs, key in RATIOS:
         a, b = results.get(mine, {}).get(key), results.get(theirs, {}).get(key)
         if a and b:
-            print(f"{label:42s} {a / b:6.2f}x")
+            print(f"{label:48s} {a / b:6.2f}x")
 
 
 if __name__ == "__main__":
