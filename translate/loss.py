@@ -41,8 +41,8 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         grad = torch.empty_like(logits)
         for start in range(0, logits.size(0), rows):
             part = slice(start, start + rows)
-            p = torch.exp(logits[part].float() - lse[part].unsqueeze(1))  # softmax
-            p.sub_(smoothing / vocab)
+            p = logits[part].to(torch.float32, copy=True)  # worked on in place from here
+            p.sub_(lse[part].unsqueeze(1)).exp_().sub_(smoothing / vocab)  # softmax - uniform
             p.scatter_add_(1, safe_target[part], p.new_full(safe_target[part].shape, smoothing - 1))
             grad[part] = p.mul_(scale[part].unsqueeze(1))
         return grad, None, None, None, None

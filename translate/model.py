@@ -64,6 +64,9 @@ class Encoder(nn.Module):
         lengths = src_lengths.to(src_tokens.device)
         last = (lengths - 1).view(-1, 1, 1)  # index of each sentence's last real position
         outputs = self.dropout(self.embed(src_tokens) * self.embed_scale)  # (batch, src_len, emb)
+        device = outputs.device.type
+        if torch.is_autocast_enabled(device):  # in its dtype the RNNs' state is not cast per step
+            outputs = outputs.to(torch.get_autocast_dtype(device))
         for number, rnns in enumerate(self.layers):
             if number > 0:
                 outputs = self.dropout(outputs)
