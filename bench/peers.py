@@ -383,11 +383,14 @@ def opennmt_config(
     batch_tokens: int,
     save_every: int = OPENNMT_SAVE_EVERY,
     keep_all: bool = False,
+    train_from: Path | None = None,
 ) -> dict:
     """OpenNMT-py 3.0 training options: bi-LSTM 2 x 256, LSTM 512, MLP attention with input
     feeding, no validation; against the clock it checkpoints every ``save_every`` steps and
-    keeps the last two (or, with ``keep_all``, every one)."""
+    keeps the last two (or, with ``keep_all``, every one). ``train_from``: a checkpoint to go
+    on from, optimiser and step count included."""
     return {
+        **({"train_from": str(train_from)} if train_from else {}),
         "data": {"corpus_1": {"path_src": f"{data.train}.de", "path_tgt": f"{data.train}.en"}},
         "src_vocab": str(data.vocab),
         "tgt_vocab": str(data.vocab),
@@ -458,6 +461,7 @@ def train_opennmt(
     batch_tokens: int = BATCH_TOKENS,
     save_every: int = OPENNMT_SAVE_EVERY,
     keep_all: bool = False,
+    train_from: Path | None = None,
     cache: Path = DEFAULT_CACHE,
 ) -> dict:
     """Train OpenNMT-py for ``steps`` steps or about ``minutes`` of its training loop, then
@@ -470,7 +474,7 @@ def train_opennmt(
     python = setup_opennmt(cache)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    options = opennmt_config(workdir, data, steps, batch_tokens, save_every, keep_all)
+    options = opennmt_config(workdir, data, steps, batch_tokens, save_every, keep_all, train_from)
     config = write_config(workdir, options)
     chosen: list[Path] = []
     out_of_time = minutes_after(minutes or 0.0, "Start training loop")
