@@ -168,8 +168,9 @@ def naive_decode(args: dict, sources: list[str]) -> dict:
 
 
 def decode_trained_opennmt(workdir: Path, sentences: int, work: Path, threads: int) -> dict:
-    """Beam 5 with the newest OpenNMT-py checkpoint a time_to_bleu.py run left in ``workdir``,
-    on the first ``sentences`` test sentences in that run's own SentencePiece pieces."""
+    """Beam 5 with the newest checkpoint of the OpenNMT-py training a time_to_bleu.py run
+    started in ``workdir`` (its ``--minutes``; a continuation lives in another folder), on the
+    first ``sentences`` test sentences in that run's own SentencePiece pieces."""
     sys.path.insert(0, str(ROOT / "bench"))
     import peers
 
