@@ -494,11 +494,10 @@ def train_opennmt(
     if not chosen or not chosen[-1].is_file():
         raise PeerError(f"OpenNMT-py left no checkpoint; see {workdir / 'train.log'}")
     times = opennmt_checkpoint_times(run.log)
-    whole = [path for path in opennmt_checkpoints(run.log, exited=True) if path in chosen]
     return {
         "tgt_tokens_per_s": window_throughput(run.log, OPENNMT_RATE),
         "wall_s": run.wall_s,
-        "checkpoints": [(str(path), times[path]) for path in whole if path.is_file()],
+        "checkpoints": [(str(path), times[path]) for path in chosen if path.is_file()],
         "model": chosen[-1],
         "steps": int(chosen[-1].stem.rsplit("_", 1)[1]),
         "rss_mib": run.rss_mib,
