@@ -110,7 +110,7 @@ def worker_train(args: dict) -> dict:
                 reduction="sum",
             )
         else:
-            loss = batch_loss(model, batch, device, cfg, 0.1)
+            loss = batch_loss(model, batch, device, cfg.train.dtype, 0.1)
         (loss / batch.n_tgt_tokens).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -129,7 +129,7 @@ def worker_train(args: dict) -> dict:
 
 def worker_decode(args: dict) -> dict:
     from translate.score import score
-    from translate.translate import Translator
+    from translate.translator import Translator
 
     torch.set_num_threads(args["threads"])
     sources = read_gz(Path(args["data_dir"]) / "test_2016_flickr.de.gz")[: args["sentences"]]

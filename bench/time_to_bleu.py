@@ -78,9 +78,9 @@ def opennmt_curve(args, workdir: Path, earlier: dict | None = None) -> dict:
 
 def ours_curve(args, workdir: Path) -> dict:
     """Train our recipe with a checkpoint every ``--valid-every`` steps, then score them."""
-    import torch
-
-    from translate.translate import Translator, set_threads
+    from translate.modeldir import load_tensors
+    from translate.runtime import set_threads
+    from translate.translator import Translator
 
     out = workdir / ours_name(args)
     data_dir = Path(args.data_dir).resolve()
@@ -103,8 +103,7 @@ def ours_curve(args, workdir: Path) -> dict:
     points, bleu = [], sacrebleu.BLEU()
     for path in sorted((out / "checkpoints").glob("step-*.pt")):
         step = int(path.stem.split("-")[1])
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        translator.model.load_state_dict(state)
+        translator.model.load_state_dict(load_tensors(path))
         hyps = translator.translate(sources, beam=BEAM, length_penalty=LENGTH_PENALTY)
         score = bleu.corpus_score(hyps, [refs]).score
         points.append({"step": step, "seconds": seconds[step], "bleu": score})

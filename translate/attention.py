@@ -46,8 +46,8 @@ class Attention(nn.Module):
             hidden = torch.tanh(self.query_proj(query).unsqueeze(2) + keys.unsqueeze(1))
             scores = self.v(hidden).squeeze(-1)
         else:
-            # scaled by 1/sqrt(dim): unscaled, the scores of 512-wide states saturated the
-            # softmax to one-hot weights on Multi30k, and attention stopped learning
+            # scaled by 1/sqrt(dim): unscaled, the scores of wide states saturate the softmax
+            # to one-hot weights, and attention stops learning
             scores = torch.bmm(query, keys.transpose(1, 2)) * query.size(-1) ** -0.5
         scores = scores.float().masked_fill(~mask.unsqueeze(1), float("-inf"))
         weights = torch.softmax(scores, dim=-1)

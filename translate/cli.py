@@ -171,23 +171,26 @@ def build_parser() -> argparse.ArgumentParser:
 def _translate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from .translate import Translator, finished_lines, input_lines, set_threads
+    from .runtime import set_threads
+    from .translator import Translator, finished_lines, input_lines
 
     if args.beam is not None and args.beam < 1:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
     if args.resume and (args.output is None or args.n_best):
         raise UserError("--resume continues an output file: give -o, without --n-best")
+    out_path = Path(args.output) if args.output else None
+    if out_path is not None and not out_path.parent.is_dir():
+        raise UserError(f"cannot write {out_path}: the folder {out_path.parent} does not exist")
     set_threads(args.threads)
     translator = Translator.from_dir(
         args.model, device=args.device, dtype=args.dtype, quantize=args.quantize
     )
-    if args.output is None:
+    if out_path is None:
         lines = input_lines(args.input, args.replace_bad_utf8)
-        translator.translate_stream(lines, sys.stdout, args.beam, n_best=args.n_best)
-        _warn_truncated(translator)
+        _, truncated = translator.translate_stream(lines, sys.stdout, args.beam, n_best=args.n_best)
+        _warn_truncated(truncated, translator.max_source_len)
         return
     # write to OUT.tmp and rename when complete: OUT is never half-written
-    out_path = Path(args.output)
     tmp = out_path.with_name(out_path.name + ".tmp")
     done = finished_lines(tmp) if args.resume and tmp.is_file() else 0
     if done:
@@ -197,21 +200,21 @@ def _translate(args: argparse.Namespace) -> None:
         open(tmp, "a" if done else "w", encoding="utf-8", newline="\n") as out,
         tqdm(desc="translate", unit="line", mininterval=1.0, initial=done) as progress,
     ):
-        count = translator.translate_stream(
+        count, truncated = translator.translate_stream(
             lines, out, args.beam, progress=progress, n_best=args.n_best
         )
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, out_path)
     print(f"translated {done + count} lines into {out_path}", file=sys.stderr)
-    _warn_truncated(translator)
+    _warn_truncated(truncated, translator.max_source_len)
 
 
-def _warn_truncated(translator) -> None:
-    if translator.truncated:
+def _warn_truncated(truncated: int, limit: int) -> None:
+    if truncated:
         print(
-            f"translate: warning: {translator.truncated} input line(s) longer than "
-            f"{translator.max_source_len} subwords were truncated to that length",
+            f"translate: warning: {truncated} input line(s) longer than {limit} subwords "
+            "were truncated to that length",
             file=sys.stderr,
         )
 
@@ -312,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             plot_training_curves(metrics, args.output)
         elif args.command == "attention":
             from .plots import plot_attention
-            from .translate import Translator
+            from .translator import Translator
 
             translator = Translator.from_dir(args.model)
             Path(args.output).mkdir(parents=True, exist_ok=True)

@@ -248,32 +248,3 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
 def config_to_dict(cfg: Config) -> dict:
     """Plain nested values, ready for ``yaml.safe_dump``."""
     return dataclasses.asdict(cfg)
-
-
-FORMAT_VERSION = 2  # of the model directory; bumped when an old reader would misread it
-# 2: model.scale_embeddings (format 1 had none: its tied tables were read unscaled)
-
-
-def dump_model_config(cfg: Config) -> bytes:
-    """The YAML of a model directory's config.yaml, stamped with the format version."""
-    values = {"format_version": FORMAT_VERSION, **config_to_dict(cfg)}
-    return yaml.safe_dump(values, sort_keys=False).encode("utf-8")
-
-
-def read_model_config(path: Path) -> Config:
-    """Read a model directory's config.yaml, refusing a format newer than this code."""
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path} does not hold a config")
-    version = values.pop("format_version", 1)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ConfigError(
-            f"{path} has model-directory format {version!r}; this translate reads format "
-            f"{FORMAT_VERSION} or older: upgrade translate"
-        )
-    if version < 2 and isinstance(values.get("model"), dict):
-        values["model"].setdefault("scale_embeddings", False)
-    return config_from_dict(values)

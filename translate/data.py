@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import random
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,26 +27,33 @@ def read_lines(path: str | Path, replace_bad_utf8: bool = False) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"file not found: {path}")
+    hint = "data.replace_bad_utf8=true reads it with U+FFFD for the bad bytes"
     try:
-        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+        with gzip.open(path) if path.suffix == ".gz" else open(path, "rb") as stream:
+            return list(utf8_lines(stream, str(path), replace_bad_utf8, hint))
     except (OSError, EOFError) as err:
         raise DataError(f"cannot read {path}: {err}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        if not replace_bad_utf8:
-            line_no = raw[: err.start].count(b"\n") + 1
-            raise DataError(
-                f"{path}: line {line_no} is not valid UTF-8 "
-                "(data.replace_bad_utf8=true reads it with U+FFFD for the bad bytes)"
-            ) from None
-        text = raw.decode("utf-8", errors="replace")
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()  # the final newline ends the last line; it does not start a new one
-    return [line.removesuffix("\r") for line in lines]
+
+
+def utf8_lines(
+    stream: Iterable[bytes], name: str, replace_bad_utf8: bool, hint: str, skip: int = 0
+) -> Iterator[str]:
+    """The lines of a binary stream as they come: split on ``\\n`` only, a final ``\\r`` and
+    a byte-order mark at the start dropped. A line that is not UTF-8 is a :class:`DataError`
+    naming ``name``, the line number and ``hint``, or with ``replace_bad_utf8`` is read with
+    U+FFFD for the bad bytes. The first ``skip`` lines are passed over."""
+    for number, raw in enumerate(stream, 1):
+        if number <= skip:
+            continue
+        raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+        if number == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            if not replace_bad_utf8:
+                raise DataError(f"{name}: line {number} is not valid UTF-8 ({hint})") from None
+            yield raw.decode("utf-8", errors="replace")
 
 
 def _find_side(prefix: str, lang: str) -> Path:

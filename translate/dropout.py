@@ -1,8 +1,8 @@
 """Dropout whose CPU masks are cut from random bytes.
 
-PyTorch's CPU dropout draws one Bernoulli variable per element, which cost 5% of a training
-step here; filling random 32-bit words and comparing their bytes with a threshold is ~4x
-cheaper. The drop probability is rounded to a multiple of 1/256 (0.2 -> 51/256 = 0.199).
+PyTorch's CPU dropout draws one Bernoulli variable per element; filling random 32-bit words
+and comparing their bytes with a threshold gives the same kind of mask for a fraction of the
+work. The drop probability is rounded to a multiple of 1/256 (0.2 -> 51/256 = 0.199).
 """
 
 from __future__ import annotations

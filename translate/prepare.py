@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .config import Config, UserError
+from .config import Config
 from .data import DataError, FilterReport, filter_pairs, read_parallel
+from .modeldir import CACHE, atomic_save, atomic_write, load_tensors, vocab_paths
 from .vocab import Vocab, train_vocab
 
 CACHE_VERSION = 2  # 2: the kept pairs' line numbers are cached too
@@ -33,41 +32,6 @@ class Prepared:
     dev_src_ids: list[list[int]]  # encoded once, for every validation
     dev_tgt_ids: list[list[int]]
     report: FilterReport
-
-
-def vocab_paths(model_dir: str | Path, joint: bool) -> tuple[Path, Path]:
-    """Where the source and target SentencePiece models live in a model directory."""
-    model_dir = Path(model_dir)
-    if joint:
-        return model_dir / "spm.model", model_dir / "spm.model"
-    return model_dir / "spm.src.model", model_dir / "spm.tgt.model"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file, flush it to disk, then rename over ``path``.
-
-    A failure (a full disk, say) leaves the previous ``path`` as it was and is reported as a
-    :class:`UserError` naming the file.
-    """
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise UserError(
-            f"cannot write {path} ({err.strerror or err}); the previous file, if any, is intact"
-        ) from None
-
-
-def save_state(state: dict, path: Path) -> None:
-    """torch.save through :func:`atomic_write`: never half a file where a good one was."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write(path, buffer.getvalue())
 
 
 def _vocabularies(cfg: Config, src: list[str], tgt: list[str], log) -> tuple[Vocab, Vocab]:
@@ -133,9 +97,9 @@ def prepare(cfg: Config, log=print) -> Prepared:
     ):
         digest.update(part.encode("utf-8") if isinstance(part, str) else part)
     key = digest.hexdigest()
-    cache_path = out / "cache.pt"
+    cache_path = out / CACHE
     if cache_path.is_file():
-        cache = torch.load(cache_path, weights_only=True)
+        cache = load_tensors(cache_path)
         if cache.get("key") == key:
             report = FilterReport(**cache["report"])
             log(f"using cached ids in {cache_path}: {report.summary()}")
@@ -167,7 +131,7 @@ def prepare(cfg: Config, log=print) -> Prepared:
         "keep": torch.tensor(keep, dtype=torch.int32),
         "report": vars(report),
     }
-    save_state(cache, cache_path)
+    atomic_save(cache, cache_path)
     src_text, tgt_text = [src[i] for i in keep], [tgt[i] for i in keep]
     return Prepared(src_vocab, tgt_vocab, src_ids, tgt_ids, src_text, tgt_text, *dev, report)
 
@@ -178,7 +142,7 @@ class Segmentations:
 
     SentencePiece's own sampler cannot be re-seeded across processes, so a resumed run could
     not see the epoch it would have seen; here the n-best lists are deterministic and the draw
-    uses a seeded torch generator. Kept flat in tensors: 16 segmentations of 29k lines are ~30 MB.
+    uses a seeded torch generator. Kept flat in tensors: the nested lists would be ~10x larger.
     """
 
     def __init__(self, vocab: Vocab, lines: list[str], n: int = 16):

@@ -37,12 +37,6 @@ def read_same_length(paths: list[str | Path]) -> list[list[str]]:
     return texts
 
 
-def score_files(ref_path: str | Path, hyp_path: str | Path, ter: bool = False) -> dict:
-    """Scores of a hypothesis file against a reference file (same number of lines)."""
-    refs, hyps = read_same_length([ref_path, hyp_path])
-    return score(hyps, refs, ter)
-
-
 def paired_bootstrap(
     refs: list[str], baseline: list[str], system: list[str], samples: int = 1000
 ) -> dict:

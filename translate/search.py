@@ -1,14 +1,17 @@
-"""Greedy and beam search over the small model interface of :mod:`translate.model`.
+"""Greedy and beam search over the small model interface of :mod:`translate.model`, and the
+length-sorted batching that feeds them.
 
-Both are batched over sentences (and beams) and stop early once every row has finished.
+Both searches are batched over sentences (and beams) and stop early once every row has ended.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
+from .config import DecodeConfig
+from .data import source_batch
 from .vocab import BOS, EOS, PAD
 
 NEG_INF = float("-inf")
@@ -19,11 +22,11 @@ class Hypothesis:
     """A finished translation in subword ids (no BOS/EOS), with its search score."""
 
     tokens: list[int]
-    score: float  # length-normalised log-probability (raw when alpha = 0)
+    score: float  # log_prob divided by the length penalty (log_prob itself when alpha = 0)
     log_prob: float  # sum of the token log-probabilities, EOS included
 
 
-def length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
+def gnmt_length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
     """GNMT length penalty ((5 + len) / 6) ** alpha; scores are divided by it.
 
     ``lengths`` count the output tokens including EOS. alpha = 0 gives 1 (no normalisation).
@@ -36,8 +39,16 @@ def max_lengths(src_lengths: torch.Tensor, a: float, b: int) -> torch.Tensor:
     return (a * src_lengths.float() + b).long().clamp(min=1)
 
 
-def _reorder(memory: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {key: value.index_select(0, index) for key, value in memory.items()}
+def mask_step(log_probs: torch.Tensor, at_limit: torch.Tensor, finished: torch.Tensor) -> None:
+    """The rules of every search step, in place on (rows, vocab) log-probabilities: PAD is never
+    chosen; a row at its last allowed position can only end (EOS keeps its log-probability, so
+    the score stays the model's); a finished row goes on with PAD at no cost."""
+    log_probs[:, PAD] = NEG_INF
+    eos = log_probs[at_limit, EOS]
+    log_probs[at_limit] = NEG_INF
+    log_probs[at_limit, EOS] = eos
+    log_probs[finished] = NEG_INF
+    log_probs[finished, PAD] = 0.0
 
 
 @torch.no_grad()
@@ -54,13 +65,9 @@ def greedy_search(
     steps = []
     for t in range(int(max_len.max())):
         log_probs, state = model.decode_step(prev, state, memory)  # (batch, vocab)
-        log_probs[:, PAD] = NEG_INF
-        at_limit = (t + 1 >= max_len) & ~finished
-        log_probs[at_limit, :EOS] = NEG_INF  # the last allowed position can only be EOS
-        log_probs[at_limit, EOS + 1 :] = NEG_INF
+        mask_step(log_probs, (t + 1 >= max_len) & ~finished, finished)
         best, prev = log_probs.max(dim=-1)
-        prev = prev.masked_fill(finished, PAD)
-        log_prob += best.masked_fill(finished, 0.0)
+        log_prob += best
         steps.append(prev)
         finished |= prev == EOS
         if finished.all():
@@ -71,10 +78,118 @@ def greedy_search(
     ]
 
 
+@dataclass
+class Beams:
+    """The per-row tensors of a beam search, rows = sentences x beam with each sentence's beams
+    adjacent: reordered together, so no row's parts can fall out of step."""
+
+    state: torch.Tensor  # the decoder state
+    tokens: torch.Tensor  # (rows, steps): BOS, then the tokens so far
+    log_prob: torch.Tensor  # summed log-probability so far
+    score: torch.Tensor  # the length-normalised score once finished, else -inf
+    finished: torch.Tensor
+    lengths: torch.Tensor  # tokens so far, EOS included
+    max_len: torch.Tensor  # the sentence's length limit
+
+    def select(self, rows: torch.Tensor) -> Beams:
+        return Beams(*(getattr(self, f.name).index_select(0, rows) for f in fields(self)))
+
+
+@torch.no_grad()
+def beam_search(
+    model,
+    src_tokens: torch.Tensor,
+    src_lengths: torch.Tensor,
+    max_len: torch.Tensor,
+    beam: int = 5,
+    length_penalty: float = 1.0,
+    n_best: int = 1,
+    drop_finished: bool = False,
+) -> list[list[Hypothesis]]:
+    """The ``n_best`` highest-scoring translations of each sentence, best first.
+
+    Every candidate is ranked by its length-normalised score as if it ended there (as
+    OpenNMT-py's GNMT scorer does), so live and finished hypotheses compete on one scale; a
+    finished row only emits PAD and keeps its score. With ``drop_finished``, a sentence whose
+    beams have all ended leaves the batch (same results, less work).
+    """
+    batch, device = src_tokens.size(0), src_tokens.device
+    memory = model.encode(src_tokens, src_lengths)  # one copy per sentence, read by its beams
+    tile = torch.arange(batch, device=device).repeat_interleave(beam)  # (batch*beam,)
+    rows = batch * beam
+    beams = Beams(
+        state=model.init_state(memory).index_select(0, tile),
+        tokens=torch.full((rows, 1), BOS, dtype=torch.long, device=device),
+        log_prob=torch.zeros(rows, device=device),
+        score=torch.full((rows,), NEG_INF, device=device),
+        finished=torch.zeros(rows, dtype=torch.bool, device=device),
+        lengths=torch.zeros(rows, dtype=torch.long, device=device),
+        max_len=max_len.to(device).index_select(0, tile),
+    )
+    beams.log_prob.view(batch, beam)[:, 1:] = NEG_INF  # step 0: one live beam per sentence
+    sentence_ids = torch.arange(batch, device=device)  # which input sentence each one is
+    retired: list[tuple[list[int], Beams]] = []
+    for t in range(int(max_len.max())):
+        log_probs, beams.state = model.decode_step(beams.tokens[:, -1], beams.state, memory)
+        mask_step(log_probs, (t + 1 >= beams.max_len) & ~beams.finished, beams.finished)
+        vocab = log_probs.size(1)
+        candidates = beams.log_prob.unsqueeze(1) + log_probs  # (rows, vocab)
+        normalised = candidates / gnmt_length_penalty(beams.lengths + 1, length_penalty)[:, None]
+        normalised[beams.finished, PAD] = beams.score[beams.finished]
+
+        n_sentences = sentence_ids.numel()
+        top_score, top_index = normalised.view(n_sentences, beam * vocab).topk(beam, dim=1)
+        first_row = torch.arange(n_sentences, device=device).unsqueeze(1) * beam
+        source_row = (top_index.div(vocab, rounding_mode="floor") + first_row).view(-1)
+        token = top_index.fmod(vocab).view(-1)  # (rows,)
+
+        beams = beams.select(source_row)
+        beams.log_prob = candidates.view(-1)[source_row * vocab + token]
+        beams.lengths += ~beams.finished
+        beams.score = torch.where(token == EOS, top_score.view(-1), beams.score)
+        beams.finished |= token == EOS
+        beams.tokens = torch.cat([beams.tokens, token.unsqueeze(1)], dim=1)
+        if beams.finished.all():
+            break
+        if drop_finished:
+            beams, sentence_ids, memory = _retire(beams, sentence_ids, memory, beam, retired)
+    retired.append((sentence_ids.tolist(), beams))
+    return _best_first(retired, batch, beam, n_best)
+
+
+def _retire(beams: Beams, sentence_ids: torch.Tensor, memory: dict, beam: int, retired: list):
+    """Move the sentences whose beams have all ended out of the batch, into ``retired``."""
+    complete = beams.finished.view(-1, beam).all(dim=1)  # (sentences,)
+    if not complete.any():
+        return beams, sentence_ids, memory
+    retired.append((sentence_ids[complete].tolist(), beams.select(_rows_of(complete, beam))))
+    keep = ~complete
+    memory = {key: value[keep] for key, value in memory.items()}
+    return beams.select(_rows_of(keep, beam)), sentence_ids[keep], memory
+
+
 def _rows_of(sentences: torch.Tensor, beam: int) -> torch.Tensor:
-    """The (sentences * beam) row indices of the given sentence positions."""
-    offsets = torch.arange(beam, device=sentences.device)
-    return (sentences.unsqueeze(1) * beam + offsets).view(-1)
+    """The row indices of the sentences where the (sentences,) mask is True."""
+    chosen = sentences.nonzero().squeeze(1)
+    return (chosen.unsqueeze(1) * beam + torch.arange(beam, device=chosen.device)).view(-1)
+
+
+def _best_first(retired: list, batch: int, beam: int, n_best: int) -> list[list[Hypothesis]]:
+    """The ``n_best`` hypotheses of each input sentence, by score, from the retired groups."""
+    results: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    for sentence_ids, beams in retired:
+        score = beams.score.view(len(sentence_ids), beam)
+        log_prob = beams.log_prob.view(len(sentence_ids), beam)
+        order = score.argsort(dim=1, descending=True)
+        tokens = beams.tokens[:, 1:].tolist()
+        for b, sentence in enumerate(sentence_ids):
+            for k in order[b, :n_best].tolist():
+                results[sentence].append(
+                    Hypothesis(
+                        _strip(tokens[b * beam + k]), float(score[b, k]), float(log_prob[b, k])
+                    )
+                )
+    return results
 
 
 def _strip(ids: list[int]) -> list[int]:
@@ -87,107 +202,38 @@ def _strip(ids: list[int]) -> list[int]:
     return out
 
 
-@torch.no_grad()
-def beam_search(
+def search_batches(
     model,
-    src_tokens: torch.Tensor,
-    src_lengths: torch.Tensor,
-    max_len: torch.Tensor,
-    beam: int = 5,
-    alpha: float = 1.0,
+    src_ids: list[list[int]],
+    decode: DecodeConfig,
+    device: torch.device,
+    beam: int | None = None,
     n_best: int = 1,
-    shrink: bool = False,
 ) -> list[list[Hypothesis]]:
-    """The ``n_best`` highest-scoring translations of each sentence, best first.
-
-    The batch keeps a (sentences * beam) shape; with ``shrink``, a sentence whose beams have
-    all finished leaves the batch (same results; see bench/ for which is faster). A finished
-    row may only emit PAD at zero cost and carries its final, length-normalised score; live
-    rows compete on their log-prob divided by the length penalty of their length so far (as
-    OpenNMT-py's GNMT scorer does).
-    """
-    batch, device = src_tokens.size(0), src_tokens.device
-    sentence_ids = torch.arange(batch, device=device)  # which input sentence each one is
-    done: list[tuple[list[int], torch.Tensor, torch.Tensor, list[list[int]]]] = []
-    rows = batch * beam
-    tile = torch.arange(batch, device=device).repeat_interleave(beam)  # (batch*beam,)
-    memory = model.encode(src_tokens, src_lengths)  # one copy per sentence, read by its beams
-    state = model.init_state(memory).index_select(0, tile)
-    row_max_len = max_len.to(device).index_select(0, tile)
-
-    raw = torch.zeros(rows, device=device)  # accumulated log-prob of each row
-    raw.view(batch, beam)[:, 1:] = NEG_INF  # step 0: only one live beam per sentence
-    final = torch.full((rows,), NEG_INF, device=device)  # normalised score once finished
-    finished = torch.zeros(rows, dtype=torch.bool, device=device)
-    lengths = torch.zeros(rows, dtype=torch.long, device=device)
-    tokens = torch.full((rows, 0), BOS, dtype=torch.long, device=device)
-    prev = torch.full((rows,), BOS, dtype=torch.long, device=device)
-
-    first_row = torch.arange(batch, device=device) * beam  # (batch,)
-    eos_only = pad_only = None
-    for t in range(int(max_len.max())):
-        log_probs, state = model.decode_step(prev, state, memory)  # (rows, vocab)
-        vocab = log_probs.size(1)
-        if eos_only is None:
-            eos_only = torch.full((vocab,), NEG_INF, device=device)
-            pad_only = eos_only.clone()
-            eos_only[EOS] = pad_only[PAD] = 0.0
-        log_probs[:, PAD] = NEG_INF
-        at_limit = (t + 1 >= row_max_len) & ~finished
-        log_probs[at_limit] = eos_only  # the last allowed position can only be EOS
-        log_probs[finished] = pad_only  # finished rows continue with PAD at zero cost
-        candidates = raw.unsqueeze(1) + log_probs  # (rows, vocab): raw score of each extension
-        # every candidate is ranked by its length-normalised score (as if it ended here), so
-        # finished and live hypotheses compete on the same scale; a finished row keeps its score
-        rank = candidates / length_penalty(lengths + 1, alpha).unsqueeze(1)
-        rank[finished, PAD] = final[finished]
-
-        top_rank, top_index = rank.view(batch, beam * vocab).topk(beam, dim=1)  # (batch, beam)
-        beam_index = top_index.div(vocab, rounding_mode="floor")  # which beam it extends
-        source_row = (beam_index + first_row.unsqueeze(1)).view(-1)  # (rows,)
-        token = top_index.fmod(vocab).view(-1)  # (rows,)
-
-        was_finished = finished.index_select(0, source_row)
-        raw = candidates.view(-1)[source_row * vocab + token]
-        lengths = lengths.index_select(0, source_row) + (~was_finished).long()
-        final = torch.where(token == EOS, top_rank.view(-1), final.index_select(0, source_row))
-        finished = was_finished | (token == EOS)
-        tokens = torch.cat([tokens.index_select(0, source_row), token.unsqueeze(1)], dim=1)
-        state = state.index_select(0, source_row)
-        prev = token
-        if finished.all():
-            break
-        complete = finished.view(batch, beam).all(dim=1) if shrink else None  # (batch,)
-        if complete is not None and complete.any():
-            gone = _rows_of(complete.nonzero().squeeze(1), beam)
-            done.append(
-                (
-                    sentence_ids[complete].tolist(),
-                    final.index_select(0, gone),
-                    raw.index_select(0, gone),
-                    tokens.index_select(0, gone).tolist(),
-                )
+    """The ``n_best`` hypotheses of each source (id lists), in input order: sources are sorted
+    by length into batches of ``decode.batch_size``; beam 1 with one hypothesis is greedy."""
+    beam = beam or decode.beam
+    order = sorted(range(len(src_ids)), key=lambda i: len(src_ids[i]), reverse=True)
+    results: list = [None] * len(src_ids)
+    model.eval()
+    for start in range(0, len(order), decode.batch_size):
+        chunk = order[start : start + decode.batch_size]
+        batch = source_batch([src_ids[i] for i in chunk])
+        src_tokens, src_lengths = batch.src_tokens.to(device), batch.src_lengths.to(device)
+        max_len = max_lengths(batch.src_lengths, decode.max_len_a, decode.max_len_b).to(device)
+        if beam == 1 and n_best == 1:
+            hyps = [[h] for h in greedy_search(model, src_tokens, src_lengths, max_len)]
+        else:
+            hyps = beam_search(
+                model,
+                src_tokens,
+                src_lengths,
+                max_len,
+                beam=beam,
+                length_penalty=decode.length_penalty,
+                n_best=n_best,
+                drop_finished=decode.drop_finished,
             )
-            keep = (~complete).nonzero().squeeze(1)
-            sentence_ids, batch = sentence_ids[keep], keep.numel()
-            kept = _rows_of(keep, beam)
-            memory = _reorder(memory, keep)
-            state, raw, final, finished, lengths, tokens, prev, row_max_len = (
-                x.index_select(0, kept)
-                for x in (state, raw, final, finished, lengths, tokens, prev, row_max_len)
-            )
-            first_row = torch.arange(batch, device=device) * beam
-
-    done.append((sentence_ids.tolist(), final, raw, tokens.tolist()))
-    results: list[list[Hypothesis]] = [[] for _ in range(src_tokens.size(0))]
-    for ids, final, raw, token_rows in done:
-        final, raw = final.view(len(ids), beam), raw.view(len(ids), beam)
-        order = final.argsort(dim=1, descending=True)
-        for b, sentence in enumerate(ids):
-            for k in order[b, :n_best].tolist():
-                results[sentence].append(
-                    Hypothesis(
-                        _strip(token_rows[b * beam + k]), float(final[b, k]), float(raw[b, k])
-                    )
-                )
+        for index, hyp in zip(chunk, hyps):
+            results[index] = hyp
     return results

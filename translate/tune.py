@@ -7,12 +7,10 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-import torch
-
-from .config import UserError, dump_model_config
-from .prepare import atomic_write, save_state
+from .config import UserError
+from .modeldir import RECENT, SINGLE, WEIGHTS, atomic_save, load_tensors, write_config
 from .score import score
-from .translate import CONFIG, WEIGHTS, Translator
+from .translator import Translator
 
 
 def average_state_dicts(paths: list[Path]) -> dict:
@@ -21,10 +19,10 @@ def average_state_dicts(paths: list[Path]) -> dict:
         raise UserError("no checkpoints to average")
     total: dict = {}
     for path in paths:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if total and state.keys() != total.keys():
+        weights = load_tensors(path)
+        if total and weights.keys() != total.keys():
             raise UserError(f"{path} holds other parameters than {paths[0]}")
-        for key, value in state.items():
+        for key, value in weights.items():
             total[key] = total.get(key, 0) + value.double()
     return {key: (value / len(paths)).float() for key, value in total.items()}
 
@@ -35,16 +33,16 @@ def average_checkpoints(model_dir: str | Path, last: int) -> list[Path]:
     The previous model.pt is kept as model.single.pt. Returns the averaged files.
     """
     model_dir = Path(model_dir)
-    paths = sorted((model_dir / "checkpoints").glob("step-*.pt"))[-last:]
+    paths = sorted((model_dir / RECENT).glob("step-*.pt"))[-last:]
     if len(paths) < 2:
         raise UserError(
             f"{model_dir}/checkpoints has {len(paths)} checkpoint(s); train with "
             "train.keep_checkpoints=N (N >= 2) to average"
         )
     averaged = average_state_dicts(paths)
-    if (model_dir / WEIGHTS).is_file() and not (model_dir / "model.single.pt").is_file():
-        shutil.copyfile(model_dir / WEIGHTS, model_dir / "model.single.pt")
-    save_state(averaged, model_dir / WEIGHTS)
+    if (model_dir / WEIGHTS).is_file() and not (model_dir / SINGLE).is_file():
+        shutil.copyfile(model_dir / WEIGHTS, model_dir / SINGLE)
+    atomic_save(averaged, model_dir / WEIGHTS)
     return paths
 
 
@@ -74,6 +72,5 @@ def tune_decoding(
             translator.cfg.decode, beam=best["beam"], length_penalty=best["length_penalty"]
         ),
     )
-    path = Path(model_dir) / CONFIG
-    atomic_write(path, dump_model_config(cfg))
+    write_config(Path(model_dir), cfg)
     return {"best": best, "all": results}

@@ -19,10 +19,9 @@ PAD, UNK, BOS, EOS = 0, 1, 2, 3
 class Vocab:
     """A loaded SentencePiece model that maps text to ids and back."""
 
-    def __init__(self, model_proto: bytes, path: str | Path | None = None):
+    def __init__(self, model_proto: bytes):
         self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
         self.model_proto = model_proto
-        self.path = path
 
     @classmethod
     def load(cls, path: str | Path) -> Vocab:
@@ -30,7 +29,7 @@ class Vocab:
         path = Path(path)
         data = path.read_bytes()
         try:
-            return cls(data, path)
+            return cls(data)
         except RuntimeError as err:
             raise ValueError(f"{path} is not a SentencePiece model ({err})") from None
 
@@ -53,8 +52,9 @@ class Vocab:
         """Detokenized text of ids; special ids are ignored."""
         return self.processor.decode([i for i in ids if i > EOS])
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_bytes(self.model_proto)
+    def piece(self, id: int) -> str:
+        """The piece an id stands for, as SentencePiece writes it (``▁word``, ``</s>``)."""
+        return self.processor.id_to_piece(id)
 
 
 def train_vocab(

@@ -1,0 +1,232 @@
+"""The model directory: its file names, atomic writes, safe loading and the upgrade of old formats.
+
+A model directory holds what translation needs (``config.yaml``, the SentencePiece model(s),
+``model.pt``) and, while a run trains, what resuming needs (``checkpoint.pt``, the encoded
+data). ``config.yaml`` carries the directory's format version; files of an older format are
+upgraded when read, and every weight file in the directory is upgraded before a newer config is
+written over an older one, so the version always describes all of them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .config import Config, ConfigError, UserError, config_from_dict, config_to_dict
+from .vocab import Vocab
+
+CONFIG = "config.yaml"
+WEIGHTS = "model.pt"  # the best weights so far: a plain state dict
+CHECKPOINT = "checkpoint.pt"  # the last training state, to resume
+METRICS = "metrics.jsonl"
+CACHE = "cache.pt"  # the encoded training data
+RECENT = "checkpoints"  # weights of the last validations, for averaging: step-N.pt
+SINGLE = "model.single.pt"  # model.pt as it was before averaging replaced it
+
+FORMAT_VERSION = 3  # bumped when an old reader would misread the directory
+# 2: model.scale_embeddings (format 1 had none: its tied tables were read unscaled)
+# 3: the decoder's first RNN layer as decoder.rnn.{input,context,hidden}, the rest decoder.upper
+
+
+class ModelDirError(UserError):
+    """A model directory that cannot be loaded."""
+
+
+def vocab_paths(model_dir: str | Path, joint: bool) -> tuple[Path, Path]:
+    """Where the source and target SentencePiece models live in a model directory."""
+    model_dir = Path(model_dir)
+    if joint:
+        return model_dir / "spm.model", model_dir / "spm.model"
+    return model_dir / "spm.src.model", model_dir / "spm.tgt.model"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file, flush it to disk, then rename over ``path``.
+
+    A failure (a full disk, say) leaves the previous ``path`` as it was and is reported as a
+    :class:`UserError` naming the file.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UserError(
+            f"cannot write {path} ({err.strerror or err}); the previous file, if any, is intact"
+        ) from None
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through :func:`atomic_write`: never half a file where a good one was."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+def load_tensors(path: Path) -> Any:
+    """``torch.load`` onto the CPU without running code from the file; a truncated, planted or
+    foreign file is a :class:`ModelDirError` naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated file, planted pickle, not a torch file at all
+        raise ModelDirError(f"{path} cannot be loaded safely: {err}") from None
+
+
+# --- config.yaml ------------------------------------------------------------------------------
+
+
+def dump_config(cfg: Config) -> bytes:
+    """The YAML of a model directory's config.yaml, stamped with the current format version."""
+    values = {"format_version": FORMAT_VERSION, **config_to_dict(cfg)}
+    return yaml.safe_dump(values, sort_keys=False).encode("utf-8")
+
+
+def read_config(path: Path) -> tuple[Config, int]:
+    """A model directory's config, upgraded to the current format, and the format it had."""
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} does not hold a config")
+    version = values.pop("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ConfigError(
+            f"{path} has model-directory format {version!r}; this translate reads format "
+            f"{FORMAT_VERSION} or older: upgrade translate"
+        )
+    if version < 2 and isinstance(values.get("model"), dict):
+        values["model"].setdefault("scale_embeddings", False)
+    return config_from_dict(values), version
+
+
+def write_config(model_dir: Path, cfg: Config) -> None:
+    """Write ``config.yaml`` in the current format, first upgrading the directory's weight files
+    if the config it replaces is older."""
+    path = model_dir / CONFIG
+    if path.is_file():
+        old_cfg, version = read_config(path)
+        if version < FORMAT_VERSION:
+            _upgrade_weight_files(model_dir, old_cfg, version)
+    atomic_write(path, dump_config(cfg))
+
+
+# --- weights ----------------------------------------------------------------------------------
+
+
+def upgrade_weights(weights: dict, cfg: Config, version: int) -> dict:
+    """A state dict saved in model-directory format ``version``, in the current layout."""
+    if version < 3:
+        weights = _decoder_rnn_to_format_3(weights, cfg)
+    return weights
+
+
+def _decoder_rnn_to_format_3(weights: dict, cfg: Config) -> dict:
+    """Formats 1-2 kept the decoder's RNN as one nn.RNN ``decoder.rnn`` over [word; context;
+    attended] or, later in format 2, its first layer as ``decoder.rnn_{input,context,hidden}``
+    with the layers above in ``decoder.rnn_upper``."""
+    weights = dict(weights)
+    one_rnn = "decoder.rnn.weight_ih_l0"
+    if one_rnn in weights:
+        w_ih = weights.pop(one_rnn)
+        words = cfg.model.emb_dim
+        context = weights["decoder.readout_context.weight"].size(1)
+        weights["decoder.rnn_input.weight"] = torch.cat(
+            [w_ih[:, :words], w_ih[:, words + context :]], dim=1
+        )
+        weights["decoder.rnn_context.weight"] = w_ih[:, words : words + context]
+        weights["decoder.rnn_context.bias"] = weights.pop("decoder.rnn.bias_ih_l0")
+        weights["decoder.rnn_hidden.weight"] = weights.pop("decoder.rnn.weight_hh_l0")
+        weights["decoder.rnn_hidden.bias"] = weights.pop("decoder.rnn.bias_hh_l0")
+        for key in [k for k in weights if k.startswith("decoder.rnn.")]:
+            name, layer = key.removeprefix("decoder.rnn.").rsplit("_l", 1)
+            weights[f"decoder.rnn_upper.{name}_l{int(layer) - 1}"] = weights.pop(key)
+    renamed = {
+        "decoder.rnn_input.": "decoder.rnn.input.",
+        "decoder.rnn_context.": "decoder.rnn.context.",
+        "decoder.rnn_hidden.": "decoder.rnn.hidden.",
+        "decoder.rnn_upper.": "decoder.upper.",
+    }
+    for key in list(weights):
+        for old, new in renamed.items():
+            if key.startswith(old):
+                weights[new + key.removeprefix(old)] = weights.pop(key)
+    return weights
+
+
+def _upgrade_weight_files(model_dir: Path, cfg: Config, version: int) -> None:
+    """Rewrite every weight file of a directory of format ``version`` in the current layout."""
+    for path in [
+        model_dir / WEIGHTS,
+        model_dir / SINGLE,
+        *sorted(model_dir.glob(f"{RECENT}/*.pt")),
+    ]:
+        if path.is_file():
+            atomic_save(upgrade_weights(load_tensors(path), cfg, version), path)
+    checkpoint = model_dir / CHECKPOINT
+    if checkpoint.is_file():
+        saved = load_tensors(checkpoint)
+        saved["model"] = upgrade_weights(saved["model"], cfg, version)
+        atomic_save(saved, checkpoint)
+
+
+# --- the whole directory ----------------------------------------------------------------------
+
+
+@dataclass
+class ModelFiles:
+    """What a model directory holds for translation, checked to belong together."""
+
+    cfg: Config
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    weights: dict  # in the current layout
+
+
+def read_model_dir(path: str | Path) -> ModelFiles:
+    """Read config.yaml, the SentencePiece model(s) and model.pt, naming any file at fault."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelDirError(f"model directory not found: {path}")
+    config_path = path / CONFIG
+    if not config_path.is_file():
+        raise ModelDirError(f"{path} is not a model directory: {CONFIG} is missing")
+    try:
+        cfg, version = read_config(config_path)
+    except ConfigError as err:
+        raise ModelDirError(f"{config_path} cannot be used: {err}") from None
+    paths = vocab_paths(path, cfg.data.joint_vocab)
+    vocabs = []
+    for vocab_path in paths:
+        if not vocab_path.is_file():
+            raise ModelDirError(f"{vocab_path} is missing")
+        try:
+            vocabs.append(Vocab.load(vocab_path))
+        except ValueError as err:
+            raise ModelDirError(str(err)) from None
+    weights_path = path / WEIGHTS
+    if not weights_path.is_file():
+        raise ModelDirError(f"{weights_path} is missing (has training saved a model yet?)")
+    weights = load_tensors(weights_path)
+    if not isinstance(weights, dict):
+        raise ModelDirError(f"{weights_path} does not hold model weights")
+    weights = upgrade_weights(weights, cfg, version)
+    sides = ("source", "encoder.embed.weight"), ("target", "decoder.embed.weight")
+    for (side, key), vocab, vocab_path in zip(sides, vocabs, paths):
+        rows = weights[key].shape[0] if key in weights else None
+        if rows is not None and rows != len(vocab):
+            raise ModelDirError(
+                f"{vocab_path} has {len(vocab)} pieces but {weights_path} was trained with a "
+                f"{side} vocabulary of {rows}: they come from different trainings"
+            )
+    return ModelFiles(cfg, vocabs[0], vocabs[1], weights)

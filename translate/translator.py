@@ -1,0 +1,230 @@
+"""Translator: a model directory loaded once, translating lists of strings or whole files."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import torch
+from torch import nn
+
+from .config import Config, DecodeConfig, UserError
+from .data import pair_batch, utf8_lines
+from .model import Seq2Seq, build_model
+from .modeldir import ModelDirError, read_model_dir
+from .runtime import autocast, check_dtype, pick_device
+from .search import search_batches
+from .vocab import EOS, Vocab
+
+
+@dataclass
+class Candidate:
+    """One translation of a line, with its score (the length-normalised log-probability)."""
+
+    text: str
+    score: float
+
+
+@dataclass
+class Translation:
+    """What one input line became: its candidates, best first."""
+
+    candidates: list[Candidate]
+    truncated: bool = False  # the source was cut to the model's length limit first
+
+    @property
+    def text(self) -> str:
+        return self.candidates[0].text
+
+
+def quantize_int8(model: Seq2Seq) -> Seq2Seq:
+    """Dynamic int8 quantization of the linear and GRU/LSTM layers (weights int8, CPU)."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch marks the eager quantization API as deprecated
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {nn.Linear, nn.GRU, nn.LSTM}, dtype=torch.qint8)
+
+
+class Translator:
+    """A trained model with its vocabularies and decoding defaults."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        model: Seq2Seq,
+        src_vocab: Vocab,
+        tgt_vocab: Vocab,
+        device: torch.device,
+        dtype: str = "fp32",
+    ):
+        self.cfg, self.model, self.device, self.dtype = cfg, model, device, dtype
+        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
+        # sources longer than twice the training limit are cut: the model never saw such lengths
+        self.max_source_len = max(4, 2 * cfg.data.max_len)
+
+    @classmethod
+    def from_dir(
+        cls,
+        path: str | Path,
+        device: str | None = None,
+        dtype: str = "fp32",
+        quantize: str | None = None,
+    ) -> Translator:
+        """Load a model directory written by training (no code in its files runs).
+
+        ``dtype="bf16"`` (or "fp16", GPU only) runs the search under autocast;
+        ``quantize="int8"`` applies PyTorch dynamic quantization to the linear and recurrent
+        layers (CPU only).
+        """
+        if quantize not in (None, "int8"):
+            raise UserError(f"quantize must be int8, got {quantize!r}")
+        files = read_model_dir(path)
+        model = build_model(files.cfg.model, len(files.src_vocab), len(files.tgt_vocab))
+        try:
+            model.load_state_dict(files.weights)
+        except (RuntimeError, TypeError) as err:
+            raise ModelDirError(
+                f"the weights in {path} do not match its config and vocabularies: {err}"
+            ) from None
+        dev = pick_device(device)
+        check_dtype(dtype, dev)
+        model = model.to(dev).eval()
+        if quantize == "int8":
+            if dev.type != "cpu":
+                raise UserError("int8 dynamic quantization runs on the CPU only; add --device cpu")
+            model = quantize_int8(model)
+        return cls(files.cfg, model, files.src_vocab, files.tgt_vocab, dev, dtype)
+
+    def translate(
+        self, lines: list[str], beam: int | None = None, length_penalty: float | None = None
+    ) -> list[str]:
+        """Translations of ``lines``, one per line, in order; blank lines stay blank."""
+        return [t.text for t in self.translate_batch(lines, beam, length_penalty)]
+
+    def translate_batch(
+        self,
+        lines: list[str],
+        beam: int | None = None,
+        length_penalty: float | None = None,
+        n_best: int = 1,
+    ) -> list[Translation]:
+        """The ``n_best`` best candidates of each line (blank lines: blank candidates of score
+        0), decoded in length-sorted batches."""
+        decode = self.decode_config(beam, length_penalty)
+        if not 1 <= n_best <= decode.beam:
+            raise UserError(
+                f"n-best must be between 1 and the beam size ({decode.beam}), got {n_best}"
+            )
+        keep = [i for i, line in enumerate(lines) if line.strip()]
+        src_ids = self.src_vocab.encode([lines[i] for i in keep])
+        truncated = [len(ids) > self.max_source_len for ids in src_ids]
+        src_ids = [ids[: self.max_source_len] for ids in src_ids]
+        with autocast(self.device, self.dtype):
+            hyps = search_batches(self.model, src_ids, decode, self.device, n_best=n_best)
+        out = [Translation([Candidate("", 0.0)] * n_best) for _ in lines]
+        for index, nbest, cut in zip(keep, hyps, truncated):
+            candidates = [Candidate(self.tgt_vocab.decode(h.tokens), h.score) for h in nbest]
+            out[index] = Translation(candidates, cut)
+        return out
+
+    @torch.no_grad()
+    def attention(self, sentence: str, beam: int | None = None):
+        """Source pieces, translated pieces (EOS included) and the attention weights
+        (tgt_len, src_len) the model used to produce its translation of ``sentence``."""
+        if self.model.decoder.attention is None:
+            raise UserError("this model has no attention (model.attention is none)")
+        src_ids = self.src_vocab.encode([sentence])[0]
+        decode = self.decode_config(beam or 1, None)
+        hyp = search_batches(self.model, [src_ids], decode, self.device)[0][0]
+        batch = pair_batch([src_ids], [hyp.tokens])
+        memory = self.model.encode(
+            batch.src_tokens.to(self.device), batch.src_lengths.to(self.device)
+        )
+        _, weights = self.model.decoder(
+            batch.tgt_in.to(self.device), self.model.init_state(memory), memory
+        )
+        src = [self.src_vocab.piece(i) for i in [*src_ids, EOS]]
+        tgt = [self.tgt_vocab.piece(i) for i in [*hyp.tokens, EOS]]
+        return src, tgt, weights[0].float().cpu()
+
+    def translate_stream(
+        self,
+        lines: Iterable[str],
+        out: TextIO,
+        beam: int | None = None,
+        chunk_size: int = 2000,
+        progress=None,
+        n_best: int | None = None,
+    ) -> tuple[int, int]:
+        """Translate an iterable of lines in chunks, writing one line out per line in (or
+        ``n_best`` lines ``LINE ||| TEXT ||| SCORE``, LINE counted from 0). Returns how many
+        lines were translated and how many of them were cut to the length limit."""
+        count, truncated, chunk = 0, 0, []
+        for line in itertools.chain(lines, [None]):  # None: the end, to flush the last chunk
+            if line is not None:
+                chunk.append(line.rstrip("\n").removesuffix("\r"))
+            if len(chunk) == chunk_size or (line is None and chunk):
+                translations = self.translate_batch(chunk, beam, n_best=n_best or 1)
+                _write(translations, count, out, n_best)
+                if progress is not None:
+                    progress.update(len(chunk))
+                count += len(chunk)
+                truncated += sum(t.truncated for t in translations)
+                chunk = []
+        return count, truncated
+
+    def decode_config(self, beam: int | None, length_penalty: float | None) -> DecodeConfig:
+        """The model's decoding settings with the given ones (when not None) in their place."""
+        decode = dataclasses.replace(self.cfg.decode)
+        if beam is not None and beam < 1:
+            raise UserError(f"the beam size must be >= 1, got {beam}")
+        if beam is not None:
+            decode.beam = beam
+        if length_penalty is not None:
+            decode.length_penalty = length_penalty
+        return decode
+
+
+def _write(translations: list[Translation], first: int, out: TextIO, n_best: int | None) -> None:
+    for offset, translation in enumerate(translations):
+        for candidate in translation.candidates:
+            text = " ".join(candidate.text.split())  # no newline may shift the following lines
+            if n_best:
+                out.write(f"{first + offset} ||| {text} ||| {candidate.score:.4f}\n")
+            else:
+                out.write(text + "\n")
+    out.flush()
+
+
+def input_lines(path: str | None, replace_bad_utf8: bool = False, skip: int = 0) -> Iterator[str]:
+    """Lines of a file (or stdin for None / '-'), split on ``\\n`` only, read as they come.
+
+    A line that is not UTF-8 is an error naming its number, or with ``replace_bad_utf8`` is
+    decoded with U+FFFD for the bad bytes. The first ``skip`` lines are passed over.
+    """
+    hint = "--replace-bad-utf8 translates it with U+FFFD for the bad bytes"
+    if path in (None, "-"):
+        yield from utf8_lines(sys.stdin.buffer, "stdin", replace_bad_utf8, hint, skip)
+        return
+    if not Path(path).is_file():
+        raise UserError(f"input file not found: {path}")
+    with open(path, "rb") as stream:
+        yield from utf8_lines(stream, path, replace_bad_utf8, hint, skip)
+
+
+def finished_lines(partial: Path) -> int:
+    """How many whole lines a partly written output holds; a cut-off last line is removed."""
+    data = partial.read_bytes()
+    whole = data[: data.rfind(b"\n") + 1]
+    if len(whole) != len(data):
+        with open(partial, "r+b") as f:
+            f.truncate(len(whole))
+    return whole.count(b"\n")
