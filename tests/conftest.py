@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny word-substitution corpus and a model trained on it in seconds."""
+"""Shared fixtures: a tiny word-substitution corpus, a model trained on it in seconds, and
+seeded untrained models."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from translate.config import load_config
+from translate.config import ModelConfig, load_config
+from translate.model import Seq2Seq, build_model
 from translate.train import train
 
 GERMAN = "haus hund katze baum auto buch tisch stuhl".split()
@@ -49,6 +51,13 @@ def tiny_config(folder: Path, *overrides: str):
             *overrides,
         ],
     )
+
+
+def tiny_model(cell: str = "gru", vocab: int = 20, **changes) -> Seq2Seq:
+    """A seeded model with 8-wide embeddings and a 16-wide state."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell=cell, emb_dim=8, hidden_dim=16, dropout=0.0, **changes)
+    return build_model(cfg, vocab, vocab)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from translate.translator import finished_lines
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -86,3 +88,46 @@ def test_help_explains_each_command():
     for command in ("prepare", "train", "translate", "score"):
         done = cli(command, "--help")
         assert done.returncode == 0 and "usage: translate " + command in done.stdout
+
+
+def test_bad_utf8_in_translation_input(trained_dir, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_bytes(b"hund\nkatze \xff\xfe\nbaum\n")
+    done = cli("translate", "-m", trained_dir, "-i", source, "--threads", 1)
+    assert done.returncode == 1
+    assert "line 2 is not valid UTF-8" in done.stderr and "Traceback" not in done.stderr
+    done = cli("translate", "-m", trained_dir, "-i", source, "--replace-bad-utf8")
+    assert done.returncode == 0 and done.stdout.splitlines()[0] == "dog"
+    assert len(done.stdout.splitlines()) == 3
+
+
+def test_resume_a_partly_written_output(trained_dir, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"{w}\n" for w in ["hund", "katze", "baum", "auto", "haus"] * 3))
+    out = tmp_path / "out.txt"
+    full = cli("translate", "-m", trained_dir, "-i", source, "-o", tmp_path / "full.txt")
+    assert full.returncode == 0, full.stderr
+    expected = (tmp_path / "full.txt").read_text()
+    # an interrupted run left 4 whole lines and half of the fifth
+    lines = expected.splitlines(keepends=True)
+    (tmp_path / "out.txt.tmp").write_text("".join(lines[:4]) + lines[4][:2])
+    done = cli("translate", "-m", trained_dir, "-i", source, "-o", out, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert "resuming after the 4 lines" in done.stderr
+    assert out.read_text() == expected and not (tmp_path / "out.txt.tmp").exists()
+
+
+def test_finished_lines_cuts_a_partial_line(tmp_path):
+    path = tmp_path / "p"
+    path.write_bytes(b"a\nb\nhalf")
+    assert finished_lines(path) == 2 and path.read_bytes() == b"a\nb\n"
+
+
+def test_an_output_folder_that_does_not_exist_is_a_one_line_error(trained_dir, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("hund\n")
+    done = cli("translate", "-m", trained_dir, "-i", source, "-o", tmp_path / "nowhere/out.en")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert (
+        done.stderr.startswith("translate: error: cannot write") and "does not exist" in done.stderr
+    )

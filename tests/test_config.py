@@ -1,3 +1,5 @@
+"""The typed config: YAML and overrides, closest-key suggestions, and checks of values."""
+
 import pytest
 
 from translate.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
@@ -56,18 +58,29 @@ def test_every_recipe_config_loads():
         load_config(path)  # raises on an unknown key or a wrong value
 
 
-def test_format_1_model_directories_keep_unscaled_embeddings(tmp_path):
-    """Format 1 read tied tables unscaled; its models must translate as they were trained."""
-    import yaml
+def test_dot_attention_needs_equal_sizes():
+    from translate.config import ConfigError, config_from_dict
 
-    from translate.config import FORMAT_VERSION, dump_model_config, read_model_config
+    with pytest.raises(ConfigError, match="'general' or a unidirectional encoder"):
+        config_from_dict({"model": {"attention": "dot", "bidirectional": True}})
 
-    path = tmp_path / "config.yaml"
-    path.write_bytes(dump_model_config(Config()))
-    assert read_model_config(path).model.scale_embeddings is True
-    values = yaml.safe_load(path.read_text())
-    assert values["format_version"] == FORMAT_VERSION == 2
-    values["format_version"] = 1
-    del values["model"]["scale_embeddings"]
-    path.write_text(yaml.safe_dump(values))
-    assert read_model_config(path).model.scale_embeddings is False
+
+def test_source_tying_needs_a_joint_vocabulary():
+    from translate.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="needs 'model.tie_embeddings' and 'data.joint_vocab'"):
+        config_from_dict(
+            {
+                "model": {"tie_embeddings": True, "tie_source_embedding": True},
+                "data": {"joint_vocab": False},
+            }
+        )
+
+
+def test_sampling_alpha_is_checked():
+    from translate.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="sampling_alpha"):
+        load_config(None, ["data.sampling_alpha=-1"])
+    with pytest.raises(ConfigError, match="unigram"):
+        load_config(None, ["data.spm_type=bpe", "data.sampling_alpha=0.1"])

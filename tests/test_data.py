@@ -11,6 +11,7 @@ from translate.data import (
     read_lines,
     read_parallel,
 )
+from translate.vocab import BOS, EOS, PAD
 
 
 def test_lines_split_on_newline_only(tmp_path):
@@ -37,6 +38,17 @@ def test_bad_utf8_gives_the_line_number(tmp_path):
     (tmp_path / "t.de").write_bytes(b"ok\nalso ok\nbad \xff\n")
     with pytest.raises(DataError, match="line 3 is not valid UTF-8"):
         read_lines(tmp_path / "t.de")
+
+
+def test_bad_utf8_in_training_data_can_be_replaced(tmp_path):
+    from translate.data import DataError, read_parallel
+
+    (tmp_path / "t.de").write_bytes(b"gut\nschlecht \xff\n")
+    (tmp_path / "t.en").write_bytes(b"good\nbad\n")
+    with pytest.raises(DataError, match="t.de: line 2 is not valid UTF-8.*replace_bad_utf8"):
+        read_parallel(str(tmp_path / "t"), "de", "en")
+    src, tgt = read_parallel(str(tmp_path / "t"), "de", "en", replace_bad_utf8=True)
+    assert src == ["gut", "schlecht \ufffd"] and tgt == ["good", "bad"]
 
 
 def test_missing_files(tmp_path):
@@ -77,3 +89,18 @@ def test_pair_batch_pads_on_the_right():
     assert batch.src_tokens.tolist() == [[5, 6, 3], [7, 3, 0]]
     assert batch.src_lengths.tolist() == [3, 2]
     assert batch.tgt_in.tolist() == [[2, 8, 0, 0], [2, 9, 10, 11]]
+
+
+def test_targets_are_shifted_by_one():
+    batch = pair_batch([[5, 6, 7], [8, 9], [10, 11, 12, 13, 14]], [[6, 7], [9, 10, 11], [12]])
+    assert batch.tgt_in[0].tolist() == [BOS, 6, 7, PAD]
+    assert batch.tgt_out[0].tolist() == [6, 7, EOS, PAD]
+    assert batch.n_tgt_tokens == 2 + 3 + 1 + 3
+
+
+def test_utf8_lines_drop_a_byte_order_mark_and_carriage_returns():
+    from translate.data import utf8_lines
+
+    stream = [b"\xef\xbb\xbfeins\r\n", b"zwei\n", b"\xef\xbb\xbfdrei"]
+    assert list(utf8_lines(stream, "x", False, "")) == ["eins", "zwei", "\ufeffdrei"]
+    assert list(utf8_lines(stream, "x", False, "", skip=2)) == ["\ufeffdrei"]

@@ -1,10 +1,9 @@
-"""The sliced label-smoothed cross-entropy and the byte-mask dropout against PyTorch's own."""
+"""The sliced label-smoothed cross-entropy against PyTorch's own."""
 
 import pytest
 import torch
 
 from translate import loss
-from translate.dropout import Dropout
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -27,21 +26,3 @@ def test_smoothed_cross_entropy_matches_pytorch(monkeypatch, dtype, smoothing):
     tolerance = 1e-6 if dtype == torch.float32 else 4e-3  # bf16 rounding of the gradient
     assert torch.allclose(grad.float(), expected_grad.float(), atol=tolerance)
     assert grad[::6].abs().sum() == 0  # ignored rows get no gradient
-
-
-def test_byte_dropout_rate_scale_and_gradient():
-    torch.manual_seed(0)
-    dropout = Dropout(0.2).train()
-    x = torch.rand(1000, 1000) + 1.0  # no zeros of its own
-    y = dropout(x)
-    dropped = y == 0
-    assert abs(dropped.float().mean().item() - 51 / 256) < 0.002  # 0.2 rounded to 51/256
-    assert torch.allclose(y[~dropped], x[~dropped] * 256 / 205)
-    x.requires_grad_()
-    torch.manual_seed(1)
-    y = dropout(x)
-    (grad,) = torch.autograd.grad(y.sum(), x)
-    assert torch.equal(grad == 0, y == 0)
-    torch.manual_seed(1)
-    assert torch.equal(dropout(x), y)  # the global seed decides the mask
-    assert torch.equal(dropout.eval()(x), x)

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from translate.search import beam_search, greedy_search, length_penalty, max_lengths
+from translate.data import pair_batch, source_batch
+from translate.search import beam_search, gnmt_length_penalty, greedy_search, max_lengths
 from translate.vocab import EOS
 
 A, B, C = 4, 5, 6
@@ -37,11 +38,13 @@ class ScriptedModel:
         return log_probs, state
 
 
-def run(tables, beam, alpha=0.0, max_len=6):
+def run(tables, beam, length_penalty=0.0, max_len=6):
     src = torch.ones(len(tables), 2, dtype=torch.long)
     lengths = torch.full((len(tables),), 2)
     limit = torch.full((len(tables),), max_len)
-    return beam_search(ScriptedModel(tables), src, lengths, limit, beam=beam, alpha=alpha)
+    return beam_search(
+        ScriptedModel(tables), src, lengths, limit, beam=beam, length_penalty=length_penalty
+    )
 
 
 # greedy takes A (0.6) and then ends (0.4): 0.24; B then EOS is 0.4 * 0.9 = 0.36
@@ -86,26 +89,31 @@ LENGTH_TABLE = {
 
 @pytest.mark.parametrize("alpha, expected", [(0.0, [B]), (1.0, [A, A, A])])
 def test_length_penalty_changes_the_winner(alpha, expected):
-    best = run([LENGTH_TABLE], beam=3, alpha=alpha)[0][0]
+    best = run([LENGTH_TABLE], beam=3, length_penalty=alpha)[0][0]
     assert best.tokens == expected
     exhaustive = max(
         _all_hypotheses(LENGTH_TABLE, 6),
-        key=lambda h: h[1] / float(length_penalty(torch.tensor(len(h[0]) + 1), alpha)),
+        key=lambda h: h[1] / float(gnmt_length_penalty(torch.tensor(len(h[0]) + 1), alpha)),
     )
     assert best.tokens == exhaustive[0]
-    penalty = float(length_penalty(torch.tensor(len(expected) + 1), alpha))
+    penalty = float(gnmt_length_penalty(torch.tensor(len(expected) + 1), alpha))
     assert best.score == pytest.approx(exhaustive[1] / penalty, abs=1e-5)
 
 
 def test_sentences_in_a_batch_do_not_interfere():
-    together = run([GREEDY_TRAP, LENGTH_TABLE], beam=3, alpha=1.0)
-    alone = [run([GREEDY_TRAP], beam=3, alpha=1.0)[0], run([LENGTH_TABLE], beam=3, alpha=1.0)[0]]
+    together = run([GREEDY_TRAP, LENGTH_TABLE], beam=3, length_penalty=1.0)
+    alone = [
+        run([GREEDY_TRAP], beam=3, length_penalty=1.0)[0],
+        run([LENGTH_TABLE], beam=3, length_penalty=1.0)[0],
+    ]
     assert [h[0].tokens for h in together] == [h[0].tokens for h in alone]
     assert [h[0].score for h in together] == pytest.approx([h[0].score for h in alone])
 
 
 def test_max_length_forces_eos():
-    endless = {prefix: {A: 0.99, EOS: 0.01} for prefix in [tuple([A] * n) for n in range(10)]}
+    # ending early is unlikely (0.001); the end forced after three tokens costs log(0.01)
+    endless = {prefix: {A: 0.999, EOS: 0.001} for prefix in [tuple([A] * n) for n in range(3)]}
+    endless[(A, A, A)] = {A: 0.99, EOS: 0.01}
     best = run([endless], beam=2, max_len=4)[0][0]
     assert best.tokens == [A, A, A]  # three tokens and the forced EOS make four
 
@@ -113,7 +121,7 @@ def test_max_length_forces_eos():
 def test_n_best_is_sorted_and_distinct():
     src, lengths, limit = torch.ones(1, 2, dtype=torch.long), torch.tensor([2]), torch.tensor([6])
     hyps = beam_search(
-        ScriptedModel([LENGTH_TABLE]), src, lengths, limit, beam=4, alpha=0.0, n_best=3
+        ScriptedModel([LENGTH_TABLE]), src, lengths, limit, beam=4, length_penalty=0.0, n_best=3
     )[0]
     scores = [h.score for h in hyps]
     assert scores == sorted(scores, reverse=True)
@@ -121,9 +129,9 @@ def test_n_best_is_sorted_and_distinct():
 
 
 def test_length_penalty_function():
-    assert float(length_penalty(torch.tensor(1), 1.0)) == pytest.approx(1.0)
-    assert float(length_penalty(torch.tensor(7), 0.5)) == pytest.approx(math.sqrt(2.0))
-    assert float(length_penalty(torch.tensor(30), 0.0)) == 1.0
+    assert float(gnmt_length_penalty(torch.tensor(1), 1.0)) == pytest.approx(1.0)
+    assert float(gnmt_length_penalty(torch.tensor(7), 0.5)) == pytest.approx(math.sqrt(2.0))
+    assert float(gnmt_length_penalty(torch.tensor(30), 0.0)) == 1.0
 
 
 def test_max_lengths():
@@ -132,7 +140,7 @@ def test_max_lengths():
 
 def test_beam_one_equals_greedy_and_batch_equals_single(trained_dir):
     from translate.data import source_batch
-    from translate.translate import Translator
+    from translate.translator import Translator
 
     translator = Translator.from_dir(trained_dir, device="cpu")  # CPU tensors below
     model = translator.model
@@ -142,7 +150,9 @@ def test_beam_one_equals_greedy_and_batch_equals_single(trained_dir):
     batch = source_batch(ids)
     limit = max_lengths(batch.src_lengths, 1.5, 10)
     greedy = greedy_search(model, batch.src_tokens, batch.src_lengths, limit)
-    beam1 = beam_search(model, batch.src_tokens, batch.src_lengths, limit, beam=1, alpha=0.0)
+    beam1 = beam_search(
+        model, batch.src_tokens, batch.src_lengths, limit, beam=1, length_penalty=0.0
+    )
     assert [h.tokens for h in greedy] == [h[0].tokens for h in beam1]
     assert [h.log_prob for h in greedy] == pytest.approx([h[0].log_prob for h in beam1], abs=1e-4)
 
@@ -156,7 +166,7 @@ def test_beam_one_equals_greedy_and_batch_equals_single(trained_dir):
 
 def test_dropping_finished_sentences_changes_no_result(trained_dir):
     from translate.data import source_batch
-    from translate.translate import Translator
+    from translate.translator import Translator
 
     translator = Translator.from_dir(trained_dir, device="cpu")  # CPU tensors below
     sentences = ["hund", "katze katze hund auto", "haus", "baum auto buch tisch stuhl", "auto"]
@@ -164,7 +174,7 @@ def test_dropping_finished_sentences_changes_no_result(trained_dir):
     limit = max_lengths(batch.src_lengths, 1.5, 10)
     args = (translator.model, batch.src_tokens, batch.src_lengths, limit)
     fixed = beam_search(*args, beam=3, n_best=3)
-    dropped = beam_search(*args, beam=3, n_best=3, shrink=True)
+    dropped = beam_search(*args, beam=3, n_best=3, drop_finished=True)
     lengths = {len(hyps[0].tokens) for hyps in fixed}
     assert len(lengths) > 1  # sentences finish at different steps: some leave early
     for a, b in zip(fixed, dropped):
@@ -188,6 +198,42 @@ EARLY_END = {
 
 @pytest.mark.parametrize("beam", [1, 2])
 def test_live_hypotheses_are_not_cut_off_by_the_length_penalty(beam):
-    best = run([EARLY_END], beam=beam, alpha=1.0)[0][0]
+    best = run([EARLY_END], beam=beam, length_penalty=1.0)[0][0]
     assert best.tokens == [A, A]
     assert best.score == pytest.approx(math.log(0.2805) / (8 / 6), abs=1e-5)
+
+
+def test_search_score_is_the_models_score(trained_dir):
+    """Re-scoring the beam's output with teacher forcing gives the log-prob the search reported."""
+    from translate.translator import Translator
+
+    translator = Translator.from_dir(trained_dir, device="cpu")  # CPU tensors below
+    model = translator.model
+    sources = translator.src_vocab.encode(["hund katze", "haus baum baum", "stuhl"])
+    src = source_batch(sources)
+    hyps = beam_search(
+        model,
+        src.src_tokens,
+        src.src_lengths,
+        max_lengths(src.src_lengths, 2.0, 10),
+        beam=3,
+        length_penalty=0.0,
+    )
+    for source, (best, *_) in zip(sources, hyps):
+        pair = pair_batch([source], [best.tokens])
+        log_probs = model(pair.src_tokens, pair.src_lengths, pair.tgt_in).log_softmax(-1)[0]
+        rescored = log_probs.gather(1, pair.tgt_out[0].unsqueeze(1)).sum()
+        assert float(rescored) == pytest.approx(best.log_prob, abs=1e-4)
+
+
+def test_a_forced_end_costs_its_probability():
+    """At the length limit only EOS may follow, and its log-probability still counts: greedy
+    and beam report the model's score for the same cut-off hypothesis."""
+    endless = {prefix: {A: 0.9, EOS: 0.1} for prefix in [tuple([A] * n) for n in range(10)]}
+    src, lengths, limit = torch.ones(1, 2, dtype=torch.long), torch.tensor([2]), torch.tensor([3])
+    greedy = greedy_search(ScriptedModel([endless]), src, lengths, limit)[0]
+    best = run([endless], beam=1, max_len=3)[0][0]
+    expected = 2 * math.log(0.9) + math.log(0.1)  # A, A and the forced EOS
+    assert greedy.tokens == best.tokens == [A, A]
+    assert greedy.log_prob == pytest.approx(expected, abs=1e-5)
+    assert best.log_prob == pytest.approx(expected, abs=1e-5)

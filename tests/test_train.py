@@ -1,14 +1,27 @@
+"""The training loop's parts: schedule, loss, skipped steps, logging and progress."""
+
+import json
 import math
 
 import pytest
 import torch
 
-from translate.config import TrainConfig
-from translate.train import schedule
+import translate.train as train_module
+from tests.conftest import tiny_config
+from tests.conftest import tiny_model as tiny
+from translate.config import Config, TrainConfig, UserError
+from translate.data import pair_batch
+from translate.model import build_model
+from translate.train import batch_loss, schedule
+from translate.vocab import PAD
+
+VOCAB = 20
+SRC = [[5, 6, 7], [8, 9], [10, 11, 12, 13, 14]]
+TGT = [[6, 7], [9, 10, 11], [12]]
 
 
 def factor(step, total=100, elapsed=0.0, **changes):
-    return schedule(TrainConfig(**changes), {"step": step - 1}, total, elapsed)
+    return schedule(TrainConfig(**changes), step, total, elapsed)
 
 
 def test_constant_schedule_is_one_after_warmup():
@@ -35,30 +48,99 @@ def test_warmup_scales_the_cosine():
     )
 
 
-def test_subword_sampling_is_seeded_and_keeps_the_text(word_corpus, tmp_path):
-    from tests.conftest import tiny_config
-    from translate.prepare import Segmentations, prepare
-
-    data = prepare(tiny_config(word_corpus, f"out_dir={tmp_path}"), log=lambda message: None)
-    lines = data.train_src_text[:300] + [""]
-    sampler = Segmentations(data.src_vocab, lines)
-
-    def draw(alpha, seed):
-        return sampler.draw(alpha, torch.Generator().manual_seed(seed))
-
-    fixed = data.src_vocab.encode(lines)
-    assert draw(0.5, 3) == draw(0.5, 3)  # same seed, same segmentation
-    assert draw(0.5, 3) != draw(0.5, 4)
-    assert draw(0.1, 3) != fixed  # sampling changes some segmentations...
-    decode = data.src_vocab.processor.decode
-    assert [decode(ids) for ids in draw(0.1, 3)] == lines  # ...never the text
-    assert draw(1000.0, 3) == fixed  # a large alpha always picks the best segmentation
+def test_label_smoothing_zero_is_plain_cross_entropy():
+    cfg = Config()
+    cfg.model.emb_dim, cfg.model.hidden_dim = 8, 16
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 20, 20).eval()
+    batch = pair_batch([[5, 6, 7], [8]], [[9, 10], [11, 12, 13]])
+    logits = model(batch.src_tokens, batch.src_lengths, batch.tgt_in)
+    log_probs = logits.log_softmax(-1)
+    target = batch.tgt_out
+    manual = -log_probs.gather(2, target.unsqueeze(2)).squeeze(2)[target != PAD].sum()
+    loss = batch_loss(model, batch, torch.device("cpu"), "fp32", smoothing=0.0)
+    assert float(loss) == pytest.approx(float(manual), rel=1e-5)
+    # with smoothing e: (1 - e) * nll + e * the mean of -log p over the vocabulary
+    smoothed = batch_loss(model, batch, torch.device("cpu"), "fp32", smoothing=0.1)
+    uniform = -log_probs.mean(-1)[target != PAD].sum()
+    assert float(smoothed) == pytest.approx(float(0.9 * manual + 0.1 * uniform), rel=1e-5)
 
 
-def test_sampling_alpha_is_checked():
-    from translate.config import ConfigError, load_config
+def test_clipping_keeps_the_norm_at_the_threshold():
+    model = tiny()
+    batch = pair_batch(SRC, TGT)
+    logits = model(batch.src_tokens, batch.src_lengths, batch.tgt_in)
+    loss = 1000 * torch.nn.functional.cross_entropy(logits.view(-1, VOCAB), batch.tgt_out.view(-1))
+    loss.backward()
+    before = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+    after = torch.norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+    assert before > 0.5
+    assert after == pytest.approx(0.5, rel=1e-4)
 
-    with pytest.raises(ConfigError, match="sampling_alpha"):
-        load_config(None, ["data.sampling_alpha=-1"])
-    with pytest.raises(ConfigError, match="unigram"):
-        load_config(None, ["data.spm_type=bpe", "data.sampling_alpha=0.1"])
+
+def test_non_finite_losses_are_skipped_and_counted(word_corpus, tmp_path, monkeypatch):
+    real = train_module.batch_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] in (3, 4, 9) else loss
+
+    monkeypatch.setattr(train_module, "batch_loss", sometimes_nan)
+    cfg = tiny_config(
+        word_corpus,
+        f"out_dir={tmp_path / 'm'}",
+        "train.max_steps=20",
+        "train.log_every=5",
+        "train.valid_bleu_sentences=0",
+    )
+    train_module.train(cfg, log=lambda message: None)
+    log = [json.loads(line) for line in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
+    assert max(e.get("skipped", 0) for e in log) == 3
+    weights = torch.load(tmp_path / "m" / "model.pt", weights_only=True)
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_many_non_finite_losses_in_a_row_stop_training(word_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        train_module, "batch_loss", lambda *a, **k: torch.tensor(float("inf"), requires_grad=True)
+    )
+    cfg = tiny_config(word_corpus, f"out_dir={tmp_path / 'm'}", "train.max_steps=50")
+    with pytest.raises(UserError, match="20 non-finite losses in a row"):
+        train_module.train(cfg, log=lambda message: None)
+    assert not (tmp_path / "m" / "model.pt").exists()  # nothing non-finite saved as best
+
+
+def test_resuming_with_another_model_is_refused(word_corpus, tmp_path):
+    cfg = tiny_config(
+        word_corpus,
+        f"out_dir={tmp_path / 'm'}",
+        "train.max_steps=5",
+        "train.valid_bleu_sentences=0",
+    )
+    train_module.train(cfg, log=lambda message: None)
+    changed = tiny_config(word_corpus, f"out_dir={tmp_path / 'm'}", "model.hidden_dim=48")
+    with pytest.raises(UserError, match=r"other model settings \(model.hidden_dim\)"):
+        train_module.train(changed, log=lambda message: None)
+
+
+def test_the_progress_bar_ends_at_whichever_limit_comes_first():
+    # 4140 steps allowed, but 20 minutes at 0.5 s a step end the run at step 2400
+    assert train_module.last_step(100, 4140, 20.0, 50.0, 0.5) == 100 + 2300
+    assert train_module.last_step(100, 1000, 20.0, 50.0, 0.5) == 1000  # the steps end first
+    assert train_module.last_step(100, 4140, 0.0, 50.0, 0.5) == 4140  # no time budget
+    assert train_module.last_step(100, 4140, 1.0, 75.0, 0.5) == 100  # the budget is spent
+
+
+def test_skipped_steps_do_not_lower_the_logged_loss():
+    window = train_module.Window()
+    batch = pair_batch([[5, 6]], [[7, 8, 9]])  # 4 target tokens with EOS
+    window.add(8.0, 1.0, False, batch)
+    window.add(float("nan"), float("nan"), False, batch)  # skipped: no loss, no norm
+    window.add(4.0, 3.0, True, batch)
+    entry = window.flush(
+        train_module.TrainState(step=3), torch.optim.SGD([torch.zeros(1)], 0.1), 1.0
+    )
+    assert entry["train_loss"] == pytest.approx(12.0 / 8)  # per token of the finite steps
+    assert entry["grad_norm"] == pytest.approx(2.0) and entry["clipped"] == pytest.approx(1 / 3, abs=1e-3)

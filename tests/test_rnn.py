@@ -1,0 +1,46 @@
+"""The written-out first decoder layer against PyTorch's RNNs, and the state layout."""
+
+import pytest
+import torch
+
+from translate.rnn import ContextRNN, join_layers, layer_slice, pack_state, unpack_state
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_context_rnn_equals_torch_rnn_over_word_and_context(cell):
+    """ContextRNN with W_c c + b precomputed per sentence computes what nn.RNN/GRU/LSTM does
+    over [x_t; c] with the same weights (float32, to 1e-5), also with two rows (beams) per
+    sentence reading one context."""
+    torch.manual_seed(0)
+    layer = ContextRNN(cell, input_dim=8, context_dim=6, hidden_dim=16)
+    reference = getattr(torch.nn, cell.upper())(8 + 6, 16, batch_first=True)
+    with torch.no_grad():
+        reference.weight_ih_l0.copy_(torch.cat([layer.input.weight, layer.context.weight], 1))
+        reference.bias_ih_l0.copy_(layer.context.bias)
+        reference.weight_hh_l0.copy_(layer.hidden.weight)
+        reference.bias_hh_l0.copy_(layer.hidden.bias)
+    sentences, beams, steps = 2, 2, 5
+    context = torch.randn(sentences, 6)
+    inputs = torch.randn(sentences * beams, steps, 8)
+    h0 = torch.randn(1, sentences * beams, 16)
+    hx = (h0, torch.randn(1, sentences * beams, 16)) if cell == "lstm" else h0
+    per_row = context.repeat_interleave(beams, dim=0).unsqueeze(1).expand(-1, steps, -1)
+    expected, expected_hx = reference(torch.cat([inputs, per_row], dim=-1), hx)
+    outputs, final = layer(inputs, layer.precompute(context), hx)
+    assert torch.allclose(outputs, expected, atol=1e-5)
+    for got, want in zip(pack_state(final), pack_state(expected_hx)):
+        assert torch.allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell, rows", [("gru", 3), ("lstm", 6)])
+def test_state_packing_round_trips(cell, rows):
+    state = torch.randn(4, rows, 16)  # (batch, rows, hidden): 3 layers
+    hx = unpack_state(state, cell)
+    if cell == "lstm":
+        assert [part.shape for part in hx] == [(3, 4, 16), (3, 4, 16)]
+        assert torch.equal(hx[1][0], state[:, 3])  # c of the first layer follows every h
+    else:
+        assert hx.shape == (3, 4, 16)
+    assert torch.equal(pack_state(hx), state)
+    rejoined = join_layers(layer_slice(hx, 0, 1), layer_slice(hx, 1))
+    assert torch.equal(pack_state(rejoined), state)
