@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +78,7 @@ def read_gz(path: Path) -> list[str]:
 
 def worker_train(args: dict) -> dict:
     from translate.config import load_config
-    from translate.data import bucket_batches, pair_batch
+    from translate.data import pair_batch
     from translate.model import build_model
     from translate.prepare import prepare
     from translate.train import adam, batch_loss
@@ -86,7 +87,7 @@ def worker_train(args: dict) -> dict:
     torch.manual_seed(1)
     cfg = load_config(None, args["overrides"])
     data = prepare(cfg, log=lambda m: None)
-    batches = bucket_batches(data.train_src, data.train_tgt, cfg.train.batch_tokens, seed=1)
+    batches = data.train.epoch(1, 1, [1.0], cfg.train.batch_tokens)
     if args["naive"]:
         sys.path.insert(0, str(ROOT / "bench"))
         from naive import NaiveSeq2Seq
@@ -99,8 +100,16 @@ def worker_train(args: dict) -> dict:
     optimizer = optimizer(model.parameters(), lr=1e-3)
     device = torch.device("cpu")
 
-    def step(chunk) -> tuple[int, int]:
-        batch = pair_batch([data.train_src[i] for i in chunk], [data.train_tgt[i] for i in chunk])
+    ids = data.train.ids
+    if args.get("in_memory"):  # the ids as Python lists, as training held them before Arrow
+        all_src, all_tgt = data.train.ids(np.arange(len(data.train)))
+        all_src, all_tgt = [s.tolist() for s in all_src], [t.tolist() for t in all_tgt]
+
+        def ids(rows):
+            return [all_src[i] for i in rows], [all_tgt[i] for i in rows]
+
+    def step(rows) -> tuple[int, int]:
+        batch = pair_batch(*ids(rows))
         if args["naive"]:
             logits = model(batch.src_tokens, batch.src_lengths, batch.tgt_in)
             loss = torch.nn.functional.cross_entropy(

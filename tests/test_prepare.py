@@ -1,34 +1,146 @@
-"""Preparing an experiment: filtering reports and subword sampling."""
+"""Preparing the training data: streamed into memory-mapped Arrow shards, chunk by chunk in
+worker processes, atomically, and read back as batches; several corpora by weight."""
 
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
 import pytest
 import torch
 
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, write_word_corpus
 from translate.config import UserError
-from translate.prepare import Segmentations, prepare
+from translate.data import bucket_batches, filter_pairs, read_parallel
+from translate.prepare import prepare
 from translate.train import train
 
-
-def test_subword_sampling_is_seeded_and_keeps_the_text(word_corpus, tmp_path):
-    from tests.conftest import tiny_config
-
-    data = prepare(tiny_config(word_corpus, f"out_dir={tmp_path}"), log=lambda message: None)
-    lines = data.train_src_text[:300] + [""]
-    sampler = Segmentations(data.src_vocab, lines)
-
-    def draw(alpha, seed):
-        return sampler.draw(alpha, torch.Generator().manual_seed(seed))
-
-    fixed = data.src_vocab.encode(lines)
-    assert draw(0.5, 3) == draw(0.5, 3)  # same seed, same segmentation
-    assert draw(0.5, 3) != draw(0.5, 4)
-    assert draw(0.1, 3) != fixed  # sampling changes some segmentations...
-    decode = data.src_vocab.processor.decode
-    assert [decode(ids) for ids in draw(0.1, 3)] == lines  # ...never the text
-    assert draw(1000.0, 3) == fixed  # a large alpha always picks the best segmentation
+QUIET = {"log": lambda message: None}
 
 
-def test_empty_corpus_after_filtering(tmp_path):
+def rows_of(train_set) -> list:
+    """Every row as (line, source ids, target ids)."""
+    rows = np.arange(len(train_set))
+    src, tgt = train_set.ids(rows)
+    lines = train_set.table.column("line").to_pylist()
+    return [(line, s.tolist(), t.tolist()) for line, s, t in zip(lines, src, tgt)]
+
+
+def test_many_chunks_in_two_workers_equal_one_chunk_in_this_process(word_corpus, tmp_path):
+    one = prepare(tiny_config(word_corpus, f"out_dir={tmp_path / 'one'}"), workers=1, **QUIET)
+    many = prepare(
+        tiny_config(word_corpus, f"out_dir={tmp_path / 'many'}"), workers=2, chunk_pairs=37, **QUIET
+    )
+    assert len(one.train) == len(many.train) > 1900
+    assert rows_of(one.train) == rows_of(many.train)
+    assert one.train.report == many.train.report
+    assert len(many.train.table.column("src").chunks) > 50  # one record batch per chunk
+
+
+def test_batches_from_the_mapped_files_equal_those_of_the_corpus_in_memory(word_corpus, tmp_path):
+    cfg = tiny_config(word_corpus, f"out_dir={tmp_path}", "data.max_len=4")
+    data = prepare(cfg, **QUIET)
+    # the same corpus read, encoded and filtered in memory
+    src, tgt = read_parallel(str(word_corpus / "train"), "de", "en")
+    src_ids, tgt_ids = data.src_vocab.encode(src), data.tgt_vocab.encode(tgt)
+    keep, report = filter_pairs(src_ids, tgt_ids, 4, cfg.data.max_ratio)
+    assert report.too_long > 0 and report == data.train.report
+    src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
+    rng = np.random.default_rng([7, 2])  # seed 7, epoch 2
+    lengths = [len(s) for s in src_ids], [len(t) for t in tgt_ids]
+    expected = bucket_batches(*lengths, 300, rng)
+    got = data.train.epoch(2, 7, [1.0], 300)
+    assert [b.tolist() for b in got] == [b.tolist() for b in expected]
+    for rows in got[:20]:
+        src_got, tgt_got = data.train.ids(rows)
+        assert [s.tolist() for s in src_got] == [src_ids[i] for i in rows]
+        assert [t.tolist() for t in tgt_got] == [tgt_ids[i] for i in rows]
+    assert [b.tolist() for b in data.train.epoch(2, 7, [1.0], 300)] == [b.tolist() for b in got]
+    assert [b.tolist() for b in data.train.epoch(3, 7, [1.0], 300)] != [b.tolist() for b in got]
+
+
+def test_corpus_weights_decide_how_often_their_pairs_are_seen(tmp_path):
+    for name, n, seed in (("big", 600, 1), ("small", 200, 2)):
+        (tmp_path / name).mkdir()
+        write_word_corpus(tmp_path / name, n_train=n, n_dev=20, seed=seed)
+    big, small = tmp_path / "big" / "train", tmp_path / "small" / "train"
+    cfg = tiny_config(
+        tmp_path,
+        f"out_dir={tmp_path / 'model'}",
+        f"data.train=[{{path: {big}, weight: 0.5}}, {{path: {small}, weight: 3}}]",
+        f"data.dev={tmp_path / 'big' / 'dev'}",
+        "train.max_epochs=1",
+        "train.log_every=1",
+        "train.valid_bleu_sentences=0",
+    )
+    data = prepare(cfg, **QUIET)
+    rows = np.concatenate(data.train.epoch(1, 1, [0.5, 3.0], 400))
+    corpus = data.train.corpus_of(rows)
+    n_big, n_small = (data.train.corpora[i]["rows"] for i in (0, 1))
+    assert (corpus == 0).sum() == round(0.5 * n_big) and len(set(rows[corpus == 0])) == round(
+        0.5 * n_big
+    )
+    assert np.all(np.bincount(rows[corpus == 1])[data.train.corpora[1]["first_row"] :] == 3)
+    # a whole epoch of training says the same in metrics.jsonl
+    train(cfg, **QUIET)
+    log = [
+        json.loads(line) for line in (tmp_path / "model" / "metrics.jsonl").read_text().splitlines()
+    ]
+    seen = [entry["pairs_seen"] for entry in log if "pairs_seen" in entry][-1]
+    assert seen == {str(big): round(0.5 * n_big), str(small): 3 * n_small}
+
+
+@pytest.mark.parametrize("kind", ["bad UTF-8", "no tab"])
+def test_a_bad_line_in_chunk_3_is_named_and_leaves_no_prepared_data(tmp_path, kind):
+    if kind == "bad UTF-8":  # a prefix corpus with a bad source line
+        src = [b"hund katze\n"] * 40
+        src[24] = b"kaputt \xff\n"
+        (tmp_path / "train.de").write_bytes(b"".join(src))
+        (tmp_path / "train.en").write_bytes(b"dog cat\n" * 40)
+        corpus, message = tmp_path / "train", r"train\.de: line 25 is not valid UTF-8"
+    else:  # a TSV corpus with a line that has no tab
+        lines = [b"hund katze\tdog cat\n"] * 40
+        lines[24] = b"ohne tab\n"
+        (tmp_path / "train.tsv").write_bytes(b"".join(lines))
+        corpus, message = tmp_path / "train.tsv", "line 25 has no tab"
+    cfg = tiny_config(tmp_path, f"data.train={corpus}", "data.dev=", "data.vocab_size=25")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "spm.model").write_bytes(_vocab_for(["hund katze", "dog cat"]))
+    with pytest.raises(UserError, match=message):
+        prepare(cfg, workers=2, chunk_pairs=10, **QUIET)
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["spm.model"]
+
+
+def _vocab_for(lines: list[str]) -> bytes:
+    from translate.vocab import train_vocab
+
+    return train_vocab(lines * 20, vocab_size=25).model_proto
+
+
+def test_an_interrupted_prepare_is_not_taken_for_finished(tmp_path):
+    write_word_corpus(tmp_path, n_train=150_000, n_dev=10)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{train: {tmp_path / 'train'}, vocab_size: 40}}\n")
+    out = tmp_path / "model"
+    command = [sys.executable, "-m", "translate", "prepare", str(config), f"out_dir={out}"]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not list(out.glob("prepared.tmp/*.arrow")):
+        assert run.poll() is None and time.time() < deadline, run.communicate()
+        time.sleep(0.01)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert not (out / "prepared").exists()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "prepared" / "manifest.json").read_text())
+    assert manifest["corpora"][0]["lines"] == 150_000
+    assert not (out / "prepared.tmp").exists()
+
+
+def test_a_corpus_emptied_by_the_filter_is_named(tmp_path):
     (tmp_path / "t.de").write_text("a b c d e f g h\n" * 30)
     (tmp_path / "t.en").write_text("x\n" * 30)
     cfg = tiny_config(
@@ -38,5 +150,16 @@ def test_empty_corpus_after_filtering(tmp_path):
         "data.max_ratio=1.5",
         "data.vocab_size=20",
     )
-    with pytest.raises(UserError, match="no training pair is left after filtering"):
-        train(cfg, log=lambda message: None)
+    with pytest.raises(UserError, match=r"no pair of '.*t' is left after filtering"):
+        train(cfg, **QUIET)
+
+
+def test_an_experiment_prepared_by_an_older_version_is_prepared_again(word_corpus, tmp_path):
+    cfg = tiny_config(word_corpus, f"out_dir={tmp_path}")
+    first = prepare(cfg, **QUIET)
+    torch.save({"key": "old"}, tmp_path / "cache.pt")  # what older versions left
+    (tmp_path / "prepared" / "manifest.json").unlink()
+    messages = []
+    again = prepare(cfg, log=messages.append)
+    assert any("written by an older translate" in m for m in messages)
+    assert rows_of(again.train) == rows_of(first.train)

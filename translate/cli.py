@@ -70,9 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--length-penalty", type=float, help="GNMT alpha (default: the model's)")
     tr.add_argument(
         "--dtype",
-        choices=["fp32", "bf16", "fp16"],
+        choices=["fp32", "bf16", "fp16", "auto"],
         default="fp32",
-        help="bf16 runs the search under bf16 autocast (fast on CPUs with AMX); fp16: GPU only",
+        help="bf16 runs the search under bf16 autocast (fast on GPUs and on CPUs with AMX or "
+        "AVX-512 BF16, slow elsewhere); fp16: GPU only; auto: bf16 where it is fast",
     )
     tr.add_argument(
         "--quantize",

@@ -29,13 +29,20 @@ class ConfigError(UserError):
 
 
 @dataclass
+class CorpusConfig:
+    """One training corpus, and how many times per epoch each of its pairs is seen."""
+
+    path: str = ""  # prefix (``train`` -> train.de / train.en), TSV/JSONL file, or ``hub:NAME``
+    weight: float = 1.0  # 2: every pair twice an epoch; 0.5: a random half of them
+
+
+@dataclass
 class DataConfig:
     """Where the parallel text is and how it becomes subword ids."""
 
-    train: str = (
-        ""  # path prefix (``train`` -> train.de / train.en), a TSV/JSONL file or ``hub:NAME``
-    )
-    dev: str = ""
+    # one corpus (a path) or several: [PATH, {path: PATH, weight: 3}, ...]
+    train: list[CorpusConfig] = field(default_factory=list)
+    dev: str = ""  # the dev set: a path as for the training corpora
     src_lang: str = "de"
     tgt_lang: str = "en"
     vocab_size: int = 8000
@@ -89,7 +96,8 @@ class TrainConfig:
     patience: int = 0  # stop after this many validations without improvement; 0 = never
     seed: int = 1
     threads: int = 0  # torch threads; 0 = all cores
-    dtype: str = "fp32"  # fp32 | bf16 | fp16 (autocast, weights stay fp32; fp16: GPU, loss scaling)
+    dtype: str = "fp32"  # fp32 | bf16 | fp16 | auto (autocast, weights stay fp32; fp16: GPU only,
+    # with loss scaling; auto: bf16 where it is fast, i.e. GPUs and CPUs with AMX/AVX-512 BF16)
     log_every: int = 50
     keep_checkpoints: int = 0  # keep the weights of the last N validations, for averaging
 
@@ -124,7 +132,7 @@ _CHOICES = {
     "model.attention_step": ("after", "before"),
     "model.context_pool": ("none", "max", "mean"),
     "train.lr_schedule": ("constant", "cosine"),
-    "train.dtype": ("fp32", "bf16", "fp16"),
+    "train.dtype": ("fp32", "bf16", "fp16", "auto"),
 }
 
 
@@ -146,6 +154,12 @@ def _from_dict(cls: type, values: dict, prefix: str) -> Any:
 
 
 def _coerce(kind: Any, value: Any, key: str) -> Any:
+    if typing.get_origin(kind) is list:  # a single value stands for a list of one
+        (item,) = typing.get_args(kind)
+        values = value if isinstance(value, list) else [] if value in (None, "") else [value]
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(values)]
+    if kind is CorpusConfig and isinstance(value, str):  # a corpus may be given by its path
+        value = {"path": value}
     if dataclasses.is_dataclass(kind):
         return _from_dict(kind, value or {}, key + ".")
     if isinstance(kind, types.UnionType):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import gzip
-import random
-from collections.abc import Iterable, Iterator
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .config import UserError
@@ -18,19 +19,26 @@ class DataError(UserError):
     """Parallel data that cannot be used as it is."""
 
 
-def read_lines(path: str | Path, replace_bad_utf8: bool = False) -> list[str]:
-    """Lines of a UTF-8 text file (``.gz`` accepted), split on ``\\n`` only.
-
-    Plain-text pairs are read here rather than with ``datasets``' text loader, which also breaks
-    lines at a lone carriage return: one stray ``\\r`` would shift every later pair.
-    """
-    path = Path(path)
+def _open(path: Path):
+    """A binary stream of a file, decompressed when it ends in ``.gz``."""
     if not path.is_file():
         raise DataError(f"file not found: {path}")
+    return gzip.open(path) if path.suffix == ".gz" else open(path, "rb")
+
+
+def read_lines(path: str | Path, replace_bad_utf8: bool = False) -> list[str]:
+    """Lines of a UTF-8 text file (``.gz`` accepted), split on ``\\n`` only."""
+    return list(_file_lines(Path(path), replace_bad_utf8))
+
+
+def _file_lines(path: Path, replace_bad_utf8: bool) -> Iterator[str]:
+    """The lines of a text file as they are read. Plain text is read here rather than with
+    ``datasets``' text loader, which also breaks lines at a lone carriage return: one stray
+    ``\\r`` would shift every later pair."""
     hint = "data.replace_bad_utf8=true reads it with U+FFFD for the bad bytes"
     try:
-        with gzip.open(path) if path.suffix == ".gz" else open(path, "rb") as stream:
-            return list(utf8_lines(stream, str(path), replace_bad_utf8, hint))
+        with _open(path) as stream:
+            yield from utf8_lines(stream, str(path), replace_bad_utf8, hint)
     except (OSError, EOFError) as err:
         raise DataError(f"cannot read {path}: {err}") from None
 
@@ -63,19 +71,65 @@ def _find_side(prefix: str, lang: str) -> Path:
     raise DataError(f"no file {prefix}.{lang} or {prefix}.{lang}.gz")
 
 
-def _read_tsv(path: Path, replace_bad_utf8: bool) -> tuple[list[str], list[str]]:
-    src, tgt = [], []
-    for number, line in enumerate(read_lines(path, replace_bad_utf8), 1):
+def corpus_files(spec: str, src_lang: str, tgt_lang: str) -> list[Path]:
+    """The local files a corpus is read from (none for a hub dataset)."""
+    if spec.startswith("hub:"):
+        return []
+    if spec.removesuffix(".gz").endswith((".tsv", ".jsonl", ".json")):
+        return [Path(spec)]
+    return [_find_side(spec, src_lang), _find_side(spec, tgt_lang)]
+
+
+def read_pairs(
+    spec: str, src_lang: str, tgt_lang: str, replace_bad_utf8: bool = False
+) -> Iterator[tuple[str, str]]:
+    """The sentence pairs of a file prefix (PREFIX.src / PREFIX.tgt, gzip accepted), a TSV
+    file, a JSONL file or ``hub:NAME[@CONFIG]:SPLIT``, read as they come."""
+    if not spec:
+        raise DataError("no data given (set data.train / data.dev)")
+    name = spec.removesuffix(".gz")
+    if name.endswith(".tsv"):
+        yield from _tsv_pairs(Path(spec), replace_bad_utf8)
+    elif name.endswith((".jsonl", ".json")) or spec.startswith("hub:"):
+        yield from _datasets_pairs(spec, src_lang, tgt_lang)
+    else:
+        yield from _prefix_pairs(spec, src_lang, tgt_lang, replace_bad_utf8)
+
+
+def read_parallel(
+    spec: str, src_lang: str, tgt_lang: str, replace_bad_utf8: bool = False
+) -> tuple[list[str], list[str]]:
+    """All pairs of a (small) corpus, as :func:`read_pairs` reads them: sources, targets."""
+    pairs = list(read_pairs(spec, src_lang, tgt_lang, replace_bad_utf8))
+    return [s for s, _ in pairs], [t for _, t in pairs]
+
+
+def _prefix_pairs(prefix: str, src_lang: str, tgt_lang: str, replace: bool):
+    src_path, tgt_path = _find_side(prefix, src_lang), _find_side(prefix, tgt_lang)
+    src_lines, tgt_lines = _file_lines(src_path, replace), _file_lines(tgt_path, replace)
+    count = 0
+    for count, pair in enumerate(itertools.zip_longest(src_lines, tgt_lines), 1):
+        if None in pair:  # one file ended first: count the other's remaining lines
+            longer = tgt_lines if pair[0] is None else src_lines
+            counts = [count - 1, count - 1]
+            counts[pair[0] is None] = count + sum(1 for _ in longer)
+            raise DataError(
+                f"parallel files differ in length: {src_path} has {counts[0]} lines, "
+                f"{tgt_path} has {counts[1]}"
+            )
+        yield pair
+
+
+def _tsv_pairs(path: Path, replace_bad_utf8: bool) -> Iterator[tuple[str, str]]:
+    for number, line in enumerate(_file_lines(path, replace_bad_utf8), 1):
         fields = line.split("\t")
         if len(fields) < 2:
             raise DataError(f"{path}: line {number} has no tab between source and target")
-        src.append(fields[0])
-        tgt.append(fields[1])
-    return src, tgt
+        yield fields[0], fields[1]
 
 
-def _read_with_datasets(spec: str, src_lang: str, tgt_lang: str) -> tuple[list[str], list[str]]:
-    """JSONL files and hub datasets, through Hugging Face ``datasets``."""
+def _datasets_pairs(spec: str, src_lang: str, tgt_lang: str) -> Iterator[tuple[str, str]]:
+    """JSONL files and hub datasets, through Hugging Face ``datasets`` (memory-mapped)."""
     import datasets  # slow to import; only needed here
 
     datasets.disable_progress_bars()
@@ -100,35 +154,15 @@ def _read_with_datasets(spec: str, src_lang: str, tgt_lang: str) -> tuple[list[s
         ) from None
     columns = table.column_names
     if "translation" in columns:
-        pairs = table["translation"]
-        return [p[src_lang] for p in pairs], [p[tgt_lang] for p in pairs]
-    if src_lang in columns and tgt_lang in columns:
-        return list(table[src_lang]), list(table[tgt_lang])
-    raise DataError(
-        f"'{spec}' has columns {columns}; expected '{src_lang}' and '{tgt_lang}' or 'translation'"
-    )
-
-
-def read_parallel(
-    spec: str, src_lang: str, tgt_lang: str, replace_bad_utf8: bool = False
-) -> tuple[list[str], list[str]]:
-    """Read sentence pairs from a file prefix (PREFIX.src / PREFIX.tgt, gzip accepted),
-    a TSV file, a JSONL file, or ``hub:NAME[@CONFIG]:SPLIT``."""
-    if not spec:
-        raise DataError("no data given (set data.train / data.dev)")
-    name = spec.removesuffix(".gz")
-    if name.endswith(".tsv"):
-        return _read_tsv(Path(spec), replace_bad_utf8)
-    if name.endswith((".jsonl", ".json")) or spec.startswith("hub:"):
-        return _read_with_datasets(spec, src_lang, tgt_lang)
-    src_path, tgt_path = _find_side(spec, src_lang), _find_side(spec, tgt_lang)
-    src, tgt = read_lines(src_path, replace_bad_utf8), read_lines(tgt_path, replace_bad_utf8)
-    if len(src) != len(tgt):
+        for pair in table["translation"]:
+            yield pair[src_lang], pair[tgt_lang]
+    elif src_lang in columns and tgt_lang in columns:
+        yield from zip(table[src_lang], table[tgt_lang])
+    else:
         raise DataError(
-            f"parallel files differ in length: {src_path} has {len(src)} lines, "
-            f"{tgt_path} has {len(tgt)}"
+            f"'{spec}' has columns {columns}; expected '{src_lang}' and '{tgt_lang}' "
+            "or 'translation'"
         )
-    return src, tgt
 
 
 @dataclass
@@ -179,24 +213,33 @@ class Batch:
     n_src_tokens: int = 0
 
 
-def pad(seqs: list[list[int]], prefix: list[int] = (), suffix: list[int] = ()) -> torch.Tensor:
-    """Right-pad id lists (each wrapped in prefix/suffix) into a (batch, max_len) tensor."""
-    width = max(len(s) for s in seqs) + len(prefix) + len(suffix)
-    out = torch.full((len(seqs), width), PAD, dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        full = [*prefix, *seq, *suffix]
-        out[row, : len(full)] = torch.tensor(full, dtype=torch.long)
-    return out
+def pad(
+    seqs: Sequence[Sequence[int]], prefix: list[int] = (), suffix: list[int] = ()
+) -> torch.Tensor:
+    """Right-pad id sequences (lists or arrays, each wrapped in prefix/suffix) into a (batch,
+    max_len) tensor."""
+    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+    width = int(lengths.max()) + len(prefix) + len(suffix)
+    out = np.full((len(seqs), width), PAD, dtype=np.int64)
+    if lengths.sum():
+        values = np.concatenate([np.asarray(s, dtype=np.int64).reshape(-1) for s in seqs])
+        rows = np.repeat(np.arange(len(seqs)), lengths)
+        starts = np.cumsum(lengths) - lengths
+        out[rows, np.arange(len(values)) - np.repeat(starts, lengths) + len(prefix)] = values
+    out[:, : len(prefix)] = prefix
+    for offset, token in enumerate(suffix):
+        out[np.arange(len(seqs)), len(prefix) + lengths + offset] = token
+    return torch.from_numpy(out)
 
 
-def source_batch(src_ids: list[list[int]]) -> Batch:
+def source_batch(src_ids: Sequence[Sequence[int]]) -> Batch:
     """A batch of sources only, for translation."""
     tokens = pad(src_ids, suffix=[EOS])
     lengths = torch.tensor([len(s) + 1 for s in src_ids])
     return Batch(tokens, lengths, n_src_tokens=int(lengths.sum()))
 
 
-def pair_batch(src_ids: list[list[int]], tgt_ids: list[list[int]]) -> Batch:
+def pair_batch(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]]) -> Batch:
     """A batch of pairs for teacher-forced training and validation."""
     batch = source_batch(src_ids)
     batch.tgt_in = pad(tgt_ids, prefix=[BOS])
@@ -206,28 +249,29 @@ def pair_batch(src_ids: list[list[int]], tgt_ids: list[list[int]]) -> Batch:
 
 
 def bucket_batches(
-    src_ids: list[list[int]],
-    tgt_ids: list[list[int]],
+    src_lengths: np.ndarray,
+    tgt_lengths: np.ndarray,
     batch_tokens: int,
-    seed: int | None = None,
-) -> list[list[int]]:
-    """Group pair indices into batches of similar length whose padded target size stays within
-    ``batch_tokens``; with a seed, ties are broken randomly and the batch order is shuffled."""
-    order = list(range(len(src_ids)))
-    rng = random.Random(seed)
-    if seed is not None:
-        rng.shuffle(order)  # sorted() is stable: equal lengths keep this random order
-    order.sort(key=lambda i: (len(tgt_ids[i]), len(src_ids[i])))
-    batches, current, width = [], [], 0
-    for index in order:
-        item_width = max(len(tgt_ids[index]), len(src_ids[index])) + 1
-        if current and max(width, item_width) * (len(current) + 1) > batch_tokens:
-            batches.append(current)
-            current, width = [], 0
-        current.append(index)
-        width = max(width, item_width)
-    if current:
-        batches.append(current)
-    if seed is not None:
-        rng.shuffle(batches)
+    rng: np.random.Generator | None = None,
+) -> list[np.ndarray]:
+    """Group positions of the length arrays into batches of similar length whose padded size
+    (the longer side plus EOS, times the rows) stays within ``batch_tokens``. With ``rng``,
+    ties are broken randomly and the batch order is shuffled."""
+    src_lengths, tgt_lengths = np.asarray(src_lengths), np.asarray(tgt_lengths)
+    order = np.arange(len(src_lengths))
+    if rng is not None:
+        order = rng.permutation(len(src_lengths))  # lexsort is stable: ties keep this order
+    order = order[np.lexsort((src_lengths[order], tgt_lengths[order]))]
+    widths = np.maximum(src_lengths[order], tgt_lengths[order]) + 1
+    cuts, size, width = [], 0, 0
+    for start in range(0, len(widths), 65536):  # plain ints in slices: little memory at a time
+        for position, item in enumerate(widths[start : start + 65536].tolist(), start):
+            if size and max(width, item) * (size + 1) > batch_tokens:
+                cuts.append(position)
+                size, width = 0, 0
+            size += 1
+            width = max(width, item)
+    batches = np.split(order, cuts) if len(order) else []
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches

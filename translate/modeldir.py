@@ -25,7 +25,8 @@ CONFIG = "config.yaml"
 WEIGHTS = "model.pt"  # the best weights so far: a plain state dict
 CHECKPOINT = "checkpoint.pt"  # the last training state, to resume
 METRICS = "metrics.jsonl"
-CACHE = "cache.pt"  # the encoded training data
+PREPARED = "prepared"  # the encoded training data: Arrow shards and their manifest
+CACHE = "cache.pt"  # what older versions kept the encoded training data in
 RECENT = "checkpoints"  # weights of the last validations, for averaging: step-N.pt
 SINGLE = "model.single.pt"  # model.pt as it was before averaging replaced it
 

@@ -1,179 +1,354 @@
-"""Preparing an experiment directory: SentencePiece model(s) and cached, filtered subword ids."""
+"""Preparing an experiment directory: the SentencePiece model(s), and the training corpora
+encoded into Arrow shards that training memory-maps, streamed so that no corpus is ever held
+in memory.
+
+Each corpus is read twice: once to draw a bounded random sample for SentencePiece (skipped
+when the models exist), once to encode. Worker processes encode and filter chunk by chunk
+while this process reads and writes, with only a few chunks in flight. Shards are written into
+``prepared.tmp/`` and renamed to ``prepared/`` once complete, after the manifest that says what
+they hold: a failed or interrupted run leaves nothing a rerun could take for finished.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import math
+import itertools
+import json
+import multiprocessing
+import os
+import random
+import shutil
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
+import pyarrow as pa
 
-from .config import Config
-from .data import DataError, FilterReport, filter_pairs, read_parallel
-from .modeldir import CACHE, atomic_save, atomic_write, load_tensors, vocab_paths
+from .config import Config, DataConfig
+from .data import DataError, FilterReport, corpus_files, filter_pairs, read_pairs
+from .modeldir import CACHE, PREPARED, atomic_write, vocab_paths
+from .trainset import MANIFEST, TrainSet
 from .vocab import Vocab, train_vocab
 
-CACHE_VERSION = 2  # 2: the kept pairs' line numbers are cached too
+FORMAT = 1  # of prepared/; a manifest of another format is prepared again
+CHUNK_PAIRS = 20_000  # pairs a worker encodes at a time
+SHARD_ROWS = 1_000_000  # rows per Arrow file
 
 
 @dataclass
 class Prepared:
-    """What training needs: vocabularies, filtered training ids and the dev set."""
+    """What training needs: vocabularies, the memory-mapped training set and the dev set."""
 
     src_vocab: Vocab
     tgt_vocab: Vocab
-    train_src: list[list[int]]
-    train_tgt: list[list[int]]
-    train_src_text: list[str]  # the kept pairs' text, for a sampled segmentation per epoch
-    train_tgt_text: list[str]
+    train: TrainSet
     dev_src: list[str]
     dev_tgt: list[str]
     dev_src_ids: list[list[int]]  # encoded once, for every validation
     dev_tgt_ids: list[list[int]]
-    report: FilterReport
 
 
-def _vocabularies(cfg: Config, src: list[str], tgt: list[str], log) -> tuple[Vocab, Vocab]:
-    src_path, tgt_path = vocab_paths(cfg.out_dir, cfg.data.joint_vocab)
+def prepare(cfg: Config, log=print, workers: int = 0, chunk_pairs: int = CHUNK_PAIRS) -> Prepared:
+    """Train (or reuse) the SentencePiece model(s), and encode and filter the training corpora
+    into ``out_dir/prepared`` (or reuse it when it was made from the same files and settings).
+    ``workers`` encoding processes (0: one per core)."""
+    d = cfg.data
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not d.train:
+        raise DataError("no training data given (set data.train)")
+    src_vocab, tgt_vocab = _vocabularies(cfg, log)
+    key = _key(d, src_vocab, tgt_vocab)
+    folder = out / PREPARED
+    if _manifest(folder).get("key") != key:
+        if (out / CACHE).is_file():
+            log(
+                f"{out / CACHE} was written by an older translate; the training data is encoded "
+                f"again into {folder} with the same SentencePiece model(s) (cache.pt can go)"
+            )
+        workers = workers or len(os.sched_getaffinity(0))
+        _encode_corpora(d, src_vocab, tgt_vocab, folder, key, workers, chunk_pairs, log)
+    train = TrainSet(folder)
+    for corpus in train.corpora if len(train.corpora) > 1 else []:
+        log(f"{corpus['path']}: {FilterReport(**corpus['report']).summary()}")
+    log(f"training data in {folder}: {train.report.summary()}")
+    dev_src, dev_tgt = [], []
+    if d.dev:
+        pairs = list(read_pairs(d.dev, d.src_lang, d.tgt_lang, d.replace_bad_utf8))
+        dev_src, dev_tgt = [s for s, _ in pairs], [t for _, t in pairs]
+    return Prepared(
+        src_vocab,
+        tgt_vocab,
+        train,
+        dev_src,
+        dev_tgt,
+        src_vocab.encode(dev_src),
+        tgt_vocab.encode(dev_tgt),
+    )
+
+
+def _manifest(folder: Path) -> dict:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return manifest if manifest.get("format") == FORMAT else {}
+
+
+def _key(d: DataConfig, src_vocab: Vocab, tgt_vocab: Vocab) -> str:
+    """What the prepared data depends on: the corpora's bytes (or hub names), the vocabularies
+    and the filter settings; the corpora's weights only matter when drawing epochs."""
+    digest = hashlib.sha256()
+    settings = [d.src_lang, d.tgt_lang, d.max_len, d.max_ratio, d.replace_bad_utf8]
+    settings.append(bool(d.sampling_alpha))  # the text is kept for sampling
+    digest.update(json.dumps(settings).encode())
+    digest.update(src_vocab.model_proto + tgt_vocab.model_proto)
+    for corpus in d.train:
+        digest.update(corpus.path.encode())
+        for path in corpus_files(corpus.path, d.src_lang, d.tgt_lang):
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def _corpus_pairs(d: DataConfig) -> Iterator[tuple[int, str, str]]:
+    """(corpus index, source, target) of every pair of every training corpus, in order."""
+    for number, corpus in enumerate(d.train):
+        for src, tgt in read_pairs(corpus.path, d.src_lang, d.tgt_lang, d.replace_bad_utf8):
+            yield number, src, tgt
+
+
+# --- SentencePiece ----------------------------------------------------------------------------
+
+
+def _vocabularies(cfg: Config, log) -> tuple[Vocab, Vocab]:
+    """The SentencePiece model(s) in ``out_dir``, trained first on a random sample of the
+    corpora when they are not there yet."""
+    d = cfg.data
+    src_path, tgt_path = vocab_paths(cfg.out_dir, d.joint_vocab)
     if src_path.is_file() and tgt_path.is_file():
         log(f"using SentencePiece model(s) in {cfg.out_dir}")
         return Vocab.load(src_path), Vocab.load(tgt_path)
-    d = cfg.data
+    pairs = d.spm_sample_size // 2 if d.joint_vocab else d.spm_sample_size
+    sample, total = _sample_pairs(_corpus_pairs(d), pairs, seed=cfg.train.seed)
+    if not total:
+        raise DataError("the training data is empty")
+    which = "all" if len(sample) == total else f"a random sample of {len(sample)} of the"
     options = dict(
         vocab_size=d.vocab_size,
         model_type=d.spm_type,
         character_coverage=d.character_coverage,
         sample_size=d.spm_sample_size,
     )
+    src = [s for _, s, _ in sample]
+    tgt = [t for _, _, t in sample]
     if d.joint_vocab:
-        log(f"training a joint {d.spm_type} SentencePiece model ({d.vocab_size} pieces)")
+        log(
+            f"training a joint {d.spm_type} SentencePiece model ({d.vocab_size} pieces) on "
+            f"{which} {total} training pairs"
+        )
         vocab = train_vocab(src + tgt, **options)
         atomic_write(src_path, vocab.model_proto)
         return vocab, vocab
-    log(f"training {d.spm_type} SentencePiece models ({d.vocab_size} pieces each)")
+    log(
+        f"training {d.spm_type} SentencePiece models ({d.vocab_size} pieces each) on {which} "
+        f"{total} training pairs"
+    )
     src_vocab, tgt_vocab = train_vocab(src, **options), train_vocab(tgt, **options)
     atomic_write(src_path, src_vocab.model_proto)
     atomic_write(tgt_path, tgt_vocab.model_proto)
     return src_vocab, tgt_vocab
 
 
-def _flatten(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-    flat = torch.tensor([i for s in seqs for i in s], dtype=torch.int32)
-    return flat, lengths
+def _sample_pairs(pairs: Iterator, size: int, seed: int) -> tuple[list, int]:
+    """A uniform random sample of at most ``size`` items (reservoir sampling), in their
+    original order, and how many there were: memory bounded by ``size``."""
+    rng = random.Random(seed)
+    reservoir: list[tuple[int, tuple]] = []
+    total = 0
+    for total, item in enumerate(pairs, 1):
+        if len(reservoir) < size:
+            reservoir.append((total, item))
+        else:
+            slot = rng.randrange(total)
+            if slot < size:
+                reservoir[slot] = (total, item)
+    reservoir.sort(key=lambda entry: entry[0])
+    return [item for _, item in reservoir], total
 
 
-def _unflatten(flat: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
-    return [chunk.tolist() for chunk in flat.split(lengths.tolist())]
+# --- encoding ---------------------------------------------------------------------------------
 
 
-def prepare(cfg: Config, log=print) -> Prepared:
-    """Train (or reuse) the SentencePiece model(s) and encode and filter the training data.
-
-    Encoded ids are cached in ``out_dir/cache.pt``, keyed by the text, the vocabularies and the
-    filter settings, so a second run (or a resumed one) skips the encoding.
-    """
-    d = cfg.data
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    src, tgt = read_parallel(d.train, d.src_lang, d.tgt_lang, d.replace_bad_utf8)
-    if not src:
-        raise DataError(f"training data '{d.train}' is empty")
-    dev_src, dev_tgt = (
-        read_parallel(d.dev, d.src_lang, d.tgt_lang, d.replace_bad_utf8) if d.dev else ([], [])
-    )
-    src_vocab, tgt_vocab = _vocabularies(cfg, src, tgt, log)
-    dev = (dev_src, dev_tgt, src_vocab.encode(dev_src), tgt_vocab.encode(dev_tgt))
-
-    digest = hashlib.sha256()
-    for part in (
-        src_vocab.model_proto,
-        tgt_vocab.model_proto,
-        "\n".join(src),
-        "\x00",
-        "\n".join(tgt),
-        f"{d.max_len} {d.max_ratio} {CACHE_VERSION}",
-    ):
-        digest.update(part.encode("utf-8") if isinstance(part, str) else part)
-    key = digest.hexdigest()
-    cache_path = out / CACHE
-    if cache_path.is_file():
-        cache = load_tensors(cache_path)
-        if cache.get("key") == key:
-            report = FilterReport(**cache["report"])
-            log(f"using cached ids in {cache_path}: {report.summary()}")
-            keep = cache["keep"].tolist()
-            return Prepared(
-                src_vocab,
-                tgt_vocab,
-                _unflatten(*cache["src"]),
-                _unflatten(*cache["tgt"]),
-                [src[i] for i in keep],
-                [tgt[i] for i in keep],
-                *dev,
-                report,
+def _encode_corpora(
+    d: DataConfig,
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    folder: Path,
+    key: str,
+    workers: int,
+    chunk_pairs: int,
+    log,
+) -> None:
+    """Encode and filter every corpus into Arrow shards in ``folder``, atomically."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.mkdir()
+    settings = (src_vocab.model_proto, tgt_vocab.model_proto, d.max_len, d.max_ratio)
+    keep_text = bool(d.sampling_alpha)
+    log(f"encoding the training data with {workers} worker process(es) into {folder}")
+    writer = _ShardWriter(tmp, keep_text)
+    reports = [FilterReport() for _ in d.train]
+    lines = [0] * len(d.train)
+    try:
+        with _pool(workers, settings) as pool:
+            pending: deque = deque()
+            for corpus, chunk in _chunks(_corpus_pairs(d), chunk_pairs):
+                first = lines[corpus] + 1
+                lines[corpus] += len(chunk)
+                pending.append((corpus, pool.apply_async(_encode_chunk, (chunk, first, keep_text))))
+                if len(pending) > 2 * workers:  # a bounded number of chunks in flight
+                    _write_chunk(writer, reports, *pending.popleft())
+            while pending:
+                _write_chunk(writer, reports, *pending.popleft())
+        corpora = writer.close(len(d.train))
+        for number, corpus in enumerate(d.train):
+            if not lines[number]:
+                raise DataError(f"training corpus '{corpus.path}' is empty")
+            if not reports[number].kept:
+                raise DataError(
+                    f"no pair of '{corpus.path}' is left after filtering "
+                    f"({reports[number].summary()}); check data.max_len and data.max_ratio"
+                )
+            corpora[number].update(
+                path=corpus.path, lines=lines[number], report=vars(reports[number])
             )
+        manifest = {"format": FORMAT, "key": key, "corpora": corpora, "shards": writer.shards}
+        atomic_write(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
-    src_ids, tgt_ids = src_vocab.encode(src), tgt_vocab.encode(tgt)
-    keep, report = filter_pairs(src_ids, tgt_ids, d.max_len, d.max_ratio)
-    log(f"training data: {report.summary()}")
-    if not keep:
-        raise DataError(
-            f"no training pair is left after filtering ({report.summary()}); "
-            "check data.max_len and data.max_ratio"
-        )
-    src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
-    cache = {
-        "key": key,
-        "src": _flatten(src_ids),
-        "tgt": _flatten(tgt_ids),
-        "keep": torch.tensor(keep, dtype=torch.int32),
-        "report": vars(report),
+
+def _chunks(pairs: Iterator[tuple[int, str, str]], size: int):
+    """(corpus, [(source, target), ...]) chunks of at most ``size`` pairs of one corpus."""
+    for corpus, group in itertools.groupby(pairs, key=lambda pair: pair[0]):
+        while chunk := [(s, t) for _, s, t in itertools.islice(group, size)]:
+            yield corpus, chunk
+
+
+def _write_chunk(writer: _ShardWriter, reports: list[FilterReport], corpus: int, result) -> None:
+    batch, report = result.get()  # re-raises a worker's error here
+    writer.write(corpus, batch)
+    total = reports[corpus]
+    for name, count in vars(report).items():
+        setattr(total, name, getattr(total, name) + count)
+
+
+_worker_vocabs: tuple[Vocab, Vocab] | None = None
+_worker_limits: tuple[int, float] = (0, 0.0)
+
+
+def _start_worker(src_proto: bytes, tgt_proto: bytes, max_len: int, max_ratio: float) -> None:
+    global _worker_vocabs, _worker_limits
+    _worker_vocabs = (Vocab(src_proto), Vocab(tgt_proto))
+    _worker_limits = (max_len, max_ratio)
+
+
+class _pool:
+    """A process pool whose workers hold the vocabularies (fork where the system has it, so
+    they start at once), closed and joined on exit; with one worker, this process encodes."""
+
+    def __init__(self, workers: int, settings: tuple):
+        self.pool = None
+        if workers == 1:
+            _start_worker(*settings)
+            return
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        self.pool = context.Pool(workers, initializer=_start_worker, initargs=settings)
+
+    def __enter__(self):
+        return self.pool or self
+
+    def apply_async(self, function, args: tuple):
+        """Runs at once in this process; ``get()`` returns the result."""
+        result = function(*args)
+        return _Done(result)
+
+    def __exit__(self, *error):
+        if self.pool is None:
+            return
+        if error[0] is None:
+            self.pool.close()
+        else:
+            self.pool.terminate()
+        self.pool.join()
+
+
+@dataclass
+class _Done:
+    """A result computed already, read as a pool's pending results are."""
+
+    value: object
+
+    def get(self):
+        return self.value
+
+
+def _encode_chunk(chunk: list[tuple[str, str]], first_line: int, keep_text: bool):
+    """Encode and filter one chunk: an Arrow record batch of the kept pairs and the report."""
+    src_vocab, tgt_vocab = _worker_vocabs
+    src_ids = src_vocab.encode([s for s, _ in chunk])
+    tgt_ids = tgt_vocab.encode([t for _, t in chunk])
+    keep, report = filter_pairs(src_ids, tgt_ids, *_worker_limits)
+    id_type = pa.uint16() if max(len(src_vocab), len(tgt_vocab)) <= 1 << 16 else pa.int32()
+    columns = {
+        "line": pa.array(np.asarray(keep, dtype=np.int64) + first_line),
+        "src": pa.array([src_ids[i] for i in keep], type=pa.list_(id_type)),
+        "tgt": pa.array([tgt_ids[i] for i in keep], type=pa.list_(id_type)),
+        "src_len": pa.array([len(src_ids[i]) for i in keep], type=pa.uint16()),
+        "tgt_len": pa.array([len(tgt_ids[i]) for i in keep], type=pa.uint16()),
     }
-    atomic_save(cache, cache_path)
-    src_text, tgt_text = [src[i] for i in keep], [tgt[i] for i in keep]
-    return Prepared(src_vocab, tgt_vocab, src_ids, tgt_ids, src_text, tgt_text, *dev, report)
+    if keep_text:
+        columns["src_text"] = pa.array([chunk[i][0] for i in keep], type=pa.string())
+        columns["tgt_text"] = pa.array([chunk[i][1] for i in keep], type=pa.string())
+    return pa.record_batch(columns), report
 
 
-class Segmentations:
-    """The ``n`` best segmentations of each training line, from which an epoch draws one
-    (subword regularisation, Kudo 2018: P(segmentation) ~ P_unigram(segmentation) ** alpha).
+class _ShardWriter:
+    """Writes record batches into Arrow stream files of at most SHARD_ROWS rows, noting which
+    rows each corpus holds."""
 
-    SentencePiece's own sampler cannot be re-seeded across processes, so a resumed run could
-    not see the epoch it would have seen; here the n-best lists are deterministic and the draw
-    uses a seeded torch generator. Kept flat in tensors: the nested lists would be ~10x larger.
-    """
+    def __init__(self, folder: Path, keep_text: bool):
+        self.folder, self.keep_text = folder, keep_text
+        self.shards: list[str] = []
+        self.corpora: dict[int, dict] = {}
+        self.stream, self.rows_in_shard, self.rows = None, 0, 0
 
-    def __init__(self, vocab: Vocab, lines: list[str], n: int = 16):
-        scores = torch.tensor(vocab.piece_scores())
-        flat, lengths, counts = [], [], []
-        for start in range(0, len(lines), 2000):  # chunks: the nested lists are large
-            for candidates in vocab.nbest(lines[start : start + 2000], n):
-                candidates = candidates or [[]]  # an empty line has no segmentation
-                counts.append(len(candidates))
-                for ids in candidates:
-                    lengths.append(len(ids))
-                    flat.extend(ids)
-        self.flat = torch.tensor(flat, dtype=torch.long)
-        self.lengths = torch.tensor(lengths)
-        self.starts = torch.cumsum(self.lengths, 0) - self.lengths
-        owner = torch.repeat_interleave(torch.arange(len(lengths)), self.lengths)
-        self.scores = torch.zeros(len(lengths)).index_add_(0, owner, scores[self.flat])
-        counts = torch.tensor(counts)
-        first = torch.cumsum(counts, 0) - counts
-        width = int(counts.max())
-        slot = torch.arange(width).unsqueeze(0)
-        self.valid = slot < counts.unsqueeze(1)  # (lines, width): which slots hold a candidate
-        self.index = (first.unsqueeze(1) + slot).clamp(max=len(lengths) - 1)
+    def write(self, corpus: int, batch: pa.RecordBatch) -> None:
+        if self.stream is None or self.rows_in_shard >= SHARD_ROWS:
+            self._next_shard(batch.schema)
+        self.stream.write_batch(batch)
+        entry = self.corpora.setdefault(corpus, {"first_row": self.rows, "rows": 0})
+        entry["rows"] += batch.num_rows
+        self.rows_in_shard += batch.num_rows
+        self.rows += batch.num_rows
 
-    def draw(self, alpha: float, generator: torch.Generator) -> list[list[int]]:
-        """One segmentation per line, drawn with probability ~ exp(alpha * log P)."""
-        gumbel = -torch.log(-torch.log(torch.rand(self.index.shape, generator=generator)))
-        keys = (alpha * self.scores[self.index] + gumbel).masked_fill(~self.valid, -math.inf)
-        chosen = self.index.gather(1, keys.argmax(1, keepdim=True)).squeeze(1)
-        lengths = self.lengths[chosen]
-        # output position i of a chosen segmentation reads flat[start + i - its output offset]
-        shift = self.starts[chosen] - (torch.cumsum(lengths, 0) - lengths)
-        index = torch.arange(int(lengths.sum())) + torch.repeat_interleave(shift, lengths)
-        return _unflatten(self.flat[index], lengths)
+    def _next_shard(self, schema: pa.Schema) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        name = f"train-{len(self.shards):05d}.arrow"
+        self.shards.append(name)
+        self.stream = pa.ipc.new_stream(str(self.folder / name), schema)
+        self.rows_in_shard = 0
+
+    def close(self, corpora: int) -> list[dict]:
+        """The rows of each of the ``corpora``: ``first_row`` and ``rows``."""
+        if self.stream is not None:
+            self.stream.close()
+        return [self.corpora.get(n, {"first_row": self.rows, "rows": 0}) for n in range(corpora)]

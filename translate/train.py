@@ -16,10 +16,11 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
 import sacrebleu
 import torch
 from tqdm import tqdm
@@ -39,8 +40,8 @@ from .modeldir import (
     read_config,
     write_config,
 )
-from .prepare import Prepared, Segmentations, prepare
-from .runtime import autocast, check_dtype, pick_device, set_threads
+from .prepare import Prepared, prepare
+from .runtime import autocast, pick_device, resolve_dtype, set_threads
 from .search import search_batches
 from .vocab import PAD
 
@@ -69,6 +70,7 @@ class TrainState:
     finished: bool = False
     skipped: int = 0  # steps whose loss or gradient was not finite
     lr_scale: float = 1.0  # the plateau decay so far
+    pairs_seen: list[int] = field(default_factory=list)  # training pairs, per corpus
 
 
 @dataclass
@@ -78,13 +80,13 @@ class Run:
     cfg: Config
     out: Path
     device: torch.device
+    dtype: str  # fp32, bf16 or fp16: train.dtype with "auto" decided
     data: Prepared
     model: Seq2Seq
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     state: TrainState
     total_steps: int  # the step limit: max_steps, or all epochs' batches
-    sampler: tuple[Segmentations, Segmentations] | None  # subword sampling, per side
     started: float = 0.0  # time.time() at which this run's clock reads 0
     bad_in_row: int = 0  # consecutive non-finite steps (not saved: a restart clears it)
 
@@ -139,9 +141,11 @@ def train(cfg: Config, log=print) -> Path:
             validate_and_keep_best(run, metrics, bar.write)
             save_checkpoint(run)
     bar.close()
+    seen = ", ".join(f"{n} of {path}" for path, n in pairs_seen(run).items())
     log(
         f"finished after {state.step} steps in {run.elapsed():.0f}s "
-        f"({state.skipped} non-finite steps skipped); best model in {run.out / WEIGHTS}"
+        f"({state.skipped} non-finite steps skipped; pairs seen: {seen}); "
+        f"best model in {run.out / WEIGHTS}"
     )
     return run.out
 
@@ -155,28 +159,24 @@ def setup(cfg: Config, log) -> Run:
     set_threads(t.threads)
     torch.manual_seed(t.seed)
     device = pick_device()
-    check_dtype(t.dtype, device)
+    dtype = resolve_dtype(t.dtype, device, log)
     data = prepare(cfg, log)
     model = build_model(cfg.model, len(data.src_vocab), len(data.tgt_vocab)).to(device)
     optimizer = adam(model.parameters(), t.lr)
     # fp16 gradients underflow without loss scaling; for fp32/bf16 the scaler does nothing
-    scaler = torch.amp.GradScaler(device.type, enabled=t.dtype == "fp16")
-    per_epoch = len(bucket_batches(data.train_src, data.train_tgt, t.batch_tokens))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == "fp16")
+    weights = [corpus.weight for corpus in cfg.data.train]
+    per_epoch = len(data.train.epoch(1, t.seed, weights, t.batch_tokens))
     total_steps = min(t.max_steps or per_epoch * t.max_epochs, per_epoch * t.max_epochs)
-    sampler = None
-    if cfg.data.sampling_alpha:
-        sampler = (
-            Segmentations(data.src_vocab, data.train_src_text),
-            Segmentations(data.tgt_vocab, data.train_tgt_text),
-        )
     n_params = sum(p.numel() for p in model.parameters())
     log(
         f"model: {cfg.model.cell} seq2seq, attention {cfg.model.attention}, "
-        f"{n_params / 1e6:.1f}M parameters, {len(data.train_src)} training pairs, "
-        f"device {device}, dtype {t.dtype}"
+        f"{n_params / 1e6:.1f}M parameters, {len(data.train)} training pairs, "
+        f"device {device}, dtype {dtype}" + (" (auto)" if t.dtype == "auto" else "")
     )
+    state = TrainState(pairs_seen=[0] * len(weights))
     out = Path(cfg.out_dir)
-    return Run(cfg, out, device, data, model, optimizer, scaler, TrainState(), total_steps, sampler)
+    return Run(cfg, out, device, dtype, data, model, optimizer, scaler, state, total_steps)
 
 
 def resume(run: Run, log) -> None:
@@ -195,6 +195,8 @@ def resume(run: Run, log) -> None:
         run.scaler.load_state_dict(saved["scaler"])
     torch.set_rng_state(saved["rng"])
     run.state = TrainState(**saved["loop"])
+    if len(run.state.pairs_seen) != len(run.cfg.data.train):  # saved before counts were kept
+        run.state.pairs_seen = [0] * len(run.cfg.data.train)
     log(f"resuming from {path} at step {run.state.step}")
 
 
@@ -228,21 +230,29 @@ def adam(params, lr: float) -> torch.optim.Adam:
 
 
 def epoch_batches(run: Run) -> Iterator[Batch]:
-    """The batches still to train on, epoch after epoch, from the state's epoch and position.
+    """The batches still to train on, epoch after epoch, from the state's epoch and position;
+    counts the pairs of each corpus it hands out.
 
-    Each epoch has its own seeded order (and, with subword sampling, its own segmentation),
-    so a resumed run sees the batches the uninterrupted one would have seen.
+    Each epoch has its own seeded order (and, with subword sampling, each batch its seeded
+    segmentation), so a resumed run sees the batches the uninterrupted one would have seen.
     """
-    t, data, state = run.cfg.train, run.data, run.state
+    t, d, data, state = run.cfg.train, run.cfg.data, run.data, run.state
+    weights = [corpus.weight for corpus in d.train]
     while not state.finished and state.epoch <= t.max_epochs:
-        seed = t.seed * 1000 + state.epoch
-        src, tgt = data.train_src, data.train_tgt
-        if run.sampler:
-            draw = torch.Generator().manual_seed(seed)
-            src = run.sampler[0].draw(run.cfg.data.sampling_alpha, draw)
-            tgt = run.sampler[1].draw(run.cfg.data.sampling_alpha, draw)
-        for chunk in bucket_batches(src, tgt, t.batch_tokens, seed=seed)[state.position :]:
-            yield pair_batch([src[i] for i in chunk], [tgt[i] for i in chunk])
+        batches = data.train.epoch(state.epoch, t.seed, weights, t.batch_tokens)
+        for number in range(state.position, len(batches)):
+            rows = batches[number]
+            if d.sampling_alpha:
+                seed = np.random.SeedSequence([t.seed, state.epoch, number]).generate_state(1)
+                draw = torch.Generator().manual_seed(int(seed[0]))
+                src_text, tgt_text = data.train.texts(rows)
+                src = data.src_vocab.sample(src_text, d.sampling_alpha, draw)
+                tgt = data.tgt_vocab.sample(tgt_text, d.sampling_alpha, draw)
+            else:
+                src, tgt = data.train.ids(rows)
+            counts = np.bincount(data.train.corpus_of(rows), minlength=len(weights))
+            state.pairs_seen = [seen + int(n) for seen, n in zip(state.pairs_seen, counts)]
+            yield pair_batch(src, tgt)
         state.epoch += 1
         state.position = 0
 
@@ -254,7 +264,7 @@ def train_step(run: Run, batch: Batch) -> tuple[float, float]:
     rate = t.lr * state.lr_scale * schedule(t, state.step + 1, run.total_steps, run.elapsed())
     for group in optimizer.param_groups:
         group["lr"] = rate
-    loss = batch_loss(run.model, batch, run.device, t.dtype, t.label_smoothing)
+    loss = batch_loss(run.model, batch, run.device, run.dtype, t.label_smoothing)
     scaler.scale(loss / batch.n_tgt_tokens).backward()
     scaler.unscale_(optimizer)
     norm = float(torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.clip_norm))
@@ -317,24 +327,23 @@ def last_step(step: int, total_steps: int, max_minutes: float, elapsed: float, p
 
 
 @torch.no_grad()
-def validate(model: Seq2Seq, data: Prepared, cfg: Config, device: torch.device) -> dict:
+def validate(model: Seq2Seq, data: Prepared, cfg: Config, device: torch.device, dtype: str) -> dict:
     """Dev loss, perplexity and greedy BLEU on the first ``valid_bleu_sentences`` dev pairs."""
     model.eval()
     src_ids, tgt_ids = data.dev_src_ids, data.dev_tgt_ids
     pairs = [i for i in range(len(src_ids)) if src_ids[i] and tgt_ids[i]]
     total, tokens = 0.0, 0
-    for chunk in bucket_batches(
-        [src_ids[i] for i in pairs], [tgt_ids[i] for i in pairs], cfg.train.batch_tokens
-    ):
+    lengths = [len(src_ids[i]) for i in pairs], [len(tgt_ids[i]) for i in pairs]
+    for chunk in bucket_batches(*lengths, cfg.train.batch_tokens):
         batch = pair_batch([src_ids[pairs[i]] for i in chunk], [tgt_ids[pairs[i]] for i in chunk])
-        total += float(batch_loss(model, batch, device, cfg.train.dtype, 0.0))
+        total += float(batch_loss(model, batch, device, dtype, 0.0))
         tokens += batch.n_tgt_tokens
     loss = total / max(tokens, 1)
     result = {"dev_loss": round(loss, 4), "dev_ppl": round(math.exp(min(loss, 50)), 2)}
     n = min(cfg.train.valid_bleu_sentences, len(pairs))
     if n:
         chosen = pairs[:n]
-        with autocast(device, cfg.train.dtype):
+        with autocast(device, dtype):
             hyps = search_batches(model, [src_ids[i] for i in chosen], cfg.decode, device, beam=1)
         texts = [data.tgt_vocab.decode(h[0].tokens) for h in hyps]
         refs = [data.dev_tgt[i] for i in chosen]
@@ -350,7 +359,7 @@ def validate_and_keep_best(run: Run, metrics: TextIO, write) -> None:
     if not run.data.dev_src:  # nothing to compare: the latest weights are the best
         atomic_save(run.model.state_dict(), run.out / WEIGHTS)
         return
-    result = validate(run.model, run.data, run.cfg, run.device)
+    result = validate(run.model, run.data, run.cfg, run.device, run.dtype)
     if t.keep_checkpoints:
         keep_recent(run.model, run.out / RECENT, state.step, t.keep_checkpoints)
     if "dev_bleu" in result:
@@ -430,6 +439,7 @@ def catch_signals():
 def log_window(run: Run, window: Window, metrics: TextIO, bar: tqdm) -> None:
     """Write the window's averages to metrics.jsonl and beside the progress bar."""
     entry = window.flush(run.state, run.optimizer, run.elapsed())
+    entry["pairs_seen"] = pairs_seen(run)
     record(metrics, entry)
     bar.set_postfix(
         loss=entry["train_loss"],
@@ -437,6 +447,11 @@ def log_window(run: Run, window: Window, metrics: TextIO, bar: tqdm) -> None:
         lr=f"{entry['lr']:.2g}",
         clip=entry["clipped"],
     )
+
+
+def pairs_seen(run: Run) -> dict[str, int]:
+    """How many training pairs of each corpus the run has taken so far."""
+    return {corpus.path: n for corpus, n in zip(run.cfg.data.train, run.state.pairs_seen)}
 
 
 def record(metrics: TextIO, entry: dict) -> None:

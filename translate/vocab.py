@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import sentencepiece as spm
+import torch
 
 from .config import UserError
 
@@ -22,6 +23,7 @@ class Vocab:
     def __init__(self, model_proto: bytes):
         self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
         self.model_proto = model_proto
+        self._scores: torch.Tensor | None = None  # piece log-probabilities, for sampling
 
     @classmethod
     def load(cls, path: str | Path) -> Vocab:
@@ -47,6 +49,27 @@ class Vocab:
     def piece_scores(self) -> list[float]:
         """Each piece's log-probability under the unigram model."""
         return [self.processor.get_score(i) for i in range(len(self))]
+
+    def sample(
+        self, lines: list[str], alpha: float, generator: torch.Generator, n: int = 16
+    ) -> list[list[int]]:
+        """One segmentation of each line, drawn from its ``n`` best with probability
+        ~ P(segmentation) ** alpha (subword regularisation, Kudo 2018; unigram models).
+
+        SentencePiece's own sampler cannot be re-seeded across processes, so a resumed run
+        could not redraw what it drew before; here the n-best lists are deterministic and the
+        draw (Gumbel-max) uses the seeded ``generator``."""
+        if self._scores is None:
+            self._scores = torch.tensor(self.piece_scores())
+        nbest = [candidates or [[]] for candidates in self.nbest(lines, n)]  # "": no pieces
+        flat = [ids for candidates in nbest for ids in candidates]
+        lengths = torch.tensor([len(ids) for ids in flat])
+        owner = torch.repeat_interleave(torch.arange(len(flat)), lengths)
+        pieces = torch.tensor([i for ids in flat for i in ids], dtype=torch.long)
+        scores = torch.zeros(len(flat)).index_add_(0, owner, self._scores[pieces])
+        gumbel = -torch.log(-torch.log(torch.rand(len(flat), generator=generator)))
+        keys = (alpha * scores + gumbel).split([len(candidates) for candidates in nbest])
+        return [candidates[int(k.argmax())] for candidates, k in zip(nbest, keys)]
 
     def decode(self, ids: list[int]) -> str:
         """Detokenized text of ids; special ids are ignored."""

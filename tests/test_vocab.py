@@ -1,0 +1,22 @@
+"""SentencePiece vocabularies: subword sampling from the n-best segmentations."""
+
+import torch
+
+from translate.data import read_lines
+
+
+def test_subword_sampling_is_seeded_and_keeps_the_text(trained_dir, word_corpus):
+    from translate.vocab import Vocab
+
+    vocab = Vocab.load(trained_dir / "spm.model")
+    lines = read_lines(word_corpus / "train.de")[:300] + [""]
+
+    def draw(alpha, seed):
+        return vocab.sample(lines, alpha, torch.Generator().manual_seed(seed))
+
+    fixed = vocab.encode(lines)
+    assert draw(0.5, 3) == draw(0.5, 3)  # same seed, same segmentation
+    assert draw(0.5, 3) != draw(0.5, 4)
+    assert draw(0.1, 3) != fixed  # sampling changes some segmentations...
+    assert [vocab.processor.decode(ids) for ids in draw(0.1, 3)] == lines  # ...never the text
+    assert draw(1000.0, 3) == fixed  # a large alpha always picks the best segmentation
