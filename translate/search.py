@@ -157,6 +157,58 @@ def beam_search(
     return _best_first(retired, batch, beam, n_best)
 
 
+@dataclass
+class Sampling:
+    """Settings of sampled decoding (e.g. for back-translation): each token drawn from the
+    model's distribution sharpened or flattened by ``temperature``, from the ``top_k`` most
+    probable (0: all), with a generator seeded by ``seed``."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    seed: int = 1
+
+
+@torch.no_grad()
+def sample_search(
+    model,
+    src_tokens: torch.Tensor,
+    src_lengths: torch.Tensor,
+    max_len: torch.Tensor,
+    sampling: Sampling,
+    n: int = 1,
+    generator: torch.Generator | None = None,
+) -> list[list[Hypothesis]]:
+    """``n`` translations of each sentence drawn token by token; their scores are the model's
+    log-probabilities (at temperature 1), best first."""
+    batch, device = src_tokens.size(0), src_tokens.device
+    memory = model.encode(src_tokens, src_lengths)
+    tile = torch.arange(batch, device=device).repeat_interleave(n)
+    state = model.init_state(memory).index_select(0, tile)
+    row_max_len = max_len.to(device).index_select(0, tile)
+    prev = torch.full((batch * n,), BOS, dtype=torch.long, device=device)
+    finished = torch.zeros(batch * n, dtype=torch.bool, device=device)
+    log_prob = torch.zeros(batch * n, device=device)
+    steps = []
+    for t in range(int(max_len.max())):
+        log_probs, state = model.decode_step(prev, state, memory)  # (rows, vocab)
+        mask_step(log_probs, (t + 1 >= row_max_len) & ~finished, finished)
+        weights = (log_probs / sampling.temperature).softmax(dim=-1)
+        if sampling.top_k:
+            kept = weights.topk(min(sampling.top_k, weights.size(1)), dim=-1)
+            weights = torch.zeros_like(weights).scatter_(1, kept.indices, kept.values)
+        prev = torch.multinomial(weights.cpu(), 1, generator=generator).squeeze(1).to(device)
+        log_prob += log_probs.gather(1, prev.unsqueeze(1)).squeeze(1)
+        steps.append(prev)
+        finished |= prev == EOS
+        if finished.all():
+            break
+    tokens = torch.stack(steps, dim=1).tolist()
+    hyps = [Hypothesis(_strip(row), lp, lp) for row, lp in zip(tokens, log_prob.tolist())]
+    return [
+        sorted(hyps[i * n : (i + 1) * n], key=lambda h: h.score, reverse=True) for i in range(batch)
+    ]
+
+
 def _retire(beams: Beams, sentence_ids: torch.Tensor, memory: dict, beam: int, retired: list):
     """Move the sentences whose beams have all ended out of the batch, into ``retired``."""
     complete = beams.finished.view(-1, beam).all(dim=1)  # (sentences,)
@@ -209,19 +261,26 @@ def search_batches(
     device: torch.device,
     beam: int | None = None,
     n_best: int = 1,
+    sampling: Sampling | None = None,
 ) -> list[list[Hypothesis]]:
     """The ``n_best`` hypotheses of each source (id lists), in input order: sources are sorted
-    by length into batches of ``decode.batch_size``; beam 1 with one hypothesis is greedy."""
+    by length into batches of ``decode.batch_size``; beam 1 with one hypothesis is greedy, and
+    with ``sampling`` the hypotheses are drawn (one generator, seeded once, for all batches)."""
     beam = beam or decode.beam
     order = sorted(range(len(src_ids)), key=lambda i: len(src_ids[i]), reverse=True)
     results: list = [None] * len(src_ids)
     model.eval()
+    generator = torch.Generator().manual_seed(sampling.seed) if sampling else None
     for start in range(0, len(order), decode.batch_size):
         chunk = order[start : start + decode.batch_size]
         batch = source_batch([src_ids[i] for i in chunk])
         src_tokens, src_lengths = batch.src_tokens.to(device), batch.src_lengths.to(device)
         max_len = max_lengths(batch.src_lengths, decode.max_len_a, decode.max_len_b).to(device)
-        if beam == 1 and n_best == 1:
+        if sampling is not None:
+            hyps = sample_search(
+                model, src_tokens, src_lengths, max_len, sampling, n_best, generator
+            )
+        elif beam == 1 and n_best == 1:
             hyps = [[h] for h in greedy_search(model, src_tokens, src_lengths, max_len)]
         else:
             hyps = beam_search(

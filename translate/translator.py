@@ -17,17 +17,24 @@ from .config import Config, DecodeConfig, UserError
 from .data import pair_batch, utf8_lines
 from .model import Seq2Seq, build_model
 from .modeldir import ModelDirError, read_model_dir
-from .runtime import autocast, check_dtype, pick_device
-from .search import search_batches
+from .runtime import autocast, pick_device, resolve_dtype
+from .search import Sampling, search_batches
 from .vocab import EOS, Vocab
 
 
 @dataclass
 class Candidate:
-    """One translation of a line, with its score (the length-normalised log-probability)."""
+    """One translation of a line: its text, score (the log-probability divided by the length
+    penalty) and log-probability; with attention asked for, its pieces, the attention weights
+    (one row per target piece, EOS included, over the source pieces and EOS) and the alignment
+    (for each target piece, the source piece it attends to most)."""
 
     text: str
     score: float
+    log_prob: float = 0.0
+    pieces: list[str] | None = None
+    attention: list[list[float]] | None = None
+    alignment: list[int] | None = None
 
 
 @dataclass
@@ -36,6 +43,7 @@ class Translation:
 
     candidates: list[Candidate]
     truncated: bool = False  # the source was cut to the model's length limit first
+    source_pieces: list[str] | None = None  # with attention: the pieces it was read as
 
     @property
     def text(self) -> str:
@@ -95,7 +103,7 @@ class Translator:
                 f"the weights in {path} do not match its config and vocabularies: {err}"
             ) from None
         dev = pick_device(device)
-        check_dtype(dtype, dev)
+        dtype = resolve_dtype(dtype, dev, log=lambda message: print(message, file=sys.stderr))
         model = model.to(dev).eval()
         if quantize == "int8":
             if dev.type != "cpu":
@@ -115,45 +123,65 @@ class Translator:
         beam: int | None = None,
         length_penalty: float | None = None,
         n_best: int = 1,
+        return_attention: bool = False,
+        sampling: Sampling | None = None,
     ) -> list[Translation]:
         """The ``n_best`` best candidates of each line (blank lines: blank candidates of score
-        0), decoded in length-sorted batches."""
+        0), decoded in length-sorted batches; with ``sampling``, ``n_best`` drawn ones."""
         decode = self.decode_config(beam, length_penalty)
-        if not 1 <= n_best <= decode.beam:
+        if sampling is None and not 1 <= n_best <= decode.beam:
             raise UserError(
                 f"n-best must be between 1 and the beam size ({decode.beam}), got {n_best}"
             )
+        if sampling is not None and (n_best < 1 or sampling.temperature <= 0 or sampling.top_k < 0):
+            raise UserError(
+                "sampling needs n-best >= 1, a temperature > 0 and top-k >= 0 (0: all tokens)"
+            )
+        if return_attention and self.model.decoder.attention is None:
+            raise UserError("this model has no attention (model.attention is none)")
         keep = [i for i, line in enumerate(lines) if line.strip()]
         src_ids = self.src_vocab.encode([lines[i] for i in keep])
         truncated = [len(ids) > self.max_source_len for ids in src_ids]
         src_ids = [ids[: self.max_source_len] for ids in src_ids]
         with autocast(self.device, self.dtype):
-            hyps = search_batches(self.model, src_ids, decode, self.device, n_best=n_best)
+            hyps = search_batches(
+                self.model, src_ids, decode, self.device, n_best=n_best, sampling=sampling
+            )
         out = [Translation([Candidate("", 0.0)] * n_best) for _ in lines]
-        for index, nbest, cut in zip(keep, hyps, truncated):
-            candidates = [Candidate(self.tgt_vocab.decode(h.tokens), h.score) for h in nbest]
+        for index, ids, nbest, cut in zip(keep, src_ids, hyps, truncated):
+            candidates = [
+                Candidate(self.tgt_vocab.decode(h.tokens), h.score, h.log_prob) for h in nbest
+            ]
             out[index] = Translation(candidates, cut)
+            if return_attention:
+                self._attach_attention(out[index], ids, [h.tokens for h in nbest])
         return out
 
     @torch.no_grad()
-    def attention(self, sentence: str, beam: int | None = None):
-        """Source pieces, translated pieces (EOS included) and the attention weights
-        (tgt_len, src_len) the model used to produce its translation of ``sentence``."""
-        if self.model.decoder.attention is None:
-            raise UserError("this model has no attention (model.attention is none)")
-        src_ids = self.src_vocab.encode([sentence])[0]
-        decode = self.decode_config(beam or 1, None)
-        hyp = search_batches(self.model, [src_ids], decode, self.device)[0][0]
-        batch = pair_batch([src_ids], [hyp.tokens])
+    def _attach_attention(self, translation: Translation, src_ids: list[int], tokens: list) -> None:
+        """Pieces, attention weights and alignments of each candidate, from one teacher-forced
+        pass over all of them."""
+        batch = pair_batch([src_ids] * len(tokens), tokens)
         memory = self.model.encode(
             batch.src_tokens.to(self.device), batch.src_lengths.to(self.device)
         )
-        _, weights = self.model.decoder(
-            batch.tgt_in.to(self.device), self.model.init_state(memory), memory
-        )
-        src = [self.src_vocab.piece(i) for i in [*src_ids, EOS]]
-        tgt = [self.tgt_vocab.piece(i) for i in [*hyp.tokens, EOS]]
-        return src, tgt, weights[0].float().cpu()
+        with autocast(self.device, self.dtype):
+            _, weights = self.model.decoder(
+                batch.tgt_in.to(self.device), self.model.init_state(memory), memory
+            )
+        translation.source_pieces = [self.src_vocab.piece(i) for i in [*src_ids, EOS]]
+        for candidate, ids, rows in zip(translation.candidates, tokens, weights.float().cpu()):
+            rows = rows[: len(ids) + 1, : len(src_ids) + 1]  # (tgt pieces + EOS, src + EOS)
+            candidate.pieces = [self.tgt_vocab.piece(i) for i in [*ids, EOS]]
+            candidate.attention = rows.tolist()
+            candidate.alignment = rows.argmax(dim=1).tolist()
+
+    def attention(self, sentence: str, beam: int | None = None):
+        """Source pieces, translated pieces (EOS included) and the attention weights
+        (tgt_len, src_len) the model used to produce its translation of ``sentence``."""
+        translation = self.translate_batch([sentence], beam or 1, return_attention=True)[0]
+        best = translation.candidates[0]
+        return translation.source_pieces, best.pieces, torch.tensor(best.attention)
 
     def translate_stream(
         self,
