@@ -1,20 +1,23 @@
-"""OpenNMT-py and JoeyNMT, the RNN toolkits users pick instead of ours, trained and decoded
-side by side on Multi30k De->En with the same subword data and model sizes.
+"""OpenNMT-py, JoeyNMT and fairseq, the RNN toolkits users pick instead of ours, trained and
+decoded side by side on Multi30k De->En with the same subword data and model sizes.
 
-    python bench/peers.py --data-dir DIR [--minutes 2] [--threads 2] [--smoke]
+    python bench/peers.py --data-dir DIR [--minutes 2] [--threads 2] [--smoke] [--peers ...]
 
 Each toolkit is installed by this script into its own virtual environment under a cache
 folder (default ``bench/.cache/``, about 1.3 GB each; delete it to reinstall), with the CPU
-torch this project uses. Both read the same pre-tokenized files: one joint 8k SentencePiece
+torch this project uses. All read the same pre-tokenized files: one joint 8k SentencePiece
 model is trained here, and their output is detokenized here before sacreBLEU scores it.
 
 Model: embeddings 256, a one-layer bidirectional encoder of 2 x 256 (its concatenated states
-are 512 wide: OpenNMT-py's decoder starts from them, so it must be 512), a one-layer
-decoder of 512 with MLP/Bahdanau attention and input feeding, untied embeddings. OpenNMT-py
-uses LSTMs, JoeyNMT GRUs. Training follows recipes/multi30k: Adam 0.002 held constant,
-dropout 0.3, label smoothing 0.1, clipping at norm 1, loss normalised by target tokens,
-batches of 4000 tokens (as each toolkit counts them: the longer side, padding included) and
-pairs of up to 80 subwords. Decoding: beam 5, 64 sentences a batch, GNMT length penalty 1.0.
+are 512 wide: OpenNMT-py's and fairseq's decoders start from them, so it must be 512), a
+one-layer decoder of 512 with attention and input feeding, untied embeddings. OpenNMT-py
+uses LSTMs and MLP/Bahdanau attention, JoeyNMT GRUs and Bahdanau attention, fairseq LSTMs
+and its own bilinear (Luong "general") attention, or none (``fairseq_noattn``, the peer of
+our context-vector model; see :func:`fairseq_args`). Training follows recipes/multi30k: Adam
+0.002 held constant, dropout 0.3, label smoothing 0.1, clipping at norm 1, loss normalised
+by target tokens, batches of 4000 tokens (as each toolkit counts them: the longer side,
+padding included) and pairs of up to 80 subwords. Decoding: beam 5, 64 sentences a batch,
+length penalty 1.0 (GNMT's for OpenNMT-py and JoeyNMT; fairseq divides by the length).
 
 Speeds are the toolkits' own figures: training target tokens/s from the rates they log per
 window of steps (the first window dropped), decoding time as they report it (model loading
@@ -29,6 +32,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,6 +42,7 @@ import zipfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import sacrebleu
@@ -45,9 +50,15 @@ import sentencepiece as spm
 import yaml
 
 DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache"
-TORCH = "torch==2.13.0"  # the CPU build this machine serves; both peers run on it
+TORCH = "torch==2.13.0"  # the CPU build this machine serves; every peer runs on it
 OPENNMT_PACKAGES = [TORCH, "OpenNMT-py==3.0.4"]  # 3.5 needs torch<2.3
 JOEYNMT_PACKAGES = [TORCH, "joeynmt==2.3.0", "importlib_metadata"]  # imported, not declared
+# fairseq 0.12.2 fails to import on Python 3.11; this fork of it runs unchanged on torch 2.13
+FAIRSEQ_PACKAGES = [TORCH, "fairseq-fixed==0.12.3.1"]
+# it is an sdist whose build requires an unpinned torch, which pip's isolated build takes as
+# the newest, a CUDA one (2.14.1 here, with 2 GB of NVIDIA libraries), and compiles fairseq's
+# torch extensions against it: they are built in the venv instead, against these, first
+FAIRSEQ_BUILD = [TORCH, "numpy", "cython", "setuptools", "wheel"]
 
 VOCAB_SIZE = 8000
 EMB_DIM = 256
@@ -62,6 +73,7 @@ CLIP_NORM = 1.0
 DECODE_BATCH = 64
 LENGTH_PENALTY = 1.0
 OPENNMT_SAVE_EVERY = 20  # steps between checkpoints against the clock (each ~0.2 s, ~1%)
+FAIRSEQ_SAVE_EVERY = 20  # the same for fairseq (each ~0.3 s: 152 MB, Adam state included)
 SEED = 1234
 
 
@@ -72,16 +84,22 @@ class PeerError(RuntimeError):
 # --- installation ---------------------------------------------------------------------------
 
 
-def setup_venv(folder: Path, packages: list[str]) -> Path:
+def setup_venv(folder: Path, packages: list[str], build: list[str] | None = None) -> Path:
     """Create ``folder`` as a virtual environment holding ``packages`` and return its python.
-    A file listing the packages marks a finished install, so a second call returns at once."""
+    With ``build``, those are installed first and ``packages`` built against them, without
+    pip's isolated build environments. A file listing the packages marks a finished install,
+    so a second call returns at once."""
     python = folder / "bin" / "python"
     marker = folder / "installed.txt"
-    wanted = "\n".join(packages) + "\n"
+    wanted = "\n".join([*(build or []), *packages]) + "\n"
     if marker.is_file() and marker.read_text() == wanted:
         return python
     subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
+    pip = [str(python), "-m", "pip", "install", "-q"]
+    if build:
+        subprocess.run([*pip, *build], check=True)
+        pip.append("--no-build-isolation")
+    subprocess.run([*pip, *packages], check=True)
     marker.write_text(wanted)
     return python
 
@@ -96,12 +114,18 @@ def setup_joeynmt(cache: Path = DEFAULT_CACHE) -> Path:
     return setup_venv(Path(cache) / "joeynmt", JOEYNMT_PACKAGES)
 
 
+def setup_fairseq(cache: Path = DEFAULT_CACHE) -> Path:
+    """Install fairseq (the fairseq-fixed 0.12.3.1 fork) with the CPU torch into
+    ``cache/fairseq``, compiling its C extensions (7 minutes on two cores); its python."""
+    return setup_venv(Path(cache) / "fairseq", FAIRSEQ_PACKAGES, build=FAIRSEQ_BUILD)
+
+
 # --- shared subword data --------------------------------------------------------------------
 
 
 @dataclass
 class PeerData:
-    """Pre-tokenized files (space-separated SentencePiece pieces) that both peers read."""
+    """Pre-tokenized files (space-separated SentencePiece pieces) that all peers read."""
 
     folder: Path
 
@@ -184,7 +208,7 @@ def prepare_data(
         piece
         for i, piece in enumerate(pieces)
         if not (processor.is_control(i) or processor.is_unknown(i))
-        # both toolkits split vocabulary files on whitespace and line breaks
+        # the toolkits split vocabulary files on whitespace and line breaks
         and piece.split() == [piece] == piece.splitlines()
     ]
     data.vocab.write_text("".join(f"{piece}\n" for piece in normal), encoding="utf-8")
@@ -236,9 +260,9 @@ class ChildRun:
 
 
 def child_env(threads: int) -> dict[str, str]:
-    """Environment of a peer process. Neither toolkit has a torch thread option, so torch
+    """Environment of a peer process. None of the toolkits has a torch thread option, so torch
     takes its intra-op thread count from OMP_NUM_THREADS. torch >= 2.6 loads checkpoints
-    with ``weights_only=True``, which both toolkits' pickles fail; the variable restores the
+    with ``weights_only=True``, which the toolkits' pickles fail; the variable restores the
     old behaviour for their process only."""
     return {
         **os.environ,
@@ -668,11 +692,267 @@ def translate_joeynmt(
     return decoded(out, ref_file or reference_of(src_file), sentences / seconds, run)
 
 
-# --- both, side by side ---------------------------------------------------------------------
+# --- fairseq --------------------------------------------------------------------------------
+
+FAIRSEQ_RATE = r'\| train_inner \| \{.*?"wps": "([\d.]+)"'  # target tokens/s of a window
+FAIRSEQ_LOOP_START = "Start iterating over samples"
+FAIRSEQ_STAMPED = re.compile(
+    r"^(\S+ \S+) \| INFO \| \S+ \| (Start iterating over samples"
+    r"|Saved checkpoint (\S+) \(epoch \d+ @ (\d+) updates)",
+    re.M,
+)
+FAIRSEQ_DECODED = r"Translated [\d,]+ sentences \([\d,]+ tokens\) in \S+ \(([\d.]+) sentences/s"
+FAIRSEQ_LANGS = ["--source-lang", "de", "--target-lang", "en"]
+
+
+def fairseq_flops_per_target_token(
+    vocab: int, src_per_tgt: float = 1.0, src_len: float = 18.0, attention: bool = True
+) -> float:
+    """Forward+backward FLOPs per target token of fairseq's LSTM at the peers' sizes: 3x the
+    forward matrix products, as bench.py counts ours, with ``src_per_tgt`` source tokens per
+    target token and ``src_len`` source tokens each target token attends to."""
+    encoder = 2 * 2 * 4 * ENC_DIR_DIM * (EMB_DIM + ENC_DIR_DIM)  # two directions
+    decoder = 2 * 4 * HIDDEN_DIM * (EMB_DIM + HIDDEN_DIM + HIDDEN_DIM)  # input feeding
+    # query projection, scores, weighted sum, tanh layer over [context; state]
+    attend = 2 * HIDDEN_DIM * (HIDDEN_DIM + 2 * src_len + 2 * HIDDEN_DIM) if attention else 0
+    output = 2 * HIDDEN_DIM * vocab
+    return 3.0 * (src_per_tgt * encoder + decoder + attend + output)
+
+
+def write_fairseq_dictionary(vocab: Path, path: Path) -> Path:
+    """``vocab`` in fairseq's dictionary format, "piece count" a line. A given dictionary is
+    used as it is (its counts unread, so all 1), after fairseq's four specials."""
+    pieces = vocab.read_text(encoding="utf-8").splitlines()
+    path.write_text("".join(f"{piece} 1\n" for piece in pieces), encoding="utf-8")
+    return path
+
+
+def binarize_fairseq(
+    python: Path, prefixes: dict[str, Path], dictionary: Path, folder: Path, threads: int
+) -> None:
+    """fairseq-preprocess the pieces files ``{prefix}.de`` (and ``{prefix}.en`` where they
+    exist) into ``folder`` as the splits named by ``prefixes``' keys, with one joint
+    dictionary; its log is ``folder/preprocess.log``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [str(python), "-m", "fairseq_cli.preprocess", *FAIRSEQ_LANGS]
+    for split, prefix in prefixes.items():
+        cmd += [f"--{split}pref", str(prefix)]
+    if not all(Path(f"{prefix}.en").is_file() for prefix in prefixes.values()):
+        cmd.append("--only-source")
+    cmd += ["--srcdict", str(dictionary), "--tgtdict", str(dictionary)]
+    cmd += ["--destdir", str(folder), "--workers", str(threads)]
+    check(run_child(cmd, folder / "preprocess.log", threads), "fairseq-preprocess")
+    for lang in ("de", "en"):  # generation reads both, --only-source writes one
+        (folder / f"dict.{lang}.txt").write_text(dictionary.read_text(encoding="utf-8"))
+
+
+def fairseq_data(python: Path, data: PeerData, threads: int) -> Path:
+    """The shared training and validation pieces binarised for fairseq, once per
+    preparation of ``data``, in ``data.folder/fairseq``; that folder."""
+    folder = data.folder / "fairseq"
+    marker = folder / "prepared.json"
+    recipe = (data.folder / "prepared.json").read_text()
+    if marker.is_file() and marker.read_text() == recipe:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    dictionary = write_fairseq_dictionary(data.vocab, folder / "dict.txt")
+    binarize_fairseq(python, {"train": data.train, "valid": data.val}, dictionary, folder, threads)
+    marker.write_text(recipe)
+    return folder
+
+
+def fairseq_args(
+    data_bin: Path,
+    save_dir: Path,
+    steps: int | None,
+    batch_tokens: int,
+    attention: bool = True,
+    save_every: int = FAIRSEQ_SAVE_EVERY,
+) -> list[str]:
+    """fairseq 0.12 training options: architecture ``lstm`` with a bi-LSTM 2 x 256 and an
+    LSTM 512 that starts from the encoder's final states, no validation; against the clock it
+    checkpoints every ``save_every`` updates and keeps the last two, else once at the end.
+
+    The decoder always feeds its previous output back in (input feeding). With attention it
+    is Luong's "general" score, bilinear and bias-free (OpenNMT-py and JoeyNMT use Bahdanau's
+    MLP), and a tanh layer over [context; state]; without, the output is the LSTM state and
+    the source reaches the decoder only through its initial state (our context-vector model
+    also reads a context at every step). Forward+backward per target token (see
+    :func:`fairseq_flops_per_target_token`: 8001 types, 1.035 source tokens and 17.7 attended
+    ones per target token on Multi30k): 51.6 MFLOP, 46.8 without attention; bench.py counts
+    35.2 for ours. Lengths include the end-of-sentence token, hence ``MAX_LEN + 1``; batches
+    are not rounded to multiples of 8 sentences (fairseq's default, for GPUs)."""
+    options = {
+        "--task": "translation",
+        "--arch": "lstm",
+        "--encoder-embed-dim": EMB_DIM,
+        "--encoder-hidden-size": ENC_DIR_DIM,
+        "--encoder-layers": 1,
+        "--decoder-embed-dim": EMB_DIM,
+        "--decoder-hidden-size": HIDDEN_DIM,
+        "--decoder-layers": 1,
+        "--decoder-out-embed-dim": HIDDEN_DIM,  # no extra layer before the softmax
+        "--decoder-attention": int(attention),
+        "--dropout": DROPOUT,  # on embeddings, encoder outputs and decoder outputs
+        "--criterion": "label_smoothed_cross_entropy",  # summed, divided by target tokens
+        "--label-smoothing": LABEL_SMOOTHING,
+        "--optimizer": "adam",
+        "--lr": LEARNING_RATE,
+        "--lr-scheduler": "fixed",
+        "--clip-norm": CLIP_NORM,
+        "--max-tokens": batch_tokens,
+        "--required-batch-size-multiple": 1,
+        "--max-source-positions": MAX_LEN + 1,
+        "--max-target-positions": MAX_LEN + 1,
+        "--max-update": steps or 0,  # 0: no limit
+        "--seed": SEED,
+        "--num-workers": 0,
+        "--log-format": "json",
+        "--log-interval": report_every(steps),
+        "--save-dir": save_dir,
+        "--save-interval-updates": steps or save_every,
+        "--keep-interval-updates": 2,
+    }
+    flags = ["--encoder-bidirectional", "--cpu", "--disable-validation"]
+    flags += ["--no-epoch-checkpoints", "--no-last-checkpoints"]  # last: a copy of each one
+    pairs = [item for option, value in options.items() for item in (option, str(value))]
+    return [str(data_bin), *FAIRSEQ_LANGS, *pairs, *flags]
+
+
+def fairseq_checkpoints(log: str) -> list[tuple[Path, int, float]]:
+    """Checkpoints fairseq has finished writing, oldest first (it logs "Saved checkpoint"
+    after the file is in place), with their updates and the seconds of its training loop at
+    the log line (whole seconds: the log's stamps are)."""
+    saved, start = [], None
+    for stamp, what, path, updates in FAIRSEQ_STAMPED.findall(log):
+        seconds = time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S"))
+        if what == FAIRSEQ_LOOP_START:
+            start = seconds if start is None else start
+        elif start is not None:
+            saved.append((Path(path), int(updates), seconds - start))
+    return saved
+
+
+def train_fairseq(
+    workdir: Path,
+    data: PeerData,
+    minutes: float | None = None,
+    steps: int | None = None,
+    threads: int = 2,
+    *,
+    attention: bool = True,
+    batch_tokens: int = BATCH_TOKENS,
+    save_every: int = FAIRSEQ_SAVE_EVERY,
+    cache: Path = DEFAULT_CACHE,
+) -> dict:
+    """Train fairseq's LSTM (see :func:`fairseq_args`) for ``steps`` updates or about
+    ``minutes`` of its training loop, then interrupt it. It saves nothing on SIGINT, so the
+    model is its newest checkpoint (one every ``save_every`` updates) and ``steps`` counts the
+    updates in it. ``tgt_tokens_per_s`` comes from its log (see :func:`window_throughput`);
+    ``wall_s`` is the training process, binarising the data (once, shared) excluded."""
+    check_budget(minutes, steps)
+    python = setup_fairseq(cache)
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_bin = fairseq_data(python, data, threads)
+    save_dir = workdir / "model"
+    save_dir.mkdir(exist_ok=True)
+    shutil.copy(data_bin / "dict.txt", save_dir / "dict.txt")  # for translate_fairseq
+    options = fairseq_args(data_bin, save_dir, steps, batch_tokens, attention, save_every)
+    (workdir / "train.args").write_text("".join(f"{option}\n" for option in options))
+    chosen: list[tuple[Path, int, float]] = []
+    out_of_time = minutes_after(minutes or 0.0, FAIRSEQ_LOOP_START)
+
+    def should_stop(elapsed: float, log: str) -> bool:
+        if not out_of_time(elapsed, log):
+            return False
+        chosen[:] = fairseq_checkpoints(log)
+        return bool(chosen)  # else wait for the first checkpoint
+
+    cmd = [str(python), "-m", "fairseq_cli.train", *options]
+    stop = should_stop if minutes is not None else None
+    run = run_child(cmd, workdir / "train.log", threads, should_stop=stop)
+    check(run, "fairseq training")
+    if not run.interrupted:
+        chosen = fairseq_checkpoints(run.log)
+    if not chosen or not chosen[-1][0].is_file():
+        raise PeerError(f"fairseq left no checkpoint; see {workdir / 'train.log'}")
+    return {
+        "tgt_tokens_per_s": window_throughput(run.log, FAIRSEQ_RATE),
+        "wall_s": run.wall_s,
+        "checkpoints": [(str(path), seconds) for path, _, seconds in chosen if path.is_file()],
+        "model": chosen[-1][0],
+        "steps": chosen[-1][1],
+        "rss_mib": run.rss_mib,
+    }
+
+
+def fairseq_hypotheses(output: str, sentences: int) -> list[str]:
+    """The best hypothesis of each sentence, in input order, from fairseq-generate's output
+    (``H-{index}\\t{score}\\t{pieces}`` lines, in its own length order)."""
+    best = {}
+    for line in output.splitlines():
+        if line.startswith("H-"):
+            index, _, pieces = line[2:].split("\t", 2)
+            best[int(index)] = pieces
+    if sorted(best) != list(range(sentences)):
+        raise PeerError(f"fairseq-generate translated {len(best)} of {sentences} sentences")
+    return [best[i] for i in range(sentences)]
+
+
+def translate_fairseq(
+    model: Path,
+    src_file: Path,
+    beam: int = 5,
+    threads: int = 2,
+    *,
+    ref_file: Path | None = None,
+    cache: Path = DEFAULT_CACHE,
+) -> dict:
+    """Decode a pieces file with a fairseq checkpoint (binarised first, as fairseq-generate
+    reads) and score it against ``ref_file`` (default: :func:`reference_of`). fairseq's
+    ``--lenpen`` divides a hypothesis's log-probability by its length to that power, not by
+    GNMT's ((5 + length) / 6) ** alpha; 1.0 ranks by the mean per token. Speed is the
+    toolkit's own timing of its generation steps (loading and batching excluded)."""
+    python = setup_fairseq(cache)
+    model = Path(model).resolve()
+    src_file = Path(src_file)
+    out = model.parent / f"{src_file.stem}.beam{beam}.hyp"
+    data_bin = model.parent / f"{src_file.stem}.bin"
+    shutil.rmtree(data_bin, ignore_errors=True)
+    data_bin.mkdir()
+    shutil.copy(src_file, data_bin / "input.de")
+    dictionary = model.parent / "dict.txt"
+    binarize_fairseq(python, {"test": data_bin / "input"}, dictionary, data_bin, threads)
+    cmd = [str(python), "-m", "fairseq_cli.generate", str(data_bin), "--task", "translation"]
+    cmd += [*FAIRSEQ_LANGS, "--gen-subset", "test", "--path", str(model), "--beam", str(beam)]
+    cmd += ["--batch-size", str(DECODE_BATCH), "--required-batch-size-multiple", "1"]
+    cmd += ["--lenpen", str(LENGTH_PENALTY), "--cpu", "--num-workers", "0"]
+    # fairseq-fixed drops a last batch that is not a multiple of --required-batch-size-multiple;
+    # the training length limit would make generation fail on a longer test sentence
+    cmd += ["--model-overrides", "{'max_source_positions': 1024, 'max_target_positions': 1024}"]
+    raw = out.with_suffix(".out")
+    run = run_child(cmd, out.with_suffix(".log"), threads, stdout=raw)
+    check(run, "fairseq-generate")
+    sentences = len(src_file.read_text(encoding="utf-8").splitlines())
+    write_lines(out, fairseq_hypotheses(raw.read_text(encoding="utf-8"), sentences))
+    rate = logged_value(run, FAIRSEQ_DECODED)
+    return decoded(out, ref_file or reference_of(src_file), rate, run)
+
+
+# --- all of them, side by side -------------------------------------------------------------
 
 PEERS = {
     "opennmt": (train_opennmt, translate_opennmt),
     "joeynmt": (train_joeynmt, translate_joeynmt),
+    "fairseq": (train_fairseq, translate_fairseq),
+    "fairseq_noattn": (partial(train_fairseq, attention=False), translate_fairseq),
+}
+SETUPS = {
+    "opennmt": setup_opennmt,
+    "joeynmt": setup_joeynmt,
+    "fairseq": setup_fairseq,
+    "fairseq_noattn": setup_fairseq,
 }
 
 
@@ -686,17 +966,26 @@ def measure(
     beam: int = 5,
     test_sentences: int | None = None,
     batch_tokens: int = BATCH_TOKENS,
+    peers: list[str] | None = None,
     cache: Path = DEFAULT_CACHE,
 ) -> dict[str, dict]:
-    """Train and decode both peers; rows ``{peer}_train`` and ``{peer}_beam{beam}`` in the
-    shape bench/bench.py prints, or ``{"error": ...}`` for a step that failed."""
-    setup_opennmt(cache)
-    setup_joeynmt(cache)
+    """Train and decode ``peers`` (default: all of :data:`PEERS`); rows ``{peer}_train`` and
+    ``{peer}_beam{beam}`` in the shape bench/bench.py prints, or ``{"error": ...}`` for a step
+    that failed. All are installed before any trains."""
+    names = list(peers or PEERS)
+    results: dict[str, dict] = {}
+    for name in names:
+        try:
+            SETUPS[name](cache)
+        except (PeerError, subprocess.CalledProcessError, OSError) as err:
+            results[f"{name}_train"] = {"error": f"installing: {err}"}
     workdir = Path(workdir).resolve()
     data = prepare_data(Path(data_dir), workdir, test_sentences, threads)
     budget = {"minutes": None, "steps": steps} if steps else {"minutes": minutes, "steps": None}
-    results: dict[str, dict] = {}
-    for name, (train, translate) in PEERS.items():
+    for name in names:
+        if f"{name}_train" in results:
+            continue
+        train, translate = PEERS[name]
         print(f"peers: training {name} in {workdir / name}", file=sys.stderr, flush=True)
         try:
             trained = train(
@@ -719,17 +1008,19 @@ def measure(
 
 def print_table(results: dict[str, dict]) -> None:
     """One line per peer: training speed and length, decoding speed and BLEU."""
-    print(f"{'system':10s} {'tgt tok/s':>10} {'steps':>6} {'train s':>8} {'sent/s':>7} {'BLEU':>6}")
+    print(f"{'system':14s} {'tgt tok/s':>10} {'steps':>6} {'train s':>8} {'sent/s':>7} {'BLEU':>6}")
     signatures = set()
     for name in PEERS:
+        if f"{name}_train" not in results:
+            continue  # not measured
         train = results.get(f"{name}_train", {})
         decode = next((v for k, v in results.items() if k.startswith(f"{name}_beam")), {})
         for row in (train, decode):
             if "error" in row:
-                print(f"{name:10s} error: {row['error']}")
+                print(f"{name:14s} error: {row['error']}")
         if "error" in train:
             continue
-        line = f"{name:10s} {train['tgt_tokens_per_s']:10.0f} {train['steps']:6d}"
+        line = f"{name:14s} {train['tgt_tokens_per_s']:10.0f} {train['steps']:6d}"
         line += f" {train['wall_s']:8.0f}"
         if "bleu" in decode:
             line += f" {decode['sentences_per_s']:7.1f} {decode['bleu']:6.2f}"
@@ -751,6 +1042,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=2.0, help="training time per peer")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--peers", nargs="+", choices=list(PEERS), help="the peers to measure (default: all)"
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="check the wiring: 20 steps of 1000 tokens, 50 test sentences",
@@ -766,11 +1060,17 @@ def main() -> None:
             steps=20,
             test_sentences=50,
             batch_tokens=1000,
+            peers=args.peers,
             cache=Path(args.cache),
         )
     else:
         results = measure(
-            args.data_dir, workdir, args.minutes, args.threads, cache=Path(args.cache)
+            args.data_dir,
+            workdir,
+            args.minutes,
+            args.threads,
+            peers=args.peers,
+            cache=Path(args.cache),
         )
     print_table(results)
 
