@@ -80,12 +80,16 @@ def test_encoder_equals_a_packed_bidirectional_rnn(cell):
         ("lstm", "general", "before"),
     ],
 )
-def test_fused_decoder_equals_step_by_step(cell, attention, step):
-    """Teacher-forced logits (all steps in one pass where possible) match the search's step
-    function to 1e-5, the float32 rounding of a different summation order."""
+@pytest.mark.parametrize("whole_sequence", [False, True], ids=["written-out", "rnn-kernel"])
+def test_fused_decoder_equals_step_by_step(cell, attention, step, whole_sequence):
+    """Teacher-forced logits (all steps in one pass where possible, with the first layer's
+    recurrence written out as on a CPU or in PyTorch's RNN kernel as on a GPU) match the
+    search's step function to 1e-5, the float32 rounding of a different summation order."""
     model = tiny(cell, dec_layers=2, attention=attention, attention_step=step).eval()
+    model.decoder.rnn.whole_sequence = whole_sequence
     batch = pair_batch(SRC, TGT)
     fused = model(batch.src_tokens, batch.src_lengths, batch.tgt_in).log_softmax(-1)
+    model.decoder.rnn.whole_sequence = None  # search: one step at a time
     memory = model.encode(batch.src_tokens, batch.src_lengths)
     state = model.init_state(memory)
     for t in range(batch.tgt_in.size(1)):

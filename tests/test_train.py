@@ -135,12 +135,13 @@ def test_the_progress_bar_ends_at_whichever_limit_comes_first():
 
 def test_skipped_steps_do_not_lower_the_logged_loss():
     window = train_module.Window()
-    batch = pair_batch([[5, 6]], [[7, 8, 9]])  # 4 target tokens with EOS
-    window.add(8.0, 1.0, False, batch)
-    window.add(float("nan"), float("nan"), False, batch)  # skipped: no loss, no norm
-    window.add(4.0, 3.0, True, batch)
+    tokens = 4, 3  # target tokens (EOS included) and source tokens of each step
+    window.add(8.0, 1.0, False, *tokens)
+    window.add(float("nan"), float("nan"), False, *tokens)  # skipped: no loss, no norm
+    window.add(4.0, 3.0, True, *tokens)
     entry = window.flush(
         train_module.TrainState(step=3), torch.optim.SGD([torch.zeros(1)], 0.1), 1.0
     )
     assert entry["train_loss"] == pytest.approx(12.0 / 8)  # per token of the finite steps
-    assert entry["grad_norm"] == pytest.approx(2.0) and entry["clipped"] == pytest.approx(1 / 3, abs=1e-3)
+    assert entry["grad_norm"] == pytest.approx(2.0)
+    assert entry["clipped"] == pytest.approx(1 / 3, abs=1e-3)

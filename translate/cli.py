@@ -53,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a model; out_dir becomes a self-contained model directory",
         description="Prepare the data if needed, then train with teacher forcing, Adam and "
         "gradient clipping, validating on data.dev every train.valid_every steps. The best "
-        "model (by dev BLEU) is kept in out_dir/model.pt; metrics go to out_dir/metrics.jsonl.",
+        "model (by dev BLEU) is kept in out_dir/model.pt; metrics go to out_dir/metrics.jsonl. "
+        "A run resumes from out_dir/checkpoint.pt by itself. Several processes or machines: "
+        "torchrun --nproc_per_node N -m translate train CONFIG (train.batch_tokens is the "
+        "batch of all of them together; gloo on CPUs, NCCL when every process has a GPU).",
     )
     _add_config_args(train)
 
@@ -327,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         print("translate: interrupted", file=sys.stderr)
         return 130
     except UserError as err:
-        print(f"translate: {err.label}: {err}", file=sys.stderr)
+        if err.label != "interrupted" or os.environ.get("RANK", "0") == "0":  # said once
+            print(f"translate: {err.label}: {err}", file=sys.stderr)
         return err.exit_code
     return 0
 

@@ -81,7 +81,8 @@ class ModelConfig:
 class TrainConfig:
     """The optimisation loop: batches, Adam, clipping, validation and checkpoints."""
 
-    batch_tokens: int = 4000  # target tokens per batch (padding excluded)
+    batch_tokens: int = 4000  # tokens per batch, padding included, over all processes together
+    accum_steps: int = 1  # each process's share of a batch in this many parts, one at a time
     lr: float = 1e-3
     clip_norm: float = 1.0
     label_smoothing: float = 0.0
@@ -187,6 +188,7 @@ def _check_ranges(cfg: Config) -> None:
         "model.enc_layers": cfg.model.enc_layers,
         "model.dec_layers": cfg.model.dec_layers,
         "train.batch_tokens": cfg.train.batch_tokens,
+        "train.accum_steps": cfg.train.accum_steps,
         "train.lr": cfg.train.lr,
         "train.clip_norm": cfg.train.clip_norm,
         "train.valid_every": cfg.train.valid_every,

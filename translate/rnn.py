@@ -8,6 +8,8 @@ nn.GRU would (with the mean-pooled context, c is most of the input).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -52,11 +54,17 @@ def recur(
 
 class ContextRNN(nn.Module):
     """One RNN layer over [x_t; c], where c is the same at every step of a sentence: called
-    with W_c c + b from :meth:`precompute`, it multiplies only x_t at each step."""
+    with W_c c + b from :meth:`precompute`, it multiplies only x_t at each step.
+
+    The recurrence runs as the written-out equations (small steps suit a CPU) or, on a GPU
+    and over whole sequences, as one call of PyTorch's RNN kernel (cuDNN): ``whole_sequence``
+    chooses (None: by device), and both compute the same.
+    """
 
     def __init__(self, cell: str, input_dim: int, context_dim: int, hidden_dim: int):
         super().__init__()
         self.cell = cell
+        self.whole_sequence: bool | None = None
         gates = GATES[cell] * hidden_dim
         self.input = nn.Linear(input_dim, gates, bias=False)  # W_x
         self.context = nn.Linear(context_dim, gates)  # W_c and the input bias
@@ -75,11 +83,34 @@ class ContextRNN(nn.Module):
         """Outputs (rows, steps, hidden) and the final hx (one layer) from inputs (rows, steps,
         input_dim); rows are sentences times k, each sentence's k rows adjacent (its beams)."""
         gates = add_per_sentence(self.input(inputs), context_gates)
+        whole = self.whole_sequence
+        if whole or (whole is None and gates.is_cuda and gates.size(1) > 1):
+            return self.kernel(gates, hx)
         if self.cell == "lstm":
             outputs, h, c = recur(self.cell, gates, hx[0][0], hx[1][0], self.hidden)
             return outputs, (h.unsqueeze(0), c.unsqueeze(0))
         outputs, h, _ = recur(self.cell, gates, hx[0], None, self.hidden)
         return outputs, h.unsqueeze(0)
+
+    def kernel(self, gates: torch.Tensor, hx: HiddenState) -> tuple[torch.Tensor, HiddenState]:
+        """The recurrence as one call of PyTorch's RNN kernel over the gates: an nn.RNN
+        whose input projection is the identity adds exactly the precomputed gates."""
+        size = gates.size(-1)
+        params = {
+            "weight_ih_l0": torch.eye(size, dtype=gates.dtype, device=gates.device),
+            "weight_hh_l0": self.hidden.weight,
+            "bias_ih_l0": gates.new_zeros(size),
+            "bias_hh_l0": self.hidden.bias,
+        }
+        torch_rnn = _torch_rnn(self.cell, size, self.hidden.in_features)
+        return torch.func.functional_call(torch_rnn, params, (gates, hx))
+
+
+@functools.cache
+def _torch_rnn(cell: str, input_size: int, hidden_size: int) -> nn.Module:
+    """An nn.RNN/GRU/LSTM of these sizes whose parameters :meth:`ContextRNN.kernel` replaces."""
+    torch_rnn = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
+    return torch_rnn(input_size, hidden_size, batch_first=True)
 
 
 def add_per_sentence(rows: torch.Tensor, per_sentence: torch.Tensor) -> torch.Tensor:

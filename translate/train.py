@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -23,10 +24,13 @@ from typing import TextIO
 import numpy as np
 import sacrebleu
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from . import distributed
 from .config import Config, TrainConfig, UserError, config_to_dict
 from .data import Batch, bucket_batches, pair_batch
+from .distributed import Ranks
 from .loss import smoothed_cross_entropy
 from .model import Seq2Seq, build_model
 from .modeldir import (
@@ -79,10 +83,12 @@ class Run:
 
     cfg: Config
     out: Path
+    ranks: Ranks  # this process among the training processes (one, unless torchrun)
     device: torch.device
     dtype: str  # fp32, bf16 or fp16: train.dtype with "auto" decided
     data: Prepared
     model: Seq2Seq
+    trained: torch.nn.Module  # the model, wrapped by DistributedDataParallel under torchrun
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     state: TrainState
@@ -95,8 +101,20 @@ class Run:
 
 
 def train(cfg: Config, log=print) -> Path:
-    """Train (or resume training) as ``cfg`` says; returns the model directory ``cfg.out_dir``."""
-    run = setup(cfg, log)
+    """Train (or resume training) as ``cfg`` says; returns the model directory ``cfg.out_dir``.
+
+    Under torchrun every process runs this: each takes its share of every global batch,
+    gradients are averaged, and rank 0 alone validates, logs and writes files.
+    """
+    ranks = distributed.start()
+    try:
+        return _train(cfg, ranks, log if ranks.main else lambda message: None)
+    finally:
+        distributed.finish(ranks)
+
+
+def _train(cfg: Config, ranks: Ranks, log) -> Path:
+    run = setup(cfg, ranks, log)
     resume(run, log)
     t, state = cfg.train, run.state
     run.started = time.time() - state.elapsed
@@ -109,30 +127,34 @@ def train(cfg: Config, log=print) -> Path:
         unit="step",
         dynamic_ncols=True,
         mininterval=1.0,
+        disable=not ranks.main,
     )
-    with catch_signals() as caught, open(run.out / METRICS, "a", encoding="utf-8") as metrics:
-        for batch in epoch_batches(run):
+    metrics_file = open(run.out / METRICS, "a", encoding="utf-8") if ranks.main else nullcontext()
+    with catch_signals() as caught, metrics_file as metrics:
+        for rows in epoch_batches(run):
             # one step: forward, backward, clip, update
-            loss, norm = train_step(run, batch)
-            window.add(loss, norm, norm > t.clip_norm, batch)
+            loss, norm, tokens = train_step(run, rows)
+            window.add(loss, norm, norm > t.clip_norm, *tokens)
             # progress against whichever limit ends the run first
             bar.update(1)
             pace = (run.elapsed() - first_elapsed) / (state.step - first_step)
             bar.total = last_step(state.step, run.total_steps, t.max_minutes, run.elapsed(), pace)
-            if state.step % t.log_every == 0:
+            if state.step % t.log_every == 0 and ranks.main:
                 log_window(run, window, metrics, bar)
-            # stop at the step or time limit, after validating and saving
-            out_of_time = t.max_minutes and run.elapsed() > t.max_minutes * 60
-            state.finished = state.finished or state.step >= run.total_steps or bool(out_of_time)
+            # stop at the step or time limit (rank 0's clock) or a signal on any rank
+            out_of_time = ranks.main and t.max_minutes and run.elapsed() > t.max_minutes * 60
+            signalled, out_of_time = distributed.any_rank(ranks, caught, out_of_time)
+            state.finished = state.finished or state.step >= run.total_steps or out_of_time
             if state.step % t.valid_every == 0 or state.finished:
                 validate_and_keep_best(run, metrics, bar.write)
                 save_checkpoint(run)
-            if caught:  # Ctrl-C or SIGTERM: save and say how to go on
+            if signalled:  # Ctrl-C or SIGTERM: save and say how to go on
                 save_checkpoint(run)
                 bar.close()
                 raise Interrupted(
-                    f"stopped by signal {caught[0]} at step {state.step}; checkpoint saved in "
-                    f"{run.out / CHECKPOINT}. Run the same command again to resume."
+                    f"stopped by signal {caught[0] if caught else 'on another rank'} at step "
+                    f"{state.step}; checkpoint saved in {run.out / CHECKPOINT}. Run the same "
+                    "command again to resume."
                 )
             if state.finished:
                 break
@@ -153,15 +175,25 @@ def train(cfg: Config, log=print) -> Path:
 # --- setup and resume -------------------------------------------------------------------------
 
 
-def setup(cfg: Config, log) -> Run:
-    """Threads, seed and device; the prepared data; a fresh model, optimiser and counters."""
+def setup(cfg: Config, ranks: Ranks, log) -> Run:
+    """Threads, seed and device; the prepared data (rank 0 prepares it while the others wait);
+    a fresh model (the same on every rank), optimiser and counters."""
     t = cfg.train
-    set_threads(t.threads)
+    set_threads(t.threads or max(1, len(os.sched_getaffinity(0)) // ranks.local_world))
     torch.manual_seed(t.seed)
-    device = pick_device()
+    device = distributed.device_of(ranks) or pick_device()
     dtype = resolve_dtype(t.dtype, device, log)
-    data = prepare(cfg, log)
+    if ranks.main:
+        data = prepare(cfg, log)
+    distributed.barrier(ranks)
+    if not ranks.main:
+        data = prepare(cfg, log)  # finds rank 0's preparation and opens it
     model = build_model(cfg.model, len(data.src_vocab), len(data.tgt_vocab)).to(device)
+    trained = model
+    if ranks.world > 1:
+        torch.manual_seed(t.seed + 1000 * ranks.rank)  # each rank its own dropout masks
+        device_ids = [device.index] if device.type == "cuda" else None
+        trained = DistributedDataParallel(model, device_ids, process_group=ranks.group)
     optimizer = adam(model.parameters(), t.lr)
     # fp16 gradients underflow without loss scaling; for fp32/bf16 the scaler does nothing
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == "fp16")
@@ -169,23 +201,28 @@ def setup(cfg: Config, log) -> Run:
     per_epoch = len(data.train.epoch(1, t.seed, weights, t.batch_tokens))
     total_steps = min(t.max_steps or per_epoch * t.max_epochs, per_epoch * t.max_epochs)
     n_params = sum(p.numel() for p in model.parameters())
+    where = f"{ranks.world} processes ({ranks.backend}), " if ranks.world > 1 else ""
     log(
         f"model: {cfg.model.cell} seq2seq, attention {cfg.model.attention}, "
-        f"{n_params / 1e6:.1f}M parameters, {len(data.train)} training pairs, "
+        f"{n_params / 1e6:.1f}M parameters, {len(data.train)} training pairs, {where}"
         f"device {device}, dtype {dtype}" + (" (auto)" if t.dtype == "auto" else "")
     )
     state = TrainState(pairs_seen=[0] * len(weights))
     out = Path(cfg.out_dir)
-    return Run(cfg, out, device, dtype, data, model, optimizer, scaler, state, total_steps)
+    return Run(
+        cfg, out, ranks, device, dtype, data, model, trained, optimizer, scaler, state, total_steps
+    )
 
 
 def resume(run: Run, log) -> None:
     """Continue from ``out_dir/checkpoint.pt`` when there is one, after checking that it was
     trained with the same data and model settings; then write this run's config.yaml."""
-    path = run.out / CHECKPOINT
-    if path.is_file():
-        check_same_experiment(run.out, run.cfg)
-    write_config(run.out, run.cfg)  # upgrades the directory's files if they are older
+    path, ranks = run.out / CHECKPOINT, run.ranks
+    if ranks.main:
+        if path.is_file():
+            check_same_experiment(run.out, run.cfg)
+        write_config(run.out, run.cfg)  # upgrades the directory's files if they are older
+    distributed.barrier(ranks)
     if not path.is_file():
         return
     saved = load_tensors(path)
@@ -193,10 +230,20 @@ def resume(run: Run, log) -> None:
     run.optimizer.load_state_dict(saved["optimizer"])
     if "scaler" in saved:
         run.scaler.load_state_dict(saved["scaler"])
-    torch.set_rng_state(saved["rng"])
     run.state = TrainState(**saved["loop"])
     if len(run.state.pairs_seen) != len(run.cfg.data.train):  # saved before counts were kept
         run.state.pairs_seen = [0] * len(run.cfg.data.train)
+    rng = saved["rng"] if isinstance(saved["rng"], list) else [saved["rng"]]
+    if len(rng) == ranks.world:
+        torch.set_rng_state(rng[ranks.rank])
+        if "cuda_rng" in saved and run.device.type == "cuda":
+            torch.cuda.set_rng_state(saved["cuda_rng"][ranks.rank], run.device)
+    else:  # the global batches stay the same; each rank's random draws cannot
+        log(
+            f"note: {path} was written by {len(rng)} process(es) and this run has "
+            f"{ranks.world}: it goes on with the same global batches, but its dropout masks "
+            "differ from those of an uninterrupted run"
+        )
     log(f"resuming from {path} at step {run.state.step}")
 
 
@@ -229,50 +276,89 @@ def adam(params, lr: float) -> torch.optim.Adam:
 # --- one step ---------------------------------------------------------------------------------
 
 
-def epoch_batches(run: Run) -> Iterator[Batch]:
-    """The batches still to train on, epoch after epoch, from the state's epoch and position;
-    counts the pairs of each corpus it hands out.
+def epoch_batches(run: Run) -> Iterator[np.ndarray]:
+    """The global batches still to train on (arrays of row numbers), epoch after epoch, from
+    the state's epoch and position; counts the pairs of each corpus they hold.
 
-    Each epoch has its own seeded order (and, with subword sampling, each batch its seeded
-    segmentation), so a resumed run sees the batches the uninterrupted one would have seen.
+    Each epoch has its own seeded order, the same in every process and on resuming, so a
+    resumed run sees the batches the uninterrupted one would have seen.
     """
-    t, d, data, state = run.cfg.train, run.cfg.data, run.data, run.state
-    weights = [corpus.weight for corpus in d.train]
+    t, data, state = run.cfg.train, run.data, run.state
+    weights = [corpus.weight for corpus in run.cfg.data.train]
     while not state.finished and state.epoch <= t.max_epochs:
         batches = data.train.epoch(state.epoch, t.seed, weights, t.batch_tokens)
-        for number in range(state.position, len(batches)):
-            rows = batches[number]
-            if d.sampling_alpha:
-                seed = np.random.SeedSequence([t.seed, state.epoch, number]).generate_state(1)
-                draw = torch.Generator().manual_seed(int(seed[0]))
-                src_text, tgt_text = data.train.texts(rows)
-                src = data.src_vocab.sample(src_text, d.sampling_alpha, draw)
-                tgt = data.tgt_vocab.sample(tgt_text, d.sampling_alpha, draw)
-            else:
-                src, tgt = data.train.ids(rows)
+        for rows in batches[state.position :]:
             counts = np.bincount(data.train.corpus_of(rows), minlength=len(weights))
             state.pairs_seen = [seen + int(n) for seen, n in zip(state.pairs_seen, counts)]
-            yield pair_batch(src, tgt)
+            yield rows
         state.epoch += 1
         state.position = 0
 
 
-def train_step(run: Run, batch: Batch) -> tuple[float, float]:
-    """Forward, backward, clip and, when loss and gradient are finite, update. Returns the loss
-    summed over the batch's target tokens and the gradient norm before clipping."""
-    t, state, optimizer, scaler = run.cfg.train, run.state, run.optimizer, run.scaler
-    rate = t.lr * state.lr_scale * schedule(t, state.step + 1, run.total_steps, run.elapsed())
+def my_parts(run: Run, rows: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """This process's micro-batches of a global batch, with their part numbers: the rows are
+    dealt into world x accum_steps parts, and rank r takes accum_steps of them in a row. One
+    process with accum_steps N takes the same parts as N processes with 1 each."""
+    ranks, accum = run.ranks, run.cfg.train.accum_steps
+    parts = ranks.world * accum
+    mine = range(ranks.rank * accum, (ranks.rank + 1) * accum)
+    return [(part, rows[part::parts]) for part in mine]
+
+
+def part_batch(run: Run, part: int, rows: np.ndarray) -> Batch:
+    """The padded batch of one part's rows; with subword sampling, their segmentations drawn
+    by a generator seeded by (seed, epoch, batch, part)."""
+    d, data, state = run.cfg.data, run.data, run.state
+    if not d.sampling_alpha:
+        return pair_batch(*data.train.ids(rows))
+    key = [run.cfg.train.seed, state.epoch, state.position, part]
+    draw = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+    src_text, tgt_text = data.train.texts(rows)
+    src = data.src_vocab.sample(src_text, d.sampling_alpha, draw)
+    return pair_batch(src, data.tgt_vocab.sample(tgt_text, d.sampling_alpha, draw))
+
+
+def train_step(run: Run, rows: np.ndarray) -> tuple[float, float, tuple[int, int]]:
+    """Forward and backward over this process's parts of a global batch, gradients averaged
+    over the processes, clip and, when loss and gradient are finite, update. Returns the loss
+    summed over the global batch's target tokens, the gradient norm before clipping, and the
+    global batch's target and source tokens."""
+    t, state, ranks, optimizer, scaler = (
+        run.cfg.train,
+        run.state,
+        run.ranks,
+        run.optimizer,
+        run.scaler,
+    )
+    parts = [
+        (part, part_batch(run, part, p_rows)) for part, p_rows in my_parts(run, rows) if len(p_rows)
+    ]
+    tgt = sum(batch.n_tgt_tokens for _, batch in parts)
+    src = sum(batch.n_src_tokens for _, batch in parts)
+    # one all-reduce: the global batch's tokens, and rank 0's clock for the schedule
+    tgt, src, elapsed = distributed.sums(ranks, tgt, src, run.elapsed() if ranks.main else 0.0)
+    rate = t.lr * state.lr_scale * schedule(t, state.step + 1, run.total_steps, elapsed)
     for group in optimizer.param_groups:
         group["lr"] = rate
-    loss = batch_loss(run.model, batch, run.device, run.dtype, t.label_smoothing)
-    scaler.scale(loss / batch.n_tgt_tokens).backward()
+    if not parts:  # fewer rows than parts: take part in the gradient exchange with nothing
+        parts = [(-1, part_batch(run, 0, rows[:1]))]
+    loss_sum = 0.0
+    for number, (part, batch) in enumerate(parts):
+        last = number == len(parts) - 1
+        with nullcontext() if last or ranks.world == 1 else run.trained.no_sync():
+            loss = batch_loss(run.trained, batch, run.device, run.dtype, t.label_smoothing)
+            if part < 0:
+                loss = loss * 0.0
+            # the mean over the global batch's tokens, once DDP has averaged over the ranks
+            scaler.scale(loss / (tgt / ranks.world)).backward()
+        loss_sum += loss.item()
     scaler.unscale_(optimizer)
     norm = float(torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.clip_norm))
-    loss_value = loss.item()
+    (loss_value,) = distributed.sums(ranks, loss_sum)
     if math.isfinite(norm) and math.isfinite(loss_value):
         scaler.step(optimizer)
         run.bad_in_row = 0
-    else:  # skip the update: one bad batch must not poison the weights
+    else:  # skip the update (on every rank alike): one bad batch must not poison the weights
         state.skipped += 1
         # an fp16 overflow in the gradients only lowers the loss scale
         run.bad_in_row += not (math.isfinite(loss_value) and scaler.is_enabled())
@@ -285,7 +371,7 @@ def train_step(run: Run, batch: Batch) -> tuple[float, float]:
     optimizer.zero_grad(set_to_none=True)
     state.step += 1
     state.position += 1
-    return loss_value, norm
+    return loss_value, norm, (int(tgt), int(src))
 
 
 def batch_loss(
@@ -352,9 +438,17 @@ def validate(model: Seq2Seq, data: Prepared, cfg: Config, device: torch.device, 
     return result
 
 
-def validate_and_keep_best(run: Run, metrics: TextIO, write) -> None:
+def validate_and_keep_best(run: Run, metrics: TextIO | None, write) -> None:
     """Validate, save the weights when dev BLEU (or, without it, dev loss) improved, else decay
-    the rate and count towards patience; ``write`` prints the result line."""
+    the rate and count towards patience; ``write`` prints the result line. Rank 0 does it
+    while the others wait, then they take its counters (patience, rate decay)."""
+    if run.ranks.main:
+        _validate_and_keep_best(run, metrics, write)
+    synced = distributed.from_main(run.ranks, run.state)
+    run.state.__dict__.update(vars(synced))  # in place: the loop holds this object
+
+
+def _validate_and_keep_best(run: Run, metrics: TextIO, write) -> None:
     t, state = run.cfg.train, run.state
     if not run.data.dev_src:  # nothing to compare: the latest weights are the best
         atomic_save(run.model.state_dict(), run.out / WEIGHTS)
@@ -395,14 +489,24 @@ def validate_and_keep_best(run: Run, metrics: TextIO, write) -> None:
 
 
 def save_checkpoint(run: Run) -> None:
-    """Everything a resumed run needs, in ``out_dir/checkpoint.pt``."""
+    """Everything a resumed run needs, in ``out_dir/checkpoint.pt``; under torchrun, written
+    by rank 0 with every rank's random state."""
+    ranks = run.ranks
     run.state.elapsed = run.elapsed()
+    rng = distributed.gather_to_main(ranks, torch.get_rng_state())
+    cuda_rng = None
+    if run.device.type == "cuda":
+        cuda_rng = distributed.gather_to_main(ranks, torch.cuda.get_rng_state(run.device))
+    if not ranks.main:
+        return
     saved = {
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
-        "rng": torch.get_rng_state(),
+        "rng": rng[0] if ranks.world == 1 else rng,  # one process: the format as it was
         "loop": dataclasses.asdict(run.state),
     }
+    if cuda_rng is not None:
+        saved["cuda_rng"] = cuda_rng
     if run.scaler.is_enabled():
         saved["scaler"] = run.scaler.state_dict()
     atomic_save(saved, run.out / CHECKPOINT)
@@ -456,6 +560,8 @@ def pairs_seen(run: Run) -> dict[str, int]:
 
 def record(metrics: TextIO, entry: dict) -> None:
     """Append one JSON line to metrics.jsonl, flushed so that a crash loses nothing logged."""
+    if metrics is None:  # not rank 0
+        return
     metrics.write(json.dumps(entry) + "\n")
     metrics.flush()
 
@@ -472,14 +578,14 @@ class Window:
         self.tgt, self.src, self.clipped, self.steps = 0, 0, 0, 0
         self.started = time.time()
 
-    def add(self, loss: float, norm: float, clipped: bool, batch: Batch) -> None:
+    def add(self, loss: float, norm: float, clipped: bool, tgt_tokens: int, src_tokens: int):
         if math.isfinite(loss) and math.isfinite(norm):
             self.loss += loss
-            self.loss_tokens += batch.n_tgt_tokens
+            self.loss_tokens += tgt_tokens
             self.norm += norm
             self.finite += 1
-        self.tgt += batch.n_tgt_tokens
-        self.src += batch.n_src_tokens
+        self.tgt += tgt_tokens
+        self.src += src_tokens
         self.clipped += clipped
         self.steps += 1
 
