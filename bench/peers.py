@@ -6,18 +6,23 @@ decoded side by side on Multi30k De->En with the same subword data and model siz
 Each toolkit is installed by this script into its own virtual environment under a cache
 folder (default ``bench/.cache/``, about 1.3 GB each; delete it to reinstall), with the CPU
 torch this project uses. All read the same pre-tokenized files: one joint 8k SentencePiece
-model is trained here, and their output is detokenized here before sacreBLEU scores it.
+model is trained here (or an existing one is used: see :func:`prepare_data`), and their
+output is detokenized here before sacreBLEU scores it.
 
-Model: embeddings 256, a one-layer bidirectional encoder of 2 x 256 (its concatenated states
-are 512 wide: OpenNMT-py's and fairseq's decoders start from them, so it must be 512), a
-one-layer decoder of 512 with attention and input feeding, untied embeddings. OpenNMT-py
-uses LSTMs and MLP/Bahdanau attention, JoeyNMT GRUs and Bahdanau attention, fairseq LSTMs
-and its own bilinear (Luong "general") attention, or none (``fairseq_noattn``, the peer of
-our context-vector model; see :func:`fairseq_args`). Training follows recipes/multi30k: Adam
-0.002 held constant, dropout 0.3, label smoothing 0.1, clipping at norm 1, loss normalised
-by target tokens, batches of 4000 tokens (as each toolkit counts them: the longer side,
-padding included) and pairs of up to 80 subwords. Decoding: beam 5, 64 sentences a batch,
-length penalty 1.0 (GNMT's for OpenNMT-py and JoeyNMT; fairseq divides by the length).
+Every hyperparameter a peer's training and decoding uses is a field of :class:`PeerSetup`;
+:data:`SETUPS` names the set-ups in use, and :data:`PEERS` says which toolkit runs which.
+The default set-up, ``bench``: embeddings 256, a one-layer bidirectional encoder of 2 x 256
+(its concatenated states are 512 wide: OpenNMT-py's and fairseq's decoders start from them,
+so it must be 512), a one-layer decoder of 512 with attention and input feeding, untied
+embeddings. OpenNMT-py uses LSTMs and MLP/Bahdanau attention, JoeyNMT GRUs and Bahdanau
+attention, fairseq LSTMs and its own bilinear (Luong "general") attention. ``bench_noattn``
+drops the attention (OpenNMT-py and fairseq; JoeyNMT has no such variant): the peers of our
+context-vector model (see :func:`opennmt_config` and :func:`fairseq_args`). Training follows
+recipes/multi30k: Adam 0.002 held constant, dropout 0.3, label smoothing 0.1, clipping at
+norm 1, loss normalised by target tokens, batches of 4000 tokens (as each toolkit counts
+them: the longer side, padding included) and pairs of up to 80 subwords. Decoding: beam 5,
+64 sentences a batch, length penalty 1.0 (GNMT's for OpenNMT-py and JoeyNMT; fairseq divides
+by the length).
 
 Speeds are the toolkits' own figures: training target tokens/s from the rates they log per
 window of steps (the first window dropped), decoding time as they report it (model loading
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -41,8 +47,7 @@ import time
 import zipfile
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import sacrebleu
@@ -60,21 +65,83 @@ FAIRSEQ_PACKAGES = [TORCH, "fairseq-fixed==0.12.3.1"]
 # torch extensions against it: they are built in the venv instead, against these, first
 FAIRSEQ_BUILD = [TORCH, "numpy", "cython", "setuptools", "wheel"]
 
-VOCAB_SIZE = 8000
-EMB_DIM = 256
-ENC_DIR_DIM = 256  # per direction: the two directions side by side are 512
-HIDDEN_DIM = 512
-MAX_LEN = 80
-BATCH_TOKENS = 4000
-LEARNING_RATE = 0.002
-DROPOUT = 0.3
-LABEL_SMOOTHING = 0.1
-CLIP_NORM = 1.0
-DECODE_BATCH = 64
-LENGTH_PENALTY = 1.0
 OPENNMT_SAVE_EVERY = 20  # steps between checkpoints against the clock (each ~0.2 s, ~1%)
 FAIRSEQ_SAVE_EVERY = 20  # the same for fairseq (each ~0.3 s: 152 MB, Adam state included)
-SEED = 1234
+
+
+@dataclass(frozen=True)
+class PeerSetup:
+    """Every hyperparameter of a peer's training and decoding, in one value that names can be
+    given to (:data:`SETUPS`); the defaults are the bench's set-up."""
+
+    emb_dim: int = 256
+    enc_dir_dim: int = 256  # per direction: the two directions side by side are 512
+    hidden_dim: int = 512  # the decoder's; it starts from the encoder's 512-wide final states
+    attention: bool = True  # False: the source reaches the decoder through its first state only
+    batch_size: int = 4000
+    batch_type: str = "tokens"  # tokens (the longer side, padding included) | sents
+    learning_rate: float = 0.002  # Adam, held constant
+    dropout: float = 0.3
+    label_smoothing: float = 0.1
+    clip_norm: float = 1.0
+    max_len: int = 80  # subwords per side; longer training pairs are dropped
+    vocab_size: int = 8000  # of the SentencePiece model trained when none is given
+    decode_batch: int = 64  # sentences
+    beam: int = 5
+    length_penalty: float = 1.0
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.batch_type not in ("tokens", "sents"):
+            raise ValueError(f"batch_type must be tokens or sents, not {self.batch_type!r}")
+
+
+BENCH = PeerSetup()
+SETUPS: dict[str, PeerSetup] = {
+    "bench": BENCH,
+    "bench_noattn": replace(BENCH, attention=False),  # the peer of our context-vector model
+    # one change each from "bench": OpenNMT-py's sweep at equal wall-clock (SWEEP)
+    "sents64": replace(BENCH, batch_size=64, batch_type="sents"),
+    "sents128": replace(BENCH, batch_size=128, batch_type="sents"),
+    "lr0.001": replace(BENCH, learning_rate=0.001),
+    "dropout0.2": replace(BENCH, dropout=0.2),
+    "smoothing0": replace(BENCH, label_smoothing=0.0),
+}
+SWEEP = ["bench", "sents64", "sents128", "lr0.001", "dropout0.2", "smoothing0"]
+
+
+def changes(setup: PeerSetup, base: PeerSetup = BENCH) -> str:
+    """How ``setup`` differs from ``base``, e.g. ``batch_size=64 batch_type=sents``, so a table
+    row says what it measured; ``-`` when it does not."""
+    diffs = [
+        f"{f.name}={getattr(setup, f.name)}"
+        for f in fields(setup)
+        if getattr(setup, f.name) != getattr(base, f.name)
+    ]
+    return " ".join(diffs) or "-"
+
+
+def shared_vocab_size(setups: list[PeerSetup]) -> int:
+    """The one vocabulary size of set-ups that train on the same prepared data."""
+    sizes = {setup.vocab_size for setup in setups}
+    if len(sizes) != 1:
+        raise ValueError(f"set-ups that share data need one vocab_size, not {sorted(sizes)}")
+    return sizes.pop()
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The split names of a corpus: files ``{split}.de`` and ``{split}.en``, plain or .gz."""
+
+    train: str
+    dev: str
+    test: str | None = None
+
+
+CORPORA = {
+    "multi30k": Corpus("train", "val", "test_2016_flickr"),
+    "tatoeba": Corpus("train", "valid"),  # no test split
+}
 
 
 class PeerError(RuntimeError):
@@ -178,52 +245,92 @@ def read_lines(data_dir: Path, name: str) -> list[str]:
 
 
 def prepare_data(
-    data_dir: Path, workdir: Path, test_sentences: int | None = None, threads: int = 2
+    data_dir: Path,
+    workdir: Path,
+    test_sentences: int | None = None,
+    threads: int = 2,
+    *,
+    corpus: Corpus = CORPORA["multi30k"],
+    spm_model: Path | None = None,
+    vocab_size: int = BENCH.vocab_size,
 ) -> PeerData:
-    """Train one joint SentencePiece model on the Multi30k training data and write the
-    train, val and test_2016_flickr (its first ``test_sentences``) splits as pieces.
-    Skipped when ``workdir/data`` already holds the same preparation."""
+    """Write the train, dev and test (its first ``test_sentences``; none when ``corpus`` has
+    no test split) splits of ``corpus`` in ``data_dir`` as pieces of one joint SentencePiece
+    model: ``spm_model`` when given (e.g. our experiment's ``spm.model``, so that a peer trains
+    on the same pieces as ours), else one of ``vocab_size`` trained here on the training data.
+    The dev split becomes ``val`` whatever its name. Skipped when ``workdir/data`` already
+    holds the same preparation."""
     data = PeerData(Path(workdir) / "data")
     marker = data.folder / "prepared.json"
     recipe = json.dumps(
-        {"data_dir": str(data_dir), "vocab": VOCAB_SIZE, "test": test_sentences, "refs": 2}
+        {
+            "data_dir": str(data_dir),
+            "splits": asdict(corpus),
+            "spm": file_digest(spm_model) if spm_model else None,
+            "vocab": None if spm_model else vocab_size,
+            "test": test_sentences,
+            "refs": 2,
+        }
     )
     if marker.is_file() and marker.read_text() == recipe:
         return data
     data.folder.mkdir(parents=True, exist_ok=True)
-    train = {lang: read_lines(data_dir, f"train.{lang}") for lang in ("de", "en")}
+    marker.unlink(missing_ok=True)
+    train = {lang: read_lines(data_dir, f"{corpus.train}.{lang}") for lang in ("de", "en")}
+    if spm_model:
+        shutil.copyfile(spm_model, data.spm_model)
+    else:
+        train_spm(train["de"] + train["en"], data.folder / "spm", vocab_size, threads)
+    processor = spm.SentencePieceProcessor(model_file=str(data.spm_model))
+    data.vocab.write_text("".join(f"{piece}\n" for piece in plain_pieces(processor)), "utf-8")
+    splits = {corpus.train: data.train, corpus.dev: data.val}
+    if corpus.test:
+        splits[corpus.test] = data.test_src.with_suffix("")
+    for split, prefix in splits.items():
+        for lang in ("de", "en"):
+            lines = (
+                train[lang] if split == corpus.train else read_lines(data_dir, f"{split}.{lang}")
+            )
+            if split == corpus.test:
+                lines = lines[:test_sentences]
+            encoded = processor.encode(lines, out_type=str)
+            write_lines(prefix.with_suffix(f".{lang}"), [" ".join(p) for p in encoded])
+    write_lines(data.val_ref, read_lines(data_dir, f"{corpus.dev}.en"))
+    if corpus.test:
+        write_lines(data.test_ref, read_lines(data_dir, f"{corpus.test}.en")[:test_sentences])
+    marker.write_text(recipe)
+    return data
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes: a given SentencePiece model is part of a preparation's key."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def train_spm(sentences: list[str], prefix: Path, vocab_size: int, threads: int) -> None:
+    """Train a joint unigram SentencePiece model on ``sentences`` as ``{prefix}.model``."""
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter([s for s in train["de"] + train["en"] if s.strip()]),
-        model_prefix=str(data.folder / "spm"),
-        vocab_size=VOCAB_SIZE,
+        sentence_iterator=iter([s for s in sentences if s.strip()]),
+        model_prefix=str(prefix),
+        vocab_size=vocab_size,
         model_type="unigram",
         character_coverage=1.0,
         hard_vocab_limit=False,
         num_threads=threads,
         minloglevel=2,
     )
-    processor = spm.SentencePieceProcessor(model_file=str(data.spm_model))
-    pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
-    normal = [
+
+
+def plain_pieces(processor: spm.SentencePieceProcessor) -> list[str]:
+    """The pieces of a SentencePiece model a toolkit's vocabulary file can hold: no control or
+    unknown symbols (each toolkit adds its own), none with whitespace or line breaks inside
+    (the toolkits split vocabulary files on them)."""
+    return [
         piece
-        for i, piece in enumerate(pieces)
+        for i in range(processor.get_piece_size())
         if not (processor.is_control(i) or processor.is_unknown(i))
-        # the toolkits split vocabulary files on whitespace and line breaks
-        and piece.split() == [piece] == piece.splitlines()
+        and (piece := processor.id_to_piece(i)).split() == [piece] == piece.splitlines()
     ]
-    data.vocab.write_text("".join(f"{piece}\n" for piece in normal), encoding="utf-8")
-    splits = {"train": "train", "val": "val", "test_2016_flickr": "test"}
-    for split, name in splits.items():
-        for lang in ("de", "en"):
-            lines = train[lang] if split == "train" else read_lines(data_dir, f"{split}.{lang}")
-            if name == "test":
-                lines = lines[:test_sentences]
-            encoded = processor.encode(lines, out_type=str)
-            write_lines(data.folder / f"{name}.{lang}", [" ".join(p) for p in encoded])
-    write_lines(data.test_ref, read_lines(data_dir, "test_2016_flickr.en")[:test_sentences])
-    write_lines(data.val_ref, read_lines(data_dir, "val.en"))
-    marker.write_text(recipe)
-    return data
 
 
 def write_lines(path: Path, lines: list[str]) -> None:
@@ -404,15 +511,24 @@ def opennmt_config(
     workdir: Path,
     data: PeerData,
     steps: int | None,
-    batch_tokens: int,
+    setup: PeerSetup = BENCH,
     save_every: int = OPENNMT_SAVE_EVERY,
     keep_all: bool = False,
     train_from: Path | None = None,
 ) -> dict:
     """OpenNMT-py 3.0 training options: bi-LSTM 2 x 256, LSTM 512, MLP attention with input
-    feeding, no validation; against the clock it checkpoints every ``save_every`` steps and
-    keeps the last two (or, with ``keep_all``, every one). ``train_from``: a checkpoint to go
-    on from, optimiser and step count included."""
+    feeding (at ``setup``'s sizes), no validation; against the clock it checkpoints every
+    ``save_every`` steps and keeps the last two (or, with ``keep_all``, every one).
+    ``train_from``: a checkpoint to go on from, optimiser and step count included.
+
+    Without attention (``global_attention: none``) the source reaches the decoder only
+    through its initial state, the encoder's final states (our context-vector model also reads
+    a context at every step). Input feeding stays on, as in fairseq's LSTM without attention:
+    it feeds back the decoder's previous output, here its own previous state after dropout
+    (redundant, 1M more weights, and the step-by-step decoder). ``input_feed: 0``, the decoder
+    that runs over all steps at once, fails in OpenNMT-py 3.0.4's training on CPU: the output
+    of its ``nn.LSTM(batch_first=True)`` is not contiguous and the loss calls ``.view`` on it
+    ("view size is not compatible with input tensor's size and stride")."""
     return {
         **({"train_from": str(train_from)} if train_from else {}),
         "data": {"corpus_1": {"path_src": f"{data.train}.de", "path_tgt": f"{data.train}.en"}},
@@ -420,8 +536,8 @@ def opennmt_config(
         "tgt_vocab": str(data.vocab),
         "share_vocab": True,
         "transforms": ["filtertoolong"],
-        "src_seq_length": MAX_LEN,
-        "tgt_seq_length": MAX_LEN,
+        "src_seq_length": setup.max_len,
+        "tgt_seq_length": setup.max_len,
         "save_model": str(workdir / "model"),
         "save_checkpoint_steps": 0 if steps else save_every,  # 0: only at the end
         # the older one is deleted only after the newer is written
@@ -429,27 +545,27 @@ def opennmt_config(
         "train_steps": steps or 10**9,
         "valid_steps": 10**9,
         "report_every": report_every(steps),
-        "seed": SEED,
+        "seed": setup.seed,
         "num_workers": 0,  # its default of 2 loader processes would compete for the cores
         "model_type": "text",
         "encoder_type": "brnn",
         "decoder_type": "rnn",
         "rnn_type": "LSTM",
-        "word_vec_size": EMB_DIM,
+        "word_vec_size": setup.emb_dim,
         "enc_layers": 1,
         "dec_layers": 1,
-        "enc_hid_size": 2 * ENC_DIR_DIM,  # brnn splits it over the two directions
-        "dec_hid_size": HIDDEN_DIM,
-        "global_attention": "mlp",
+        "enc_hid_size": 2 * setup.enc_dir_dim,  # brnn splits it over the two directions
+        "dec_hid_size": setup.hidden_dim,
+        "global_attention": "mlp" if setup.attention else "none",
         "input_feed": 1,
-        "dropout": [DROPOUT],
+        "dropout": [setup.dropout],
         "optim": "adam",
-        "learning_rate": LEARNING_RATE,
-        "max_grad_norm": CLIP_NORM,
-        "label_smoothing": LABEL_SMOOTHING,
+        "learning_rate": setup.learning_rate,
+        "max_grad_norm": setup.clip_norm,
+        "label_smoothing": setup.label_smoothing,
         "normalization": "tokens",
-        "batch_type": "tokens",
-        "batch_size": batch_tokens,
+        "batch_type": setup.batch_type,
+        "batch_size": setup.batch_size,
     }
 
 
@@ -482,14 +598,14 @@ def train_opennmt(
     steps: int | None = None,
     threads: int = 2,
     *,
-    batch_tokens: int = BATCH_TOKENS,
+    setup: PeerSetup = BENCH,
     save_every: int = OPENNMT_SAVE_EVERY,
     keep_all: bool = False,
     train_from: Path | None = None,
     cache: Path = DEFAULT_CACHE,
 ) -> dict:
-    """Train OpenNMT-py for ``steps`` steps or about ``minutes`` of its training loop, then
-    interrupt it. It saves nothing on SIGINT, so the model is its newest whole checkpoint
+    """Train OpenNMT-py with ``setup`` for ``steps`` steps or about ``minutes`` of its training
+    loop, then interrupt it. It saves nothing on SIGINT, so the model is its newest whole checkpoint
     (one every ``save_every`` steps) and ``steps`` counts the steps in it.
     ``tgt_tokens_per_s`` comes from its log (see :func:`window_throughput`); ``wall_s`` is
     the whole process; ``checkpoints`` lists the whole ones kept with their training-loop
@@ -498,7 +614,7 @@ def train_opennmt(
     python = setup_opennmt(cache)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    options = opennmt_config(workdir, data, steps, batch_tokens, save_every, keep_all, train_from)
+    options = opennmt_config(workdir, data, steps, setup, save_every, keep_all, train_from)
     config = write_config(workdir, options)
     chosen: list[Path] = []
     out_of_time = minutes_after(minutes or 0.0, "Start training loop")
@@ -531,22 +647,25 @@ def train_opennmt(
 def translate_opennmt(
     model: Path,
     src_file: Path,
-    beam: int = 5,
+    beam: int | None = None,
     threads: int = 2,
     *,
     ref_file: Path | None = None,
+    setup: PeerSetup = BENCH,
     cache: Path = DEFAULT_CACHE,
 ) -> dict:
-    """Decode a pieces file with an OpenNMT-py checkpoint and score it against ``ref_file``
-    (default: :func:`reference_of`). Speed is the toolkit's own timing of the decoding (model
-    loading excluded), reported as average milliseconds per sentence."""
+    """Decode a pieces file with an OpenNMT-py checkpoint (beam: ``setup``'s unless given) and
+    score it against ``ref_file`` (default: :func:`reference_of`). Speed is the toolkit's own
+    timing of the decoding (model loading excluded), reported as average milliseconds per
+    sentence."""
     python = setup_opennmt(cache)
+    beam = beam or setup.beam
     model = Path(model)
     out = model.parent / f"{Path(src_file).stem}.beam{beam}.hyp"
     cmd = [str(python), "-m", "onmt.bin.translate", "-model", str(model)]
     cmd += ["-src", str(src_file), "-output", str(out), "-beam_size", str(beam)]
-    cmd += ["-batch_size", str(DECODE_BATCH), "-batch_type", "sents", "-report_time"]
-    cmd += ["-length_penalty", "wu", "-alpha", str(LENGTH_PENALTY), "-gpu", "-1"]
+    cmd += ["-batch_size", str(setup.decode_batch), "-batch_type", "sents", "-report_time"]
+    cmd += ["-length_penalty", "wu", "-alpha", str(setup.length_penalty), "-gpu", "-1"]
     run = run_child(cmd, out.with_suffix(".log"), threads)
     check(run, "OpenNMT-py translation")
     milliseconds = logged_value(run, r"Average translation time \(ms\): ([\d.]+)")
@@ -558,19 +677,25 @@ def translate_opennmt(
 JOEYNMT_RATE = r"Tokens per Sec:\s+(\d+)"  # target tokens of each logging window
 
 
-def joeynmt_config(model_dir: Path, data: PeerData, steps: int | None, batch_tokens: int) -> dict:
+def joeynmt_config(
+    model_dir: Path, data: PeerData, steps: int | None, setup: PeerSetup = BENCH
+) -> dict:
     """JoeyNMT 2.3 training options: bi-GRU 2 x 256, GRU 512 with Bahdanau attention and
-    input feeding, and a constant learning rate: ``plateau`` passes ``verbose`` to
-    ReduceLROnPlateau, which torch 2.13 rejects, and leaving ``scheduling`` out is rejected
-    by 2.3.0 itself, so it is an exponential decay by a factor of 1 per epoch. Validation is
-    never reached."""
+    input feeding (at ``setup``'s sizes), and a constant learning rate: ``plateau`` passes
+    ``verbose`` to ReduceLROnPlateau, which torch 2.13 rejects, and leaving ``scheduling`` out
+    is rejected by 2.3.0 itself, so it is an exponential decay by a factor of 1 per epoch.
+    Validation is never reached. JoeyNMT has no decoder without attention (its recurrent
+    decoder takes ``bahdanau`` or ``luong`` only), so a set-up without it is refused."""
+    if not setup.attention:
+        raise ValueError("JoeyNMT's recurrent decoder always attends: no set-up without it")
     every = report_every(steps)
-    side = {"level": "word", "lowercase": False, "max_length": MAX_LEN, "voc_file": str(data.vocab)}
+    side = {"level": "word", "lowercase": False, "max_length": setup.max_len}
+    side["voc_file"] = str(data.vocab)
     return {
         "name": "peers",
         "model_dir": str(model_dir),
         "use_cuda": False,
-        "random_seed": SEED,
+        "random_seed": setup.seed,
         "data": {
             "train": str(data.train),
             "dev": str(data.val),
@@ -580,43 +705,43 @@ def joeynmt_config(model_dir: Path, data: PeerData, steps: int | None, batch_tok
         },
         "training": {
             "optimizer": "adam",
-            "learning_rate": LEARNING_RATE,
+            "learning_rate": setup.learning_rate,
             "scheduling": "exponential",
             "decrease_factor": 1.0,
-            "clip_grad_norm": CLIP_NORM,
-            "label_smoothing": LABEL_SMOOTHING,
+            "clip_grad_norm": setup.clip_norm,
+            "label_smoothing": setup.label_smoothing,
             "normalization": "tokens",
-            "batch_type": "token",
-            "batch_size": batch_tokens,
+            "batch_type": {"tokens": "token", "sents": "sentence"}[setup.batch_type],
+            "batch_size": setup.batch_size,
             "epochs": 10**6,
             "updates": steps or 10**9,
             "logging_freq": every,
             "validation_freq": every * 10**6,
             "overwrite": True,
         },
-        "testing": {"batch_size": DECODE_BATCH, "batch_type": "sentence"},
+        "testing": {"batch_size": setup.decode_batch, "batch_type": "sentence"},
         "model": {
             "tied_embeddings": False,
             "tied_softmax": False,
             "encoder": {
                 "type": "recurrent",
                 "rnn_type": "gru",
-                "embeddings": {"embedding_dim": EMB_DIM},
-                "hidden_size": ENC_DIR_DIM,
+                "embeddings": {"embedding_dim": setup.emb_dim},
+                "hidden_size": setup.enc_dir_dim,
                 "bidirectional": True,
                 "num_layers": 1,
-                "dropout": DROPOUT,
+                "dropout": setup.dropout,
             },
             "decoder": {
                 "type": "recurrent",
                 "rnn_type": "gru",
-                "embeddings": {"embedding_dim": EMB_DIM},
-                "hidden_size": HIDDEN_DIM,
+                "embeddings": {"embedding_dim": setup.emb_dim},
+                "hidden_size": setup.hidden_dim,
                 "attention": "bahdanau",
                 "input_feeding": True,
                 "init_hidden": "bridge",
                 "num_layers": 1,
-                "dropout": DROPOUT,
+                "dropout": setup.dropout,
             },
         },
     }
@@ -629,10 +754,10 @@ def train_joeynmt(
     steps: int | None = None,
     threads: int = 2,
     *,
-    batch_tokens: int = BATCH_TOKENS,
+    setup: PeerSetup = BENCH,
     cache: Path = DEFAULT_CACHE,
 ) -> dict:
-    """Train JoeyNMT for ``steps`` steps or about ``minutes`` of its training loop, then
+    """Train JoeyNMT with ``setup`` for ``steps`` steps or about ``minutes`` of its training loop, then
     interrupt it (it saves the current weights on SIGINT). ``model`` is its model directory,
     ``steps`` the steps in its latest checkpoint; ``tgt_tokens_per_s`` comes from its log
     (see :func:`window_throughput`); ``wall_s`` is the whole process."""
@@ -641,7 +766,7 @@ def train_joeynmt(
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir = workdir / "model"
-    config = write_config(workdir, joeynmt_config(model_dir, data, steps, batch_tokens))
+    config = write_config(workdir, joeynmt_config(model_dir, data, steps, setup))
 
     # SIGINT is caught (and the model saved) only inside the epoch loop, which logs "EPOCH"
     stop = minutes_after(minutes, "EPOCH 1") if minutes is not None else None
@@ -663,21 +788,24 @@ def train_joeynmt(
 def translate_joeynmt(
     model: Path,
     src_file: Path,
-    beam: int = 5,
+    beam: int | None = None,
     threads: int = 2,
     *,
     ref_file: Path | None = None,
+    setup: PeerSetup = BENCH,
     cache: Path = DEFAULT_CACHE,
 ) -> dict:
-    """Decode a pieces file with the latest checkpoint of a JoeyNMT model directory and score
-    it against ``ref_file`` (default: :func:`reference_of`). Speed is the toolkit's own
-    "Generation took" timing (model loading excluded)."""
+    """Decode a pieces file with the latest checkpoint of a JoeyNMT model directory (beam:
+    ``setup``'s unless given) and score it against ``ref_file`` (default:
+    :func:`reference_of`). Speed is the toolkit's own "Generation took" timing (model loading
+    excluded)."""
     python = setup_joeynmt(cache)
+    beam = beam or setup.beam
     model = Path(model)
     config = yaml.safe_load((model / "config.yaml").read_text())
     config["testing"].update(
         beam_size=beam,
-        beam_alpha=LENGTH_PENALTY,  # GNMT ((5 + len) / 6) ** alpha, as ours
+        beam_alpha=setup.length_penalty,  # GNMT ((5 + len) / 6) ** alpha, as ours
         load_model=str((model / "latest.ckpt").resolve()),
     )
     translate_config = model / f"translate.beam{beam}.yaml"
@@ -706,16 +834,17 @@ FAIRSEQ_LANGS = ["--source-lang", "de", "--target-lang", "en"]
 
 
 def fairseq_flops_per_target_token(
-    vocab: int, src_per_tgt: float = 1.0, src_len: float = 18.0, attention: bool = True
+    vocab: int, src_per_tgt: float = 1.0, src_len: float = 18.0, setup: PeerSetup = BENCH
 ) -> float:
-    """Forward+backward FLOPs per target token of fairseq's LSTM at the peers' sizes: 3x the
+    """Forward+backward FLOPs per target token of fairseq's LSTM at ``setup``'s sizes: 3x the
     forward matrix products, as bench.py counts ours, with ``src_per_tgt`` source tokens per
     target token and ``src_len`` source tokens each target token attends to."""
-    encoder = 2 * 2 * 4 * ENC_DIR_DIM * (EMB_DIM + ENC_DIR_DIM)  # two directions
-    decoder = 2 * 4 * HIDDEN_DIM * (EMB_DIM + HIDDEN_DIM + HIDDEN_DIM)  # input feeding
+    emb, enc, hidden = setup.emb_dim, setup.enc_dir_dim, setup.hidden_dim
+    encoder = 2 * 2 * 4 * enc * (emb + enc)  # two directions
+    decoder = 2 * 4 * hidden * (emb + hidden + hidden)  # input feeding
     # query projection, scores, weighted sum, tanh layer over [context; state]
-    attend = 2 * HIDDEN_DIM * (HIDDEN_DIM + 2 * src_len + 2 * HIDDEN_DIM) if attention else 0
-    output = 2 * HIDDEN_DIM * vocab
+    attend = 2 * hidden * (hidden + 2 * src_len + 2 * hidden) if setup.attention else 0
+    output = 2 * hidden * vocab
     return 3.0 * (src_per_tgt * encoder + decoder + attend + output)
 
 
@@ -765,8 +894,7 @@ def fairseq_args(
     data_bin: Path,
     save_dir: Path,
     steps: int | None,
-    batch_tokens: int,
-    attention: bool = True,
+    setup: PeerSetup = BENCH,
     save_every: int = FAIRSEQ_SAVE_EVERY,
 ) -> list[str]:
     """fairseq 0.12 training options: architecture ``lstm`` with a bi-LSTM 2 x 256 and an
@@ -780,32 +908,32 @@ def fairseq_args(
     also reads a context at every step). Forward+backward per target token (see
     :func:`fairseq_flops_per_target_token`: 8001 types, 1.035 source tokens and 17.7 attended
     ones per target token on Multi30k): 51.6 MFLOP, 46.8 without attention; bench.py counts
-    35.2 for ours. Lengths include the end-of-sentence token, hence ``MAX_LEN + 1``; batches
+    35.2 for ours. Lengths include the end-of-sentence token, hence ``max_len + 1``; batches
     are not rounded to multiples of 8 sentences (fairseq's default, for GPUs)."""
     options = {
         "--task": "translation",
         "--arch": "lstm",
-        "--encoder-embed-dim": EMB_DIM,
-        "--encoder-hidden-size": ENC_DIR_DIM,
+        "--encoder-embed-dim": setup.emb_dim,
+        "--encoder-hidden-size": setup.enc_dir_dim,
         "--encoder-layers": 1,
-        "--decoder-embed-dim": EMB_DIM,
-        "--decoder-hidden-size": HIDDEN_DIM,
+        "--decoder-embed-dim": setup.emb_dim,
+        "--decoder-hidden-size": setup.hidden_dim,
         "--decoder-layers": 1,
-        "--decoder-out-embed-dim": HIDDEN_DIM,  # no extra layer before the softmax
-        "--decoder-attention": int(attention),
-        "--dropout": DROPOUT,  # on embeddings, encoder outputs and decoder outputs
+        "--decoder-out-embed-dim": setup.hidden_dim,  # no extra layer before the softmax
+        "--decoder-attention": int(setup.attention),
+        "--dropout": setup.dropout,  # on embeddings, encoder outputs and decoder outputs
         "--criterion": "label_smoothed_cross_entropy",  # summed, divided by target tokens
-        "--label-smoothing": LABEL_SMOOTHING,
+        "--label-smoothing": setup.label_smoothing,
         "--optimizer": "adam",
-        "--lr": LEARNING_RATE,
+        "--lr": setup.learning_rate,
         "--lr-scheduler": "fixed",
-        "--clip-norm": CLIP_NORM,
-        "--max-tokens": batch_tokens,
+        "--clip-norm": setup.clip_norm,
+        "--max-tokens" if setup.batch_type == "tokens" else "--batch-size": setup.batch_size,
         "--required-batch-size-multiple": 1,
-        "--max-source-positions": MAX_LEN + 1,
-        "--max-target-positions": MAX_LEN + 1,
+        "--max-source-positions": setup.max_len + 1,
+        "--max-target-positions": setup.max_len + 1,
         "--max-update": steps or 0,  # 0: no limit
-        "--seed": SEED,
+        "--seed": setup.seed,
         "--num-workers": 0,
         "--log-format": "json",
         "--log-interval": report_every(steps),
@@ -840,12 +968,11 @@ def train_fairseq(
     steps: int | None = None,
     threads: int = 2,
     *,
-    attention: bool = True,
-    batch_tokens: int = BATCH_TOKENS,
+    setup: PeerSetup = BENCH,
     save_every: int = FAIRSEQ_SAVE_EVERY,
     cache: Path = DEFAULT_CACHE,
 ) -> dict:
-    """Train fairseq's LSTM (see :func:`fairseq_args`) for ``steps`` updates or about
+    """Train fairseq's LSTM (see :func:`fairseq_args`) with ``setup`` for ``steps`` updates or about
     ``minutes`` of its training loop, then interrupt it. It saves nothing on SIGINT, so the
     model is its newest checkpoint (one every ``save_every`` updates) and ``steps`` counts the
     updates in it. ``tgt_tokens_per_s`` comes from its log (see :func:`window_throughput`);
@@ -858,7 +985,7 @@ def train_fairseq(
     save_dir = workdir / "model"
     save_dir.mkdir(exist_ok=True)
     shutil.copy(data_bin / "dict.txt", save_dir / "dict.txt")  # for translate_fairseq
-    options = fairseq_args(data_bin, save_dir, steps, batch_tokens, attention, save_every)
+    options = fairseq_args(data_bin, save_dir, steps, setup, save_every)
     (workdir / "train.args").write_text("".join(f"{option}\n" for option in options))
     chosen: list[tuple[Path, int, float]] = []
     out_of_time = minutes_after(minutes or 0.0, FAIRSEQ_LOOP_START)
@@ -903,18 +1030,20 @@ def fairseq_hypotheses(output: str, sentences: int) -> list[str]:
 def translate_fairseq(
     model: Path,
     src_file: Path,
-    beam: int = 5,
+    beam: int | None = None,
     threads: int = 2,
     *,
     ref_file: Path | None = None,
+    setup: PeerSetup = BENCH,
     cache: Path = DEFAULT_CACHE,
 ) -> dict:
     """Decode a pieces file with a fairseq checkpoint (binarised first, as fairseq-generate
-    reads) and score it against ``ref_file`` (default: :func:`reference_of`). fairseq's
+    reads; beam: ``setup``'s unless given) and score it against ``ref_file`` (default: :func:`reference_of`). fairseq's
     ``--lenpen`` divides a hypothesis's log-probability by its length to that power, not by
     GNMT's ((5 + length) / 6) ** alpha; 1.0 ranks by the mean per token. Speed is the
     toolkit's own timing of its generation steps (loading and batching excluded)."""
     python = setup_fairseq(cache)
+    beam = beam or setup.beam
     model = Path(model).resolve()
     src_file = Path(src_file)
     out = model.parent / f"{src_file.stem}.beam{beam}.hyp"
@@ -926,8 +1055,8 @@ def translate_fairseq(
     binarize_fairseq(python, {"test": data_bin / "input"}, dictionary, data_bin, threads)
     cmd = [str(python), "-m", "fairseq_cli.generate", str(data_bin), "--task", "translation"]
     cmd += [*FAIRSEQ_LANGS, "--gen-subset", "test", "--path", str(model), "--beam", str(beam)]
-    cmd += ["--batch-size", str(DECODE_BATCH), "--required-batch-size-multiple", "1"]
-    cmd += ["--lenpen", str(LENGTH_PENALTY), "--cpu", "--num-workers", "0"]
+    cmd += ["--batch-size", str(setup.decode_batch), "--required-batch-size-multiple", "1"]
+    cmd += ["--lenpen", str(setup.length_penalty), "--cpu", "--num-workers", "0"]
     # fairseq-fixed drops a last batch that is not a multiple of --required-batch-size-multiple;
     # the training length limit would make generation fail on a longer test sentence
     cmd += ["--model-overrides", "{'max_source_positions': 1024, 'max_target_positions': 1024}"]
@@ -942,18 +1071,19 @@ def translate_fairseq(
 
 # --- all of them, side by side -------------------------------------------------------------
 
-PEERS = {
-    "opennmt": (train_opennmt, translate_opennmt),
-    "joeynmt": (train_joeynmt, translate_joeynmt),
-    "fairseq": (train_fairseq, translate_fairseq),
-    "fairseq_noattn": (partial(train_fairseq, attention=False), translate_fairseq),
+TOOLKITS: dict[str, tuple[Callable, Callable, Callable]] = {
+    "opennmt": (setup_opennmt, train_opennmt, translate_opennmt),
+    "joeynmt": (setup_joeynmt, train_joeynmt, translate_joeynmt),
+    "fairseq": (setup_fairseq, train_fairseq, translate_fairseq),
 }
-SETUPS = {
-    "opennmt": setup_opennmt,
-    "joeynmt": setup_joeynmt,
-    "fairseq": setup_fairseq,
-    "fairseq_noattn": setup_fairseq,
+PEERS: dict[str, tuple[str, str]] = {  # a row of the table: (toolkit, set-up)
+    "opennmt": ("opennmt", "bench"),
+    "opennmt_noattn": ("opennmt", "bench_noattn"),
+    "joeynmt": ("joeynmt", "bench"),
+    "fairseq": ("fairseq", "bench"),
+    "fairseq_noattn": ("fairseq", "bench_noattn"),
 }
+DEFAULT_PEERS = ["opennmt", "joeynmt", "fairseq", "fairseq_noattn"]
 
 
 def measure(
@@ -963,45 +1093,47 @@ def measure(
     threads: int = 2,
     *,
     steps: int | None = None,
-    beam: int = 5,
     test_sentences: int | None = None,
-    batch_tokens: int = BATCH_TOKENS,
+    batch_size: int | None = None,
     peers: list[str] | None = None,
     cache: Path = DEFAULT_CACHE,
 ) -> dict[str, dict]:
-    """Train and decode ``peers`` (default: all of :data:`PEERS`); rows ``{peer}_train`` and
+    """Train and decode ``peers`` (default: :data:`DEFAULT_PEERS`), each with its set-up
+    (``batch_size`` replacing theirs: the smoke run's); rows ``{peer}_train`` and
     ``{peer}_beam{beam}`` in the shape bench/bench.py prints, or ``{"error": ...}`` for a step
     that failed. All are installed before any trains."""
-    names = list(peers or PEERS)
+    names = list(peers or DEFAULT_PEERS)
+    vocab_size = shared_vocab_size([SETUPS[PEERS[name][1]] for name in names])
     results: dict[str, dict] = {}
     for name in names:
         try:
-            SETUPS[name](cache)
+            TOOLKITS[PEERS[name][0]][0](cache)
         except (PeerError, subprocess.CalledProcessError, OSError) as err:
             results[f"{name}_train"] = {"error": f"installing: {err}"}
     workdir = Path(workdir).resolve()
-    data = prepare_data(Path(data_dir), workdir, test_sentences, threads)
+    data = prepare_data(Path(data_dir), workdir, test_sentences, threads, vocab_size=vocab_size)
     budget = {"minutes": None, "steps": steps} if steps else {"minutes": minutes, "steps": None}
     for name in names:
         if f"{name}_train" in results:
             continue
-        train, translate = PEERS[name]
+        toolkit, setup_name = PEERS[name]
+        _, train, translate = TOOLKITS[toolkit]
+        setup = SETUPS[setup_name]
+        if batch_size:
+            setup = replace(setup, batch_size=batch_size)
         print(f"peers: training {name} in {workdir / name}", file=sys.stderr, flush=True)
         try:
             trained = train(
-                workdir / name,
-                data,
-                **budget,
-                threads=threads,
-                batch_tokens=batch_tokens,
-                cache=cache,
+                workdir / name, data, **budget, threads=threads, setup=setup, cache=cache
             )
             results[f"{name}_train"] = {**trained, "model": str(trained["model"])}
             print(f"peers: decoding with {name}", file=sys.stderr, flush=True)
-            decoded = translate(trained["model"], data.test_src, beam, threads, cache=cache)
-            results[f"{name}_beam{beam}"] = decoded
+            row = translate(
+                trained["model"], data.test_src, None, threads, setup=setup, cache=cache
+            )
+            results[f"{name}_beam{setup.beam}"] = row
         except (PeerError, subprocess.CalledProcessError, OSError) as err:
-            key = f"{name}_beam{beam}" if f"{name}_train" in results else f"{name}_train"
+            key = f"{name}_beam{setup.beam}" if f"{name}_train" in results else f"{name}_train"
             results[key] = {"error": str(err)}
     return results
 
@@ -1042,7 +1174,10 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=2.0, help="training time per peer")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--peers", nargs="+", choices=list(PEERS), help="the peers to measure (default: all)"
+        "--peers",
+        nargs="+",
+        choices=list(PEERS),
+        help=f"the peers to measure (default: {' '.join(DEFAULT_PEERS)})",
     )
     parser.add_argument(
         "--smoke",
@@ -1059,7 +1194,7 @@ def main() -> None:
             threads=args.threads,
             steps=20,
             test_sentences=50,
-            batch_tokens=1000,
+            batch_size=1000,
             peers=args.peers,
             cache=Path(args.cache),
         )
