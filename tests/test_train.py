@@ -9,6 +9,8 @@ import torch
 import translate.train as train_module
 from tests.conftest import tiny_config
 from tests.conftest import tiny_model as tiny
+from translate import trainlog
+from translate.checkpoint import TrainState
 from translate.config import Config, TrainConfig, UserError
 from translate.data import pair_batch
 from translate.model import build_model
@@ -127,21 +129,19 @@ def test_resuming_with_another_model_is_refused(word_corpus, tmp_path):
 
 def test_the_progress_bar_ends_at_whichever_limit_comes_first():
     # 4140 steps allowed, but 20 minutes at 0.5 s a step end the run at step 2400
-    assert train_module.last_step(100, 4140, 20.0, 50.0, 0.5) == 100 + 2300
-    assert train_module.last_step(100, 1000, 20.0, 50.0, 0.5) == 1000  # the steps end first
-    assert train_module.last_step(100, 4140, 0.0, 50.0, 0.5) == 4140  # no time budget
-    assert train_module.last_step(100, 4140, 1.0, 75.0, 0.5) == 100  # the budget is spent
+    assert trainlog.last_step(100, 4140, 20.0, 50.0, 0.5) == 100 + 2300
+    assert trainlog.last_step(100, 1000, 20.0, 50.0, 0.5) == 1000  # the steps end first
+    assert trainlog.last_step(100, 4140, 0.0, 50.0, 0.5) == 4140  # no time budget
+    assert trainlog.last_step(100, 4140, 1.0, 75.0, 0.5) == 100  # the budget is spent
 
 
 def test_skipped_steps_do_not_lower_the_logged_loss():
-    window = train_module.Window()
+    window = trainlog.Window()
     tokens = 4, 3  # target tokens (EOS included) and source tokens of each step
     window.add(8.0, 1.0, False, *tokens)
     window.add(float("nan"), float("nan"), False, *tokens)  # skipped: no loss, no norm
     window.add(4.0, 3.0, True, *tokens)
-    entry = window.flush(
-        train_module.TrainState(step=3), torch.optim.SGD([torch.zeros(1)], 0.1), 1.0
-    )
+    entry = window.flush(TrainState(step=3), torch.optim.SGD([torch.zeros(1)], 0.1), 1.0)
     assert entry["train_loss"] == pytest.approx(12.0 / 8)  # per token of the finite steps
     assert entry["grad_norm"] == pytest.approx(2.0)
     assert entry["clipped"] == pytest.approx(1 / 3, abs=1e-3)

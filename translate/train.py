@@ -9,15 +9,13 @@ would have taken. SIGINT/SIGTERM save a checkpoint before exiting.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -28,25 +26,17 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import distributed
-from .config import Config, TrainConfig, UserError, config_to_dict
+from .checkpoint import TrainState, keep_recent, resume, save_checkpoint
+from .config import Config, TrainConfig, UserError
 from .data import Batch, bucket_batches, pair_batch
 from .distributed import Ranks
 from .loss import smoothed_cross_entropy
 from .model import Seq2Seq, build_model
-from .modeldir import (
-    CHECKPOINT,
-    CONFIG,
-    METRICS,
-    RECENT,
-    WEIGHTS,
-    atomic_save,
-    load_tensors,
-    read_config,
-    write_config,
-)
+from .modeldir import CHECKPOINT, METRICS, RECENT, WEIGHTS, atomic_save
 from .prepare import Prepared, prepare
 from .runtime import autocast, pick_device, resolve_dtype, set_threads
 from .search import search_batches
+from .trainlog import Window, last_step, log_window, pairs_seen, record
 from .vocab import PAD
 
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before training gives up
@@ -57,24 +47,6 @@ class Interrupted(UserError):
 
     label = "interrupted"
     exit_code = 130
-
-
-@dataclass
-class TrainState:
-    """The loop's counters: with the weights, the optimiser and the RNG state, everything a
-    resumed run needs. Saved in the checkpoint as a plain dict (``loop``)."""
-
-    step: int = 0
-    epoch: int = 1
-    position: int = 0  # batches of this epoch already taken
-    best_bleu: float = -1.0
-    best_loss: float = math.inf
-    bad_validations: int = 0  # in a row, without improvement
-    elapsed: float = 0.0  # seconds of training so far, in this and earlier processes
-    finished: bool = False
-    skipped: int = 0  # steps whose loss or gradient was not finite
-    lr_scale: float = 1.0  # the plateau decay so far
-    pairs_seen: list[int] = field(default_factory=list)  # training pairs, per corpus
 
 
 @dataclass
@@ -214,55 +186,6 @@ def setup(cfg: Config, ranks: Ranks, log) -> Run:
     )
 
 
-def resume(run: Run, log) -> None:
-    """Continue from ``out_dir/checkpoint.pt`` when there is one, after checking that it was
-    trained with the same data and model settings; then write this run's config.yaml."""
-    path, ranks = run.out / CHECKPOINT, run.ranks
-    if ranks.main:
-        if path.is_file():
-            check_same_experiment(run.out, run.cfg)
-        write_config(run.out, run.cfg)  # upgrades the directory's files if they are older
-    distributed.barrier(ranks)
-    if not path.is_file():
-        return
-    saved = load_tensors(path)
-    run.model.load_state_dict(saved["model"])
-    run.optimizer.load_state_dict(saved["optimizer"])
-    if "scaler" in saved:
-        run.scaler.load_state_dict(saved["scaler"])
-    run.state = TrainState(**saved["loop"])
-    if len(run.state.pairs_seen) != len(run.cfg.data.train):  # saved before counts were kept
-        run.state.pairs_seen = [0] * len(run.cfg.data.train)
-    rng = saved["rng"] if isinstance(saved["rng"], list) else [saved["rng"]]
-    if len(rng) == ranks.world:
-        torch.set_rng_state(rng[ranks.rank])
-        if "cuda_rng" in saved and run.device.type == "cuda":
-            torch.cuda.set_rng_state(saved["cuda_rng"][ranks.rank], run.device)
-    else:  # the global batches stay the same; each rank's random draws cannot
-        log(
-            f"note: {path} was written by {len(rng)} process(es) and this run has "
-            f"{ranks.world}: it goes on with the same global batches, but its dropout masks "
-            "differ from those of an uninterrupted run"
-        )
-    log(f"resuming from {path} at step {run.state.step}")
-
-
-def check_same_experiment(out: Path, cfg: Config) -> None:
-    """A checkpoint may only be resumed with the data and model it was trained with."""
-    if not (out / CONFIG).is_file():
-        return
-    saved = config_to_dict(read_config(out / CONFIG)[0])  # keys added since get defaults
-    now = config_to_dict(cfg)
-    for section in ("data", "model"):
-        if saved[section] != now[section]:
-            changed = [k for k in now[section] if saved[section][k] != now[section][k]]
-            raise UserError(
-                f"{out} holds a checkpoint trained with other {section} settings "
-                f"({', '.join(f'{section}.{k}' for k in changed)}); "
-                "use a new out_dir, or delete the old one to start over"
-            )
-
-
 def adam(params, lr: float) -> torch.optim.Adam:
     """Adam, fused into one kernel over all parameters where this torch has one for their
     device (CPU: torch >= 2.4), else the per-parameter loop."""
@@ -400,15 +323,6 @@ def schedule(t: TrainConfig, step: int, total_steps: int, elapsed: float) -> flo
     return warm * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def last_step(step: int, total_steps: int, max_minutes: float, elapsed: float, pace: float) -> int:
-    """The step at which the run will end: ``total_steps``, or sooner when the time budget runs
-    out first at ``pace`` seconds per step (for the progress bar's total and ETA)."""
-    if not max_minutes or pace <= 0:
-        return total_steps
-    left = max(max_minutes * 60 - elapsed, 0.0)
-    return min(total_steps, step + math.ceil(left / pace))
-
-
 # --- validation and checkpoints ---------------------------------------------------------------
 
 
@@ -488,38 +402,6 @@ def _validate_and_keep_best(run: Run, metrics: TextIO, write) -> None:
     )
 
 
-def save_checkpoint(run: Run) -> None:
-    """Everything a resumed run needs, in ``out_dir/checkpoint.pt``; under torchrun, written
-    by rank 0 with every rank's random state."""
-    ranks = run.ranks
-    run.state.elapsed = run.elapsed()
-    rng = distributed.gather_to_main(ranks, torch.get_rng_state())
-    cuda_rng = None
-    if run.device.type == "cuda":
-        cuda_rng = distributed.gather_to_main(ranks, torch.cuda.get_rng_state(run.device))
-    if not ranks.main:
-        return
-    saved = {
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "rng": rng[0] if ranks.world == 1 else rng,  # one process: the format as it was
-        "loop": dataclasses.asdict(run.state),
-    }
-    if cuda_rng is not None:
-        saved["cuda_rng"] = cuda_rng
-    if run.scaler.is_enabled():
-        saved["scaler"] = run.scaler.state_dict()
-    atomic_save(saved, run.out / CHECKPOINT)
-
-
-def keep_recent(model: Seq2Seq, folder: Path, step: int, keep: int) -> None:
-    """Save the weights as ``folder/step-N.pt`` and delete all but the ``keep`` most recent."""
-    folder.mkdir(exist_ok=True)
-    atomic_save(model.state_dict(), folder / f"step-{step:08d}.pt")
-    for old in sorted(folder.glob("step-*.pt"))[:-keep]:
-        old.unlink()
-
-
 @contextmanager
 def catch_signals():
     """While active, SIGINT and SIGTERM only set a flag that the loop checks after each step."""
@@ -535,74 +417,3 @@ def catch_signals():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-# --- logging ----------------------------------------------------------------------------------
-
-
-def log_window(run: Run, window: Window, metrics: TextIO, bar: tqdm) -> None:
-    """Write the window's averages to metrics.jsonl and beside the progress bar."""
-    entry = window.flush(run.state, run.optimizer, run.elapsed())
-    entry["pairs_seen"] = pairs_seen(run)
-    record(metrics, entry)
-    bar.set_postfix(
-        loss=entry["train_loss"],
-        tok_s=entry["tgt_tok_s"],
-        lr=f"{entry['lr']:.2g}",
-        clip=entry["clipped"],
-    )
-
-
-def pairs_seen(run: Run) -> dict[str, int]:
-    """How many training pairs of each corpus the run has taken so far."""
-    return {corpus.path: n for corpus, n in zip(run.cfg.data.train, run.state.pairs_seen)}
-
-
-def record(metrics: TextIO, entry: dict) -> None:
-    """Append one JSON line to metrics.jsonl, flushed so that a crash loses nothing logged."""
-    if metrics is None:  # not rank 0
-        return
-    metrics.write(json.dumps(entry) + "\n")
-    metrics.flush()
-
-
-class Window:
-    """Running sums between two log lines: loss, tokens, gradient norms, clipping. Steps with
-    a non-finite loss or norm count towards speed but not towards the averages."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self) -> None:
-        self.loss, self.loss_tokens, self.norm, self.finite = 0.0, 0, 0.0, 0
-        self.tgt, self.src, self.clipped, self.steps = 0, 0, 0, 0
-        self.started = time.time()
-
-    def add(self, loss: float, norm: float, clipped: bool, tgt_tokens: int, src_tokens: int):
-        if math.isfinite(loss) and math.isfinite(norm):
-            self.loss += loss
-            self.loss_tokens += tgt_tokens
-            self.norm += norm
-            self.finite += 1
-        self.tgt += tgt_tokens
-        self.src += src_tokens
-        self.clipped += clipped
-        self.steps += 1
-
-    def flush(self, state: TrainState, optimizer, elapsed: float) -> dict:
-        """The log entry of the window so far; starts a new window."""
-        seconds = max(time.time() - self.started, 1e-9)
-        entry = {
-            "step": state.step,
-            "epoch": state.epoch,
-            "elapsed": round(elapsed, 1),
-            "train_loss": round(self.loss / max(self.loss_tokens, 1), 4),
-            "grad_norm": round(self.norm / max(self.finite, 1), 3),
-            "clipped": round(self.clipped / max(self.steps, 1), 3),
-            "lr": optimizer.param_groups[0]["lr"],
-            "tgt_tok_s": round(self.tgt / seconds),
-            "src_tok_s": round(self.src / seconds),
-            "skipped": state.skipped,
-        }
-        self.reset()
-        return entry

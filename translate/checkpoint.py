@@ -1,0 +1,120 @@
+"""What a training run saves and resumes from: its counters (TrainState), the checkpoint
+with every process's random state, the check that a checkpoint belongs to this experiment,
+and the weights of recent validations kept for averaging."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from . import distributed
+from .config import Config, UserError, config_to_dict
+from .model import Seq2Seq
+from .modeldir import CHECKPOINT, CONFIG, atomic_save, load_tensors, read_config, write_config
+
+if TYPE_CHECKING:
+    from .train import Run
+
+
+@dataclass
+class TrainState:
+    """The loop's counters: with the weights, the optimiser and the RNG state, everything a
+    resumed run needs. Saved in the checkpoint as a plain dict (``loop``)."""
+
+    step: int = 0
+    epoch: int = 1
+    position: int = 0  # batches of this epoch already taken
+    best_bleu: float = -1.0
+    best_loss: float = math.inf
+    bad_validations: int = 0  # in a row, without improvement
+    elapsed: float = 0.0  # seconds of training so far, in this and earlier processes
+    finished: bool = False
+    skipped: int = 0  # steps whose loss or gradient was not finite
+    lr_scale: float = 1.0  # the plateau decay so far
+    pairs_seen: list[int] = field(default_factory=list)  # training pairs, per corpus
+
+
+def resume(run: Run, log) -> None:
+    """Continue from ``out_dir/checkpoint.pt`` when there is one, after checking that it was
+    trained with the same data and model settings; then write this run's config.yaml."""
+    path, ranks = run.out / CHECKPOINT, run.ranks
+    if ranks.main:
+        if path.is_file():
+            check_same_experiment(run.out, run.cfg)
+        write_config(run.out, run.cfg)  # upgrades the directory's files if they are older
+    distributed.barrier(ranks)
+    if not path.is_file():
+        return
+    saved = load_tensors(path)
+    run.model.load_state_dict(saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    if "scaler" in saved:
+        run.scaler.load_state_dict(saved["scaler"])
+    run.state = TrainState(**saved["loop"])
+    if len(run.state.pairs_seen) != len(run.cfg.data.train):  # saved before counts were kept
+        run.state.pairs_seen = [0] * len(run.cfg.data.train)
+    rng = saved["rng"] if isinstance(saved["rng"], list) else [saved["rng"]]
+    if len(rng) == ranks.world:
+        torch.set_rng_state(rng[ranks.rank])
+        if "cuda_rng" in saved and run.device.type == "cuda":
+            torch.cuda.set_rng_state(saved["cuda_rng"][ranks.rank], run.device)
+    else:  # the global batches stay the same; each rank's random draws cannot
+        log(
+            f"note: {path} was written by {len(rng)} process(es) and this run has "
+            f"{ranks.world}: it goes on with the same global batches, but its dropout masks "
+            "differ from those of an uninterrupted run"
+        )
+    log(f"resuming from {path} at step {run.state.step}")
+
+
+def check_same_experiment(out: Path, cfg: Config) -> None:
+    """A checkpoint may only be resumed with the data and model it was trained with."""
+    if not (out / CONFIG).is_file():
+        return
+    saved = config_to_dict(read_config(out / CONFIG)[0])  # keys added since get defaults
+    now = config_to_dict(cfg)
+    for section in ("data", "model"):
+        if saved[section] != now[section]:
+            changed = [k for k in now[section] if saved[section][k] != now[section][k]]
+            raise UserError(
+                f"{out} holds a checkpoint trained with other {section} settings "
+                f"({', '.join(f'{section}.{k}' for k in changed)}); "
+                "use a new out_dir, or delete the old one to start over"
+            )
+
+
+def save_checkpoint(run: Run) -> None:
+    """Everything a resumed run needs, in ``out_dir/checkpoint.pt``; under torchrun, written
+    by rank 0 with every rank's random state."""
+    ranks = run.ranks
+    run.state.elapsed = run.elapsed()
+    rng = distributed.gather_to_main(ranks, torch.get_rng_state())
+    cuda_rng = None
+    if run.device.type == "cuda":
+        cuda_rng = distributed.gather_to_main(ranks, torch.cuda.get_rng_state(run.device))
+    if not ranks.main:
+        return
+    saved = {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "rng": rng[0] if ranks.world == 1 else rng,  # one process: the format as it was
+        "loop": dataclasses.asdict(run.state),
+    }
+    if cuda_rng is not None:
+        saved["cuda_rng"] = cuda_rng
+    if run.scaler.is_enabled():
+        saved["scaler"] = run.scaler.state_dict()
+    atomic_save(saved, run.out / CHECKPOINT)
+
+
+def keep_recent(model: Seq2Seq, folder: Path, step: int, keep: int) -> None:
+    """Save the weights as ``folder/step-N.pt`` and delete all but the ``keep`` most recent."""
+    folder.mkdir(exist_ok=True)
+    atomic_save(model.state_dict(), folder / f"step-{step:08d}.pt")
+    for old in sorted(folder.glob("step-*.pt"))[:-keep]:
+        old.unlink()
