@@ -154,3 +154,19 @@ def test_tied_tables_are_read_scaled_by_sqrt_dim():
 def test_reverse_padded_keeps_padding_in_place():
     tokens = torch.tensor([[5, 6, 7, 3], [8, 3, 0, 0]])
     assert reverse_padded(tokens, torch.tensor([4, 2])).tolist() == [[3, 7, 6, 5], [3, 8, 0, 0]]
+
+
+def test_the_encoder_can_be_narrower_than_the_decoder():
+    """enc_hidden_dim sets the encoder's state per direction (OpenNMT-py's 2 x 256 under a
+    512-wide decoder); the context and the attended outputs follow its width."""
+    model = tiny(enc_hidden_dim=8, attention="general", context_pool="mean").eval()
+    assert model.encoder.layers[0][0].hidden_size == 8 and model.encoder.out_dim == 16
+    batch = pair_batch(SRC, TGT)
+    outputs, context = model.encoder(batch.src_tokens, batch.src_lengths)
+    assert outputs.shape == (3, 6, 16) and context.shape == (3, 32)
+    assert model.decoder.init_state(model.encode(batch.src_tokens, batch.src_lengths)).shape == (
+        3,
+        1,
+        16,
+    )
+    assert model(batch.src_tokens, batch.src_lengths, batch.tgt_in).shape == (3, 4, VOCAB)

@@ -63,7 +63,8 @@ class ModelConfig:
 
     cell: str = "gru"  # rnn | gru | lstm
     emb_dim: int = 256
-    hidden_dim: int = 512
+    hidden_dim: int = 512  # the decoder's state (and the encoder's, unless enc_hidden_dim)
+    enc_hidden_dim: int = 0  # the encoder's state in each direction; 0: hidden_dim
     enc_layers: int = 1
     dec_layers: int = 1
     bidirectional: bool = True
@@ -202,7 +203,10 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(
             "'model.tie_source_embedding' needs 'model.tie_embeddings' and 'data.joint_vocab'"
         )
-    enc_out = cfg.model.hidden_dim * (2 if cfg.model.bidirectional else 1)
+    if cfg.model.enc_hidden_dim < 0:
+        raise ConfigError(f"'model.enc_hidden_dim' must be >= 0, got {cfg.model.enc_hidden_dim}")
+    enc_hidden = cfg.model.enc_hidden_dim or cfg.model.hidden_dim
+    enc_out = enc_hidden * (2 if cfg.model.bidirectional else 1)
     if cfg.model.attention == "dot" and enc_out != cfg.model.hidden_dim:
         raise ConfigError(
             "'model.attention: dot' needs encoder outputs as wide as the decoder state "

@@ -42,15 +42,15 @@ class Encoder(nn.Module):
         self.embed_scale = 1.0  # set by Seq2Seq when this table is the tied one
         self.dropout = Dropout(cfg.dropout)
         directions = 2 if cfg.bidirectional else 1
-        self.out_dim = cfg.hidden_dim * directions
+        hidden = cfg.enc_hidden_dim or cfg.hidden_dim
+        self.out_dim = hidden * directions
         self.context_dim = self.out_dim * (1 if cfg.context_pool == "none" else 2)
         self.layers = nn.ModuleList()
         for layer in range(cfg.enc_layers):
             size = cfg.emb_dim if layer == 0 else self.out_dim
             self.layers.append(
                 nn.ModuleList(
-                    CELLS[cfg.cell](size, cfg.hidden_dim, batch_first=True)
-                    for _ in range(directions)
+                    CELLS[cfg.cell](size, hidden, batch_first=True) for _ in range(directions)
                 )
             )
 
