@@ -160,6 +160,66 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("-m", "--model", required=True, help="model directory")
     pl.add_argument("-o", "--output", required=True, help="PNG file to write")
 
+    sv = sub.add_parser(
+        "serve",
+        help="an HTTP translation service: JSON API and a web page (pip install 'translate[serve]')",
+        description='Load the model once and answer POST /translate {"text": [...]} (GET '
+        "/health, GET /model, and a page at /). Sentences of concurrent requests with the same "
+        "options are decoded together in length-sorted batches. SIGTERM or Ctrl-C stops "
+        "accepting connections, finishes the requests in flight, then exits.",
+    )
+    sv.add_argument("-m", "--model", required=True, help="model directory written by 'train'")
+    sv.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: all)",
+    )
+    sv.add_argument("--port", type=int, default=8000, help="default: 8000; 0: any free port")
+    sv.add_argument("--beam", type=int, help="default beam of requests (default: the model's)")
+    sv.add_argument("--length-penalty", type=float, help="default GNMT alpha (the model's)")
+    sv.add_argument(
+        "--dtype",
+        choices=["fp32", "bf16", "fp16", "auto"],
+        default="fp32",
+        help="as for 'translate translate'",
+    )
+    sv.add_argument("--quantize", choices=["int8"], help="int8: dynamic quantization (CPU)")
+    sv.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    sv.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    sv.add_argument(
+        "--max-sentences", type=int, default=256, help="per request, else 413 (default: 256)"
+    )
+    sv.add_argument(
+        "--max-bytes",
+        type=int,
+        default=1_000_000,
+        help="request body size, else 413 (default: 1000000)",
+    )
+    sv.add_argument(
+        "--max-batch-sentences",
+        type=int,
+        default=64,
+        help="sentences decoded together at most (default: 64; 1: no batching)",
+    )
+    sv.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=6000,
+        help="source subwords decoded together at most (default: 6000)",
+    )
+    sv.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long a sentence waits for others to share its batch (default: 5)",
+    )
+    sv.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=60.0,
+        help="seconds the requests in flight get to finish after SIGTERM (default: 60)",
+    )
+
     at = sub.add_parser(
         "attention",
         help="attention heatmaps (PNG) for chosen sentences",
@@ -317,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
             if not metrics.is_file():
                 raise UserError(f"{metrics} not found")
             plot_training_curves(metrics, args.output)
+        elif args.command == "serve":
+            from .serve import ServeOptions, serve
+
+            serve(args.model, ServeOptions.from_namespace(args))
         elif args.command == "attention":
             from .plots import plot_attention
             from .translator import Translator

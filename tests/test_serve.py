@@ -1,0 +1,498 @@
+"""translate serve: the JSON API against Translator, dynamic batching, bad input, graceful
+shutdown, and the page in a real headless Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+import torch
+
+from tests.conftest import tiny_config
+from translate.cli import main
+from translate.search import Sampling
+from translate.serve import ServeOptions, build_app, serve_app
+from translate.train import train
+from translate.translator import Translator
+
+LINES = ["hund katze", "", "   ", "baum auto buch", "haus", "stuhl tisch hund katze"]
+LIMITS = {"max_sentences": 8, "max_bytes": 4000}
+
+
+@contextmanager
+def running(model_dir: Path, **changes):
+    """A server on a free loopback port, in a thread of this process; yields (port, translator)."""
+    translator = Translator.from_dir(model_dir)
+    options = ServeOptions(host="127.0.0.1", port=0, **changes)
+    app = build_app(translator, options, model_dir)
+    started: queue.Queue = queue.Queue()
+
+    async def serve() -> None:
+        stop, loop = asyncio.Event(), asyncio.get_running_loop()
+        await serve_app(app, options, stop, lambda host, port: started.put((loop, stop, port)))
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    loop, stop, port = started.get(timeout=60)
+    try:
+        yield port, translator
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=60)
+
+
+def call(port: int, method: str, path: str, body=None) -> tuple[int, dict]:
+    """One request (a dict body is sent as JSON, bytes as they are); the status and the JSON."""
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request(method, path, body=body)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def attention_dir(word_corpus, tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("attention")
+    cfg = tiny_config(word_corpus, f"out_dir={out}", "model.attention=general")
+    return train(cfg, log=lambda message: None)
+
+
+@pytest.fixture(scope="module")
+def attention_server(attention_dir):
+    """The attention model served with small limits and a wait long enough to batch requests."""
+    with running(attention_dir, batch_wait_ms=50, max_batch_sentences=8, **LIMITS) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def plain_server(trained_dir):
+    """The model without attention, served with the default settings."""
+    with running(trained_dir) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def reference(attention_dir) -> Translator:
+    return Translator.from_dir(attention_dir)
+
+
+def expected(translation, n_best: int):
+    candidates = [
+        {"text": c.text, "score": c.score, "log_prob": c.log_prob} for c in translation.candidates
+    ]
+    return candidates if n_best > 1 else candidates[0]
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_answers_equal_translator_output(attention_server, reference, beam):
+    port, _ = attention_server
+    status, answer = call(port, "POST", "/translate", {"text": LINES, "beam": beam})
+    assert status == 200
+    wanted = [expected(t, 1) for t in reference.translate_batch(LINES, beam)]
+    assert answer["translations"] == wanted
+    assert answer["translations"][0]["text"] == "dog cat"
+    assert [a["text"] for a in answer["translations"]][1:3] == ["", ""]  # blank lines kept
+
+
+def test_n_best_gives_a_list_per_line(attention_server, reference):
+    port, _ = attention_server
+    request = {"text": LINES[:4], "beam": 4, "n_best": 3, "length_penalty": 0.5}
+    status, answer = call(port, "POST", "/translate", request)
+    assert status == 200
+    wanted = reference.translate_batch(LINES[:4], 4, 0.5, n_best=3)
+    assert answer["translations"] == [expected(t, 3) for t in wanted]
+    assert all(len(line) == 3 for line in answer["translations"])
+
+
+def test_attention_pieces_and_alignment(attention_server, reference):
+    port, _ = attention_server
+    lines = ["hund katze baum", "auto"]
+    request = {"text": lines, "beam": 2, "n_best": 2, "return_attention": True}
+    status, answer = call(port, "POST", "/translate", request)
+    assert status == 200
+    wanted = reference.translate_batch(lines, 2, n_best=2, return_attention=True)
+    for served, translation in zip(answer["translations"], wanted):
+        for candidate, want in zip(served, translation.candidates):
+            assert candidate["source_pieces"] == translation.source_pieces
+            assert candidate["pieces"] == want.pieces
+            assert candidate["alignment"] == want.alignment
+            rows = candidate["attention"]
+            assert (len(rows), len(rows[0])) == (len(want.pieces), len(translation.source_pieces))
+            assert torch.allclose(torch.tensor(rows), torch.tensor(want.attention))
+    assert answer["translations"][0][0]["alignment"] == [0, 1, 2, 3]  # dog cat tree EOS
+
+
+def test_sampling_is_seeded_per_request(attention_server, reference):
+    port, _ = attention_server
+    request = {"text": LINES[:4], "n_best": 3, "sample": {"temperature": 2.0, "seed": 7}}
+    first = call(port, "POST", "/translate", request)
+    assert first == call(port, "POST", "/translate", request)
+    wanted = reference.translate_batch(LINES[:4], n_best=3, sampling=Sampling(2.0, 0, 7))
+    assert first[1]["translations"] == [expected(t, 3) for t in wanted]
+
+
+def test_concurrent_requests_get_their_own_lines_in_order(attention_server, reference):
+    port, _ = attention_server
+    words = "haus hund katze baum auto buch tisch stuhl".split()
+    requests = [
+        {
+            "text": [
+                " ".join(words[(i + j) % 8 : (i + j) % 8 + 1 + (i * j) % 5])
+                for j in range(1 + i % 4)
+            ],
+            "beam": 1 + i % 2,
+        }
+        for i in range(16)
+    ]
+    _, before = call(port, "GET", "/health")
+    answers: list = [None] * len(requests)
+    barrier = threading.Barrier(len(requests))
+
+    def client(i: int) -> None:
+        barrier.wait()
+        answers[i] = call(port, "POST", "/translate", requests[i])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for request, (status, answer) in zip(requests, answers):
+        assert status == 200
+        wanted = reference.translate(request["text"], request["beam"])
+        assert [a["text"] for a in answer["translations"]] == wanted
+    _, after = call(port, "GET", "/health")
+    assert after["sentences"] - before["sentences"] == sum(len(r["text"]) for r in requests)
+    assert after["batches"] - before["batches"] < len(requests)  # requests were merged
+    assert after["largest_batch"] <= 8  # up to the cap
+
+
+BAD = [
+    (b"{not json", 400, "malformed JSON"),
+    (b"[1, 2]", 400, "must be a JSON object"),
+    (b"[" * 3000, 400, "nested too deeply"),
+    (b"{}", 400, "'text' is missing"),
+    (b'{"text": "hund"}', 400, "'text' must be a list of strings, got str"),
+    (b'{"text": ["hund", 3]}', 400, "'text'[1] must be a string, got int"),
+    (b'{"text": []}', 400, "'text' is an empty list"),
+    (b'{"text": ["hund \xff"]}', 400, "not valid UTF-8 (a bad byte at offset 16)"),
+    (b'{"text": ["\\ud800"]}', 400, "'text'[0] is not valid Unicode"),
+    (b'{"text": ["hund"], "colour": 1}', 400, "unknown field(s) 'colour'; known: text, beam"),
+    (b'{"text": ["hund"], "beam": 0}', 400, "'beam' must be an integer from 1 to 64, got 0"),
+    (b'{"text": ["hund"], "beam": true}', 400, "'beam' must be an integer"),
+    (b'{"text": ["hund"], "length_penalty": NaN}', 400, "'length_penalty' must be a number"),
+    (b'{"text": ["hund"], "beam": 2, "n_best": 3}', 400, "must not exceed the beam size (2)"),
+    (b'{"text": ["hund"], "return_attention": 1}', 400, "'return_attention' must be true"),
+    (b'{"text": ["hund"], "sample": {"top": 3}}', 400, "unknown 'sample' field(s) 'top'"),
+    (b'{"text": ["hund"], "sample": {}, "beam": 3}', 400, "takes no 'beam'"),
+    (
+        json.dumps({"text": ["hund"] * 9}).encode(),
+        413,
+        "9 sentences: more than --max-sentences (8)",
+    ),
+    (json.dumps({"text": ["hund " * 900]}).encode(), 413, "larger than --max-bytes (4000)"),
+]
+
+
+@pytest.mark.parametrize("body, status, message", BAD, ids=[m for _, _, m in BAD])
+def test_bad_input_is_a_4xx_naming_the_problem(attention_server, body, status, message):
+    port, _ = attention_server
+    _error_contains(call(port, "POST", "/translate", body), status, message)
+    # and the server goes on serving
+    assert (
+        call(port, "POST", "/translate", {"text": ["hund"]})[1]["translations"][0]["text"] == "dog"
+    )
+
+
+def _error_contains(answer: tuple[int, dict], status: int, message: str) -> None:
+    assert answer[0] == status, answer
+    assert message in answer[1]["error"], answer
+
+
+@pytest.mark.parametrize(
+    "method, path, status, message",
+    [
+        ("GET", "/nope", 404, "no route GET /nope; routes: GET /, GET /health"),
+        ("GET", "/translate", 405, "GET /translate is not allowed; use POST"),
+        ("POST", "/health", 405, "POST /health is not allowed"),
+    ],
+)
+def test_unknown_routes_and_methods(attention_server, method, path, status, message):
+    port, _ = attention_server
+    _error_contains(call(port, method, path), status, message)
+
+
+def test_long_sentence_is_truncated_with_a_warning(attention_server, reference):
+    port, _ = attention_server
+    long_line = "hund " * 300
+    status, answer = call(port, "POST", "/translate", {"text": ["katze", long_line]})
+    assert status == 200
+    short, cut = answer["translations"]
+    assert "warning" not in short
+    limit = reference.max_source_len
+    assert cut["warning"] == (
+        f"longer than {limit} subwords: only the first {limit} were translated"
+    )
+    assert cut["text"] == reference.translate([long_line])[0]
+
+
+def test_model_without_attention_refuses_attention(plain_server):
+    port, _ = plain_server
+    request = {"text": ["hund"], "return_attention": True}
+    _error_contains(call(port, "POST", "/translate", request), 400, "this model has no attention")
+
+
+def test_model_description(attention_server, attention_dir):
+    port, translator = attention_server
+    status, model = call(port, "GET", "/model")
+    assert status == 200
+    assert (model["source_language"], model["target_language"]) == ("de", "en")
+    assert model["model"]["attention"] == "general" and model["model"]["hidden_dim"] == 64
+    assert model["model"]["parameters"] == sum(p.numel() for p in translator.model.parameters())
+    assert model["vocabulary"]["source_size"] == len(translator.src_vocab)
+    assert model["decoding"]["beam"] == translator.cfg.decode.beam
+    entries = [json.loads(line) for line in (attention_dir / "metrics.jsonl").open()]
+    best = max((e for e in entries if "dev_bleu" in e), key=lambda e: e["dev_bleu"])
+    assert model["dev_bleu"] == {"bleu": best["dev_bleu"], "step": best["step"]}
+    assert model["limits"]["max_sentences"] == 8 and model["format_version"] == 3
+
+
+def test_health_answers_while_a_batch_is_decoded(plain_server, monkeypatch):
+    port, translator = plain_server
+    gate = threading.Event()
+    decode = translator.translate_batch
+
+    def held(*args, **kwargs):
+        gate.wait(timeout=30)
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(translator, "translate_batch", held)
+    answers = []
+    request = threading.Thread(
+        target=lambda: answers.append(call(port, "POST", "/translate", {"text": ["hund", "baum"]}))
+    )
+    request.start()
+    health = _wait_for_decoding(port)
+    assert health["decoding_sentences"] == 2 and not answers
+    gate.set()
+    request.join(timeout=30)
+    assert answers[0][1]["translations"] == [
+        {"text": t.text, "score": t.candidates[0].score, "log_prob": t.candidates[0].log_prob}
+        for t in decode(["hund", "baum"])
+    ]
+
+
+def _wait_for_decoding(port: int) -> dict:
+    """/health, as soon as it says a batch is being decoded."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status, health = call(port, "GET", "/health")
+        assert status == 200
+        if health["decoding_sentences"]:
+            return health
+        time.sleep(0.02)
+    raise AssertionError("no batch was decoded")
+
+
+SLOW_SERVER = """
+import sys, time
+from translate import translator
+decode = translator.Translator.translate_batch
+def slow(self, *args, **kwargs):
+    time.sleep(2)  # a batch that takes a while, so that SIGTERM comes while it is decoded
+    return decode(self, *args, **kwargs)
+translator.Translator.translate_batch = slow
+from translate.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits(trained_dir):
+    command = [sys.executable, "-c", SLOW_SERVER, "serve", "-m", str(trained_dir), "--port", "0"]
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        started = server.stderr.readline()
+        assert "serving on http://127.0.0.1:" in started, started
+        port = int(started.split("127.0.0.1:")[1].split()[0])
+        answers = []
+        request = threading.Thread(
+            target=lambda: answers.append(call(port, "POST", "/translate", {"text": ["hund"]}))
+        )
+        request.start()
+        _wait_for_decoding(port)
+        server.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionRefusedError):  # no longer accepting
+            for _ in range(50):
+                call(port, "GET", "/health")
+                time.sleep(0.02)
+        assert not answers  # refused while the request was still being decoded
+        request.join(timeout=30)
+        assert answers[0][0] == 200 and answers[0][1]["translations"][0]["text"] == "dog"
+        assert server.wait(timeout=30) == 0
+        assert "stopping: finishing the requests in flight" in server.stderr.read()
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_serve_without_aiohttp_says_how_to_install(trained_dir, monkeypatch, capsys):
+    import translate.serve
+
+    monkeypatch.setattr(translate.serve, "web", None)
+    assert main(["serve", "-m", str(trained_dir)]) == 1
+    assert capsys.readouterr().err == (
+        "translate: error: translate serve needs aiohttp: pip install 'translate[serve]'\n"
+    )
+
+
+# --- the page, in headless Chromium -----------------------------------------------------------
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--remote-debugging-port=0",
+]
+
+
+class DevTools:
+    """A page of a headless Chromium, driven over the DevTools protocol's websocket."""
+
+    def __init__(self, websocket: aiohttp.ClientWebSocketResponse):
+        self.websocket, self.last_id = websocket, 0
+
+    async def send(self, method: str, **params) -> dict:
+        self.last_id += 1
+        await self.websocket.send_json({"id": self.last_id, "method": method, "params": params})
+        while True:  # events come in between; wait for the answer to this command
+            message = await self.websocket.receive_json(timeout=30)
+            if message.get("id") == self.last_id:
+                assert "error" not in message, message
+                return message["result"]
+
+    async def evaluate(self, expression: str):
+        result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result["result"].get("value")
+
+    async def wait_for(self, expression: str, seconds: float = 20):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            value = await self.evaluate(expression)
+            if value:
+                return value
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"the page never showed {expression}")
+
+    async def click(self, selector: str) -> None:
+        """A real mouse click in the middle of the element."""
+        box = f"document.querySelector({selector!r}).getBoundingClientRect()"
+        x, y = await self.evaluate(f"[{box}.x + {box}.width / 2, {box}.y + {box}.height / 2]")
+        for kind in ("mousePressed", "mouseReleased"):
+            await self.send(
+                "Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1
+            )
+
+
+@contextmanager
+def chromium(profile: Path):
+    """Headless Chromium with an empty profile; yields the DevTools port."""
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.fail("the page test needs Chromium: apt-get install chromium (.ci/run installs it)")
+    browser = subprocess.Popen(
+        [executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not port_file.is_file() or not port_file.read_text().strip():
+            assert time.monotonic() < deadline and browser.poll() is None, "Chromium did not start"
+            time.sleep(0.05)
+        yield int(port_file.read_text().split()[0])
+    finally:
+        browser.terminate()
+        try:
+            browser.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            browser.kill()
+            browser.wait()
+
+
+SHOWN = """({
+  translation: document.querySelector('#output .translation').textContent,
+  nbest: [...document.querySelectorAll('#output ol.nbest li')].map(li => li.firstChild.textContent),
+  rows: document.querySelectorAll('#output table.heatmap tbody tr').length,
+  columns: document.querySelectorAll('#output table.heatmap thead th').length - 1,
+  note: (document.querySelector('#output .note') || {}).textContent,
+  error: document.getElementById('error').textContent,
+})"""
+
+
+async def use_page(devtools_port: int, url: str, sentence: str) -> list[dict]:
+    """Open the page, type ``sentence``, press Translate, then click the second of the n-best;
+    what the page showed after each click."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{devtools_port}/json/list") as response:
+            targets = await response.json()
+        target = next(t for t in targets if t["type"] == "page")
+        async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+            page = DevTools(ws)
+            await page.send("Page.navigate", url=url)
+            await page.wait_for("document.getElementById('about').textContent.includes('→')")
+            await page.click("#source")
+            await page.send("Input.insertText", text=sentence)
+            await page.click("#translate")
+            await page.wait_for(  # a translation, or an error
+                "document.querySelector('#output .translation') !== null"
+                " || document.getElementById('error').textContent !== ''"
+            )
+            shown = [await page.evaluate(SHOWN)]
+            await page.click("#output ol.nbest li:nth-child(2)")
+            return [*shown, await page.evaluate(SHOWN)]
+
+
+@pytest.mark.parametrize("served", ["attention_server", "plain_server"])
+def test_page_translates_in_a_real_browser(served, request, tmp_path):
+    port, translator = request.getfixturevalue(served)
+    with chromium(tmp_path) as devtools_port:
+        url = f"http://127.0.0.1:{port}/"
+        first, second = asyncio.run(use_page(devtools_port, url, "hund katze"))
+    attention = served == "attention_server"
+    beam = translator.cfg.decode.beam
+    wanted = translator.translate_batch(["hund katze"], beam, n_best=3, return_attention=attention)
+    candidates = wanted[0].candidates
+    assert first["error"] == "" and second["error"] == ""
+    assert first["translation"] == candidates[0].text == "dog cat"
+    assert first["nbest"] == second["nbest"] == [c.text for c in candidates]
+    assert second["translation"] == candidates[1].text  # the chosen alternative
+    if attention:
+        columns = len(wanted[0].source_pieces)
+        assert (first["rows"], first["columns"]) == (len(candidates[0].pieces), columns)
+        assert (second["rows"], second["columns"]) == (len(candidates[1].pieces), columns)
+    else:
+        assert (first["rows"], first["columns"]) == (0, -1)
+        assert first["note"] == "This model has no attention: no heatmap to show."

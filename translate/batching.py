@@ -1,0 +1,177 @@
+"""Dynamic batching for ``translate serve``: sentences of concurrent requests wait in queues
+by decoding options; one batcher task takes the oldest group when it is full or its first
+sentence has waited long enough, and decodes it as one length-sorted batch in a single worker
+thread, so that the event loop keeps answering and two decodes never compete for the cores."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .search import Sampling
+from .translator import Translation, Translator
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """What a request asks of the search; sentences are batched only with equal options."""
+
+    beam: int
+    length_penalty: float
+    n_best: int = 1
+    attention: bool = False
+    sample: tuple[float, int, int] | None = None  # temperature, top_k, seed
+    alone: int = 0  # > 0: a request decoded on its own (sampling: seeded per request)
+
+
+@dataclass
+class Job:
+    """One request's sentences on their way through the batcher."""
+
+    lines: list[str]
+    options: DecodeOptions
+    future: asyncio.Future
+    results: list
+    remaining: int
+
+
+@dataclass
+class Waiting:
+    """One sentence in the queue: its request, its place there, and its source subwords."""
+
+    job: Job
+    index: int
+    tokens: int
+    arrived: float
+
+
+class Batcher:
+    """Gathers the sentences of concurrent requests into length-sorted batches of equal
+    decoding options and decodes them one batch at a time in a single worker thread."""
+
+    def __init__(self, translator: Translator, max_sentences: int, max_tokens: int, wait_s: float):
+        self.translator = translator
+        self.max_sentences, self.max_tokens, self.wait_s = max_sentences, max_tokens, wait_s
+        self.queues: dict[DecodeOptions, deque[Waiting]] = {}  # oldest options first
+        self.queued_tokens: dict[DecodeOptions, int] = {}
+        self.arrived = asyncio.Event()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        self.decoding = 0  # sentences in the batch being decoded
+        self.stats = {"batches": 0, "sentences": 0, "largest_batch": 0}
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop taking batches (called once the server has answered every request)."""
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        self.executor.shutdown(wait=True)
+
+    async def translate(self, lines: list[str], options: DecodeOptions) -> list[Translation]:
+        """The translations of ``lines``, in order, decoded together with other requests'."""
+        loop = asyncio.get_running_loop()
+        job = Job(lines, options, loop.create_future(), [None] * len(lines), len(lines))
+        limit, now = self.translator.max_source_len, loop.time()
+        tokens = [min(len(ids), limit) + 1 for ids in self.translator.src_vocab.encode(lines)]
+        queue = self.queues.setdefault(options, deque())
+        queue.extend(Waiting(job, index, count, now) for index, count in enumerate(tokens))
+        self.queued_tokens[options] = self.queued_tokens.get(options, 0) + sum(tokens)
+        self.arrived.set()
+        return await job.future
+
+    def health(self) -> dict:
+        queued = sum(len(queue) for queue in self.queues.values())
+        return {"queued_sentences": queued, "decoding_sentences": self.decoding, **self.stats}
+
+    async def _run(self) -> None:
+        while True:
+            await self._wait_for_batch()
+            options, batch = self._take()
+            if batch:
+                await self._decode(options, batch)
+
+    async def _wait_for_batch(self) -> None:
+        """Until something waits, then until the oldest options have a full batch or their
+        first sentence has waited ``wait_s``."""
+        while not self.queues:
+            self.arrived.clear()
+            await self.arrived.wait()
+        options = self._oldest()
+        first = self.queues[options][0].arrived
+        loop = asyncio.get_running_loop()
+        while not self._full(options) and loop.time() < first + self.wait_s:
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), first + self.wait_s - loop.time())
+            except asyncio.TimeoutError:
+                break
+
+    def _oldest(self) -> DecodeOptions:
+        return min(self.queues, key=lambda options: self.queues[options][0].arrived)
+
+    def _full(self, options: DecodeOptions) -> bool:
+        return (
+            options.alone > 0  # a request decoded on its own has all its sentences here
+            or len(self.queues[options]) >= self.max_sentences
+            or self.queued_tokens[options] >= self.max_tokens
+        )
+
+    def _take(self) -> tuple[DecodeOptions, list[Waiting]]:
+        """The oldest options' waiting sentences, up to the caps (at least one; all of a
+        request decoded on its own), skipping those of requests already answered."""
+        options = self._oldest()
+        queue, batch, tokens = self.queues[options], [], 0
+        while queue and (
+            options.alone
+            or not batch
+            or (len(batch) < self.max_sentences and tokens + queue[0].tokens <= self.max_tokens)
+        ):
+            waiting = queue.popleft()
+            self.queued_tokens[options] -= waiting.tokens
+            if not waiting.job.future.done():  # not failed or cancelled meanwhile
+                batch.append(waiting)
+                tokens += waiting.tokens
+        if not queue:
+            del self.queues[options], self.queued_tokens[options]
+        return options, batch
+
+    async def _decode(self, options: DecodeOptions, batch: list[Waiting]) -> None:
+        """Translate one batch in the worker thread and hand each request its lines."""
+        lines = [waiting.job.lines[waiting.index] for waiting in batch]
+        sampling = Sampling(*options.sample) if options.sample else None
+        decode = functools.partial(
+            self.translator.translate_batch,
+            lines,
+            options.beam,
+            options.length_penalty,
+            options.n_best,
+            options.attention,
+            sampling,
+        )
+        self.decoding = len(batch)
+        try:
+            translations = await asyncio.get_running_loop().run_in_executor(self.executor, decode)
+        except Exception as err:  # the whole batch failed: every request in it hears why
+            for waiting in batch:
+                if not waiting.job.future.done():
+                    waiting.job.future.set_exception(err)
+            return
+        finally:
+            self.decoding = 0
+        self.stats["batches"] += 1
+        self.stats["sentences"] += len(batch)
+        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch))
+        for waiting, translation in zip(batch, translations):
+            job = waiting.job
+            if job.future.done():
+                continue
+            job.results[waiting.index] = translation
+            job.remaining -= 1
+            if job.remaining == 0:
+                job.future.set_result(job.results)
