@@ -17,7 +17,9 @@ so it must be 512), a one-layer decoder of 512 with attention and input feeding,
 embeddings. OpenNMT-py uses LSTMs and MLP/Bahdanau attention, JoeyNMT GRUs and Bahdanau
 attention, fairseq LSTMs and its own bilinear (Luong "general") attention. ``bench_noattn``
 drops the attention (OpenNMT-py and fairseq; JoeyNMT has no such variant): the peers of our
-context-vector model (see :func:`opennmt_config` and :func:`fairseq_args`). Training follows
+context-vector model (see :func:`opennmt_config` and :func:`fairseq_args`). ``recipe`` is
+OpenNMT-py as near our attention recipe as it goes (embeddings 512, GRUs, Luong's "general"
+score), for bench/gpu.py, which also runs it on a GPU. Training follows
 recipes/multi30k: Adam 0.002 held constant, dropout 0.3, label smoothing 0.1, clipping at
 norm 1, loss normalised by target tokens, batches of 4000 tokens (as each toolkit counts
 them: the longer side, padding included) and pairs of up to 80 subwords. Decoding: beam 5,
@@ -90,10 +92,20 @@ class PeerSetup:
     beam: int = 5
     length_penalty: float = 1.0
     seed: int = 1234
+    # OpenNMT-py's cell and attention score (JoeyNMT always runs GRUs with Bahdanau's score,
+    # fairseq LSTMs with Luong's "general" one): LSTM | GRU, mlp (Bahdanau) | general (Luong)
+    opennmt_rnn: str = "LSTM"
+    opennmt_attention: str = "mlp"
 
     def __post_init__(self) -> None:
         if self.batch_type not in ("tokens", "sents"):
             raise ValueError(f"batch_type must be tokens or sents, not {self.batch_type!r}")
+        if self.opennmt_rnn not in ("LSTM", "GRU"):
+            raise ValueError(f"opennmt_rnn must be LSTM or GRU, not {self.opennmt_rnn!r}")
+        if self.opennmt_attention not in ("mlp", "general"):
+            raise ValueError(
+                f"opennmt_attention must be mlp or general, not {self.opennmt_attention!r}"
+            )
 
 
 BENCH = PeerSetup()
@@ -106,6 +118,10 @@ SETUPS: dict[str, PeerSetup] = {
     "lr0.001": replace(BENCH, learning_rate=0.001),
     "dropout0.2": replace(BENCH, dropout=0.2),
     "smoothing0": replace(BENCH, label_smoothing=0.0),
+    # OpenNMT-py as near our attention recipe as its encoder-decoder allows (bench/gpu.py):
+    # embeddings 512, GRUs, Luong's "general" score. Its decoder starts from the encoder's
+    # concatenated final states, so a 512-wide decoder takes a 2 x 256 encoder (ours: 2 x 512)
+    "recipe": replace(BENCH, emb_dim=512, opennmt_rnn="GRU", opennmt_attention="general"),
 }
 SWEEP = ["bench", "sents64", "sents128", "lr0.001", "dropout0.2", "smoothing0"]
 
@@ -387,10 +403,12 @@ def run_child(
     stdin: Path | None = None,
     stdout: Path | None = None,
     should_stop: Callable[[float, str], bool] | None = None,
+    kill_after: float = 300.0,
 ) -> ChildRun:
     """Run ``cmd`` with its output (stderr only, when ``stdout`` is given) in ``log_path``;
-    send it SIGINT once ``should_stop(elapsed seconds, log so far)`` says so. Peak RSS comes
-    from wait4, so it is this child's own."""
+    send it SIGINT once ``should_stop(elapsed seconds, log so far)`` says so, and SIGKILL
+    ``kill_after`` seconds later if it is still running. Peak RSS comes from wait4, so it is
+    this child's own."""
     start = time.perf_counter()
     interrupted_at = None
     with ExitStack() as files:
@@ -416,7 +434,7 @@ def run_child(
                 if should_stop(elapsed, log_path.read_text(errors="replace")):
                     proc.send_signal(signal.SIGINT)
                     interrupted_at = elapsed
-            elif interrupted_at is not None and elapsed - interrupted_at > 300:
+            elif interrupted_at is not None and elapsed - interrupted_at > kill_after:
                 proc.kill()  # it ignored the interrupt
             time.sleep(0.5)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -515,11 +533,16 @@ def opennmt_config(
     save_every: int = OPENNMT_SAVE_EVERY,
     keep_all: bool = False,
     train_from: Path | None = None,
+    *,
+    gpu: bool = False,
+    model_dtype: str = "fp32",
 ) -> dict:
     """OpenNMT-py 3.0 training options: bi-LSTM 2 x 256, LSTM 512, MLP attention with input
-    feeding (at ``setup``'s sizes), no validation; against the clock it checkpoints every
-    ``save_every`` steps and keeps the last two (or, with ``keep_all``, every one).
-    ``train_from``: a checkpoint to go on from, optimiser and step count included.
+    feeding (at ``setup``'s sizes and with its cell and score), no validation; against the
+    clock it checkpoints every ``save_every`` steps and keeps the last two (or, with
+    ``keep_all``, every one). ``train_from``: a checkpoint to go on from, optimiser and step
+    count included. With ``gpu`` it trains on GPU 0 with its default two loader processes,
+    in ``model_dtype`` (fp16: autocast and loss scaling, weights fp32; 3.0.4 has no bf16).
 
     Without attention (``global_attention: none``) the source reaches the decoder only
     through its initial state, the encoder's final states (our context-vector model also reads
@@ -529,6 +552,9 @@ def opennmt_config(
     that runs over all steps at once, fails in OpenNMT-py 3.0.4's training on CPU: the output
     of its ``nn.LSTM(batch_first=True)`` is not contiguous and the loss calls ``.view`` on it
     ("view size is not compatible with input tensor's size and stride")."""
+    if model_dtype not in ("fp32", "fp16") or (model_dtype == "fp16" and not gpu):
+        raise ValueError(f"model_dtype must be fp32, or fp16 on a GPU, not {model_dtype!r}")
+    on_gpu = {"gpu_ranks": [0], "world_size": 1, "num_workers": 2, "model_dtype": model_dtype}
     return {
         **({"train_from": str(train_from)} if train_from else {}),
         "data": {"corpus_1": {"path_src": f"{data.train}.de", "path_tgt": f"{data.train}.en"}},
@@ -550,13 +576,13 @@ def opennmt_config(
         "model_type": "text",
         "encoder_type": "brnn",
         "decoder_type": "rnn",
-        "rnn_type": "LSTM",
+        "rnn_type": setup.opennmt_rnn,
         "word_vec_size": setup.emb_dim,
         "enc_layers": 1,
         "dec_layers": 1,
         "enc_hid_size": 2 * setup.enc_dir_dim,  # brnn splits it over the two directions
         "dec_hid_size": setup.hidden_dim,
-        "global_attention": "mlp" if setup.attention else "none",
+        "global_attention": setup.opennmt_attention if setup.attention else "none",
         "input_feed": 1,
         "dropout": [setup.dropout],
         "optim": "adam",
@@ -566,6 +592,7 @@ def opennmt_config(
         "normalization": "tokens",
         "batch_type": setup.batch_type,
         "batch_size": setup.batch_size,
+        **(on_gpu if gpu else {}),
     }
 
 
@@ -603,31 +630,50 @@ def train_opennmt(
     keep_all: bool = False,
     train_from: Path | None = None,
     cache: Path = DEFAULT_CACHE,
+    python: Path | None = None,
+    gpu: bool = False,
+    model_dtype: str = "fp32",
+    limit_s: float | None = None,
 ) -> dict:
     """Train OpenNMT-py with ``setup`` for ``steps`` steps or about ``minutes`` of its training
     loop, then interrupt it. It saves nothing on SIGINT, so the model is its newest whole checkpoint
     (one every ``save_every`` steps) and ``steps`` counts the steps in it.
     ``tgt_tokens_per_s`` comes from its log (see :func:`window_throughput`); ``wall_s`` is
     the whole process; ``checkpoints`` lists the whole ones kept with their training-loop
-    seconds (see :func:`opennmt_checkpoint_times`)."""
+    seconds (see :func:`opennmt_checkpoint_times`). ``python``: an interpreter that imports
+    ``onmt`` (default: the virtual environment's); ``gpu`` and ``model_dtype``: see
+    :func:`opennmt_config`; ``limit_s``: seconds after which the process is interrupted
+    (and killed a minute later) even with no checkpoint yet."""
     check_budget(minutes, steps)
-    python = setup_opennmt(cache)
+    python = python or setup_opennmt(cache)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    options = opennmt_config(workdir, data, steps, setup, save_every, keep_all, train_from)
+    options = opennmt_config(
+        workdir,
+        data,
+        steps,
+        setup,
+        save_every,
+        keep_all,
+        train_from,
+        gpu=gpu,
+        model_dtype=model_dtype,
+    )
     config = write_config(workdir, options)
     chosen: list[Path] = []
     out_of_time = minutes_after(minutes or 0.0, "Start training loop")
 
     def should_stop(elapsed: float, log: str) -> bool:
-        if not out_of_time(elapsed, log):
+        over_limit = limit_s is not None and elapsed >= limit_s
+        if not over_limit and (minutes is None or not out_of_time(elapsed, log)):
             return False
         chosen[:] = opennmt_checkpoints(log, exited=False)
-        return bool(chosen)  # else wait for the first checkpoint
+        return bool(chosen) or over_limit  # else wait for the first checkpoint
 
     cmd = [str(python), "-m", "onmt.bin.train", "-config", str(config)]
-    stop = should_stop if minutes is not None else None
-    run = run_child(cmd, workdir / "train.log", threads, should_stop=stop)
+    stop = should_stop if minutes is not None or limit_s is not None else None
+    kill_after = 60.0 if limit_s is not None else 300.0
+    run = run_child(cmd, workdir / "train.log", threads, should_stop=stop, kill_after=kill_after)
     check(run, "OpenNMT-py training")
     if not run.interrupted:
         chosen = opennmt_checkpoints(run.log, exited=True)
@@ -653,19 +699,22 @@ def translate_opennmt(
     ref_file: Path | None = None,
     setup: PeerSetup = BENCH,
     cache: Path = DEFAULT_CACHE,
+    python: Path | None = None,
+    gpu: bool = False,
 ) -> dict:
     """Decode a pieces file with an OpenNMT-py checkpoint (beam: ``setup``'s unless given) and
     score it against ``ref_file`` (default: :func:`reference_of`). Speed is the toolkit's own
     timing of the decoding (model loading excluded), reported as average milliseconds per
-    sentence."""
-    python = setup_opennmt(cache)
+    sentence. ``python``: as for :func:`train_opennmt`; ``gpu``: decode on GPU 0 (fp32)."""
+    python = python or setup_opennmt(cache)
     beam = beam or setup.beam
     model = Path(model)
     out = model.parent / f"{Path(src_file).stem}.beam{beam}.hyp"
     cmd = [str(python), "-m", "onmt.bin.translate", "-model", str(model)]
     cmd += ["-src", str(src_file), "-output", str(out), "-beam_size", str(beam)]
     cmd += ["-batch_size", str(setup.decode_batch), "-batch_type", "sents", "-report_time"]
-    cmd += ["-length_penalty", "wu", "-alpha", str(setup.length_penalty), "-gpu", "-1"]
+    cmd += ["-length_penalty", "wu", "-alpha", str(setup.length_penalty)]
+    cmd += ["-gpu", "0" if gpu else "-1"]
     run = run_child(cmd, out.with_suffix(".log"), threads)
     check(run, "OpenNMT-py translation")
     milliseconds = logged_value(run, r"Average translation time \(ms\): ([\d.]+)")
