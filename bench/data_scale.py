@@ -1,0 +1,185 @@
+"""Data scale: prepare and train on corpora of growing size, and show that memory does not grow.
+
+    python bench/data_scale.py --data-dir ../shared/data/tatoeba [--sizes 0.16,1,5] [--steps 200]
+
+The corpora are Tatoeba's training pairs repeated, each line numbered on both sides so that no
+two pairs are alike ("17 Ich habe ..." / "17 I baked ..."); they are written under --work and
+never leave it. One SentencePiece model is trained first (on the smallest corpus) and copied
+into every experiment, so that each row's prepare time is the encoding alone. Every
+measurement runs in its own process: its peak RSS (ru_maxrss of the process and, for prepare,
+of its worker processes) is its own. Training is the bench's context-vector GRU (embeddings
+256, state 512, batches of 4000 tokens) in fp32 for --steps steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = [
+    "data.vocab_size=8000",
+    "data.max_len=80",
+    "model.cell=gru",
+    "model.emb_dim=256",
+    "model.hidden_dim=512",
+    "model.attention=none",
+    "train.batch_tokens=4000",
+    "train.dtype=fp32",
+]
+
+
+def write_corpus(source: Path, folder: Path, pairs: int) -> Path:
+    """``pairs`` numbered pairs cycled from the Tatoeba files in ``source``: folder/train.de|en."""
+    prefix = folder / "train"
+    if (folder / "done").is_file():
+        return prefix
+    folder.mkdir(parents=True, exist_ok=True)
+    de = gzip.open(source / "train.de.gz", "rt", encoding="utf-8").read().splitlines()
+    en = gzip.open(source / "train.en.gz", "rt", encoding="utf-8").read().splitlines()
+    with open(f"{prefix}.de", "w", encoding="utf-8") as f_de, open(f"{prefix}.en", "w") as f_en:
+        for n in range(pairs):
+            f_de.write(f"{n} {de[n % len(de)]}\n")
+            f_en.write(f"{n} {en[n % len(en)]}\n")
+    (folder / "done").touch()
+    return prefix
+
+
+def worker(args: dict) -> dict:
+    """One measurement in this process: prepare, or train --steps steps."""
+    sys.path.insert(0, str(ROOT))
+    from translate.config import load_config
+
+    cfg = load_config(None, args["overrides"])
+    start = time.perf_counter()
+    if args["kind"] == "prepare":
+        from translate.prepare import prepare
+
+        data = prepare(cfg, log=lambda message: None, workers=args["workers"])
+        result = {"seconds": time.perf_counter() - start, "rows": len(data.train)}
+    else:
+        from translate.train import train
+
+        train(cfg, log=lambda message: None)
+        log = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").open()]
+        rates = [e["tgt_tok_s"] for e in log if "tgt_tok_s" in e][1:]  # the first window warms up
+        result = {"tgt_tok_s": sum(rates) / len(rates)}
+    result["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["children_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return result
+
+
+def run_worker(args: dict) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(args)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"worker failed: {args}\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def folder_mib(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", required=True, help="folder with Tatoeba's train.de/en.gz")
+    parser.add_argument("--sizes", default="0.16,1,5", help="millions of pairs, comma-separated")
+    parser.add_argument("--steps", type=int, default=200, help="training steps per size")
+    parser.add_argument("--work", default="/tmp/translate-data-scale", help="scratch folder")
+    parser.add_argument(
+        "--single-process-size",
+        type=float,
+        default=1.0,
+        help="also prepare this size with one process, for the throughput ratio",
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    work = Path(args.work)
+    sizes = [float(s) for s in args.sizes.split(",")]
+    source = Path(args.data_dir)
+    rows = []
+    spm = None
+    for size in sizes:
+        pairs = int(size * 1_000_000)
+        corpus = write_corpus(source, work / f"corpus-{size}M", pairs)
+        for workers in (2, 1) if size == args.single_process_size else (2,):
+            out = work / f"exp-{size}M-{workers}"
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            overrides = [f"out_dir={out}", f"data.train={corpus}", *MODEL]
+            if spm is None:  # the first size trains SentencePiece, unmeasured
+                run_worker({"kind": "prepare", "workers": 2, "overrides": overrides})
+                spm = out / "spm.model"
+                shutil.rmtree(out / "prepared")
+            elif not (out / "spm.model").is_file():
+                shutil.copyfile(spm, out / "spm.model")
+            prep = run_worker({"kind": "prepare", "workers": workers, "overrides": overrides})
+            row = {
+                "pairs": pairs,
+                "workers": workers,
+                "prepare_s": prep["seconds"],
+                "lines_per_s": pairs / prep["seconds"],
+                "prepare_rss_mib": prep["rss_mib"],
+                "worker_rss_mib": prep["children_rss_mib"],
+                "disk_mib": folder_mib(out / "prepared"),
+            }
+            if workers == 2:
+                steps = [f"train.max_steps={args.steps}", "train.valid_every=100000"]
+                steps += ["train.log_every=20", "train.threads=2"]
+                trained = run_worker({"kind": "train", "overrides": [*overrides, *steps]})
+                row.update(train_rss_mib=trained["rss_mib"], tgt_tok_s=trained["tgt_tok_s"])
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if size > 1:  # the large prepared sets are measured; keep the disk free
+                shutil.rmtree(out / "prepared")
+    print_table(rows)
+
+
+def print_table(rows: list[dict]) -> None:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line),
+        "?",
+    )
+    print(f"\nCPU: {cpu}, {os.cpu_count()} cores")
+    header = f"{'pairs':>9} {'workers':>7} {'prep s':>7} {'lines/s':>8} {'prep RSS':>9} "
+    header += f"{'workers RSS':>11} {'disk MiB':>8} {'train RSS':>9} {'tgt tok/s':>9}"
+    print(header)
+    for r in rows:
+        print(
+            f"{r['pairs']:>9} {r['workers']:>7} {r['prepare_s']:>7.1f} {r['lines_per_s']:>8.0f} "
+            f"{r['prepare_rss_mib']:>9.0f} {r['worker_rss_mib']:>11.0f} {r['disk_mib']:>8.0f} "
+            f"{r.get('train_rss_mib', float('nan')):>9.0f} {r.get('tgt_tok_s', float('nan')):>9.0f}"
+        )
+    one = [r for r in rows if r["workers"] == 1]
+    for r in one:
+        two = next(x for x in rows if x["pairs"] == r["pairs"] and x["workers"] == 2)
+        print(
+            f"prepare throughput, 2 workers / 1 process at {r['pairs']} pairs: "
+            f"{two['lines_per_s'] / r['lines_per_s']:.2f}x"
+        )
+    trained = [r for r in rows if "train_rss_mib" in r]
+    if len(trained) > 1:
+        low, high = trained[0]["train_rss_mib"], trained[-1]["train_rss_mib"]
+        print(
+            f"training peak RSS, {trained[-1]['pairs']} / {trained[0]['pairs']} pairs: "
+            f"{high / low:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
