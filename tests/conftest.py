@@ -72,3 +72,13 @@ def trained_dir(word_corpus) -> Path:
     """A model directory trained on the word corpus (a few seconds on one thread)."""
     torch.manual_seed(0)
     return train(tiny_config(word_corpus), log=lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def attention_dir(word_corpus, tmp_path_factory) -> Path:
+    """A model directory with general attention, trained on the word corpus."""
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("attention") / "model"
+    return train(
+        tiny_config(word_corpus, f"out_dir={out}", "model.attention=general"), log=lambda m: None
+    )

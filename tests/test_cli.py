@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from translate.translator import finished_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,3 +133,28 @@ def test_an_output_folder_that_does_not_exist_is_a_one_line_error(trained_dir, t
     assert (
         done.stderr.startswith("translate: error: cannot write") and "does not exist" in done.stderr
     )
+
+
+def test_scores_alignments_and_samples(attention_dir, tmp_path):
+    from translate.translator import Translator
+
+    source = tmp_path / "in.txt"
+    source.write_text("hund katze\n\nbaum\n")
+    translator = Translator.from_dir(attention_dir)
+    best = translator.translate_batch(["hund katze", "", "baum"], beam=3, return_attention=True)
+    done = cli(
+        "translate", "-m", attention_dir, "-i", source, "--beam", 3, "--scores", "--alignment"
+    )
+    assert done.returncode == 0, done.stderr
+    for line, translation in zip(done.stdout.splitlines(), best):
+        text, score, pairs = line.split(" ||| ")
+        candidate = translation.candidates[0]
+        assert text == candidate.text and float(score) == pytest.approx(candidate.score, abs=1e-4)
+        expected = [f"{s}-{t}" for t, s in enumerate((candidate.alignment or [])[:-1])]
+        assert pairs.split() == expected
+    assert done.stdout.splitlines()[1] == " ||| 0.0000 ||| "  # a blank line stays a line
+    sample = ("translate", "-m", attention_dir, "-i", source, "--sample", "--n-best", 3)
+    first, again = cli(*sample, "--seed", 7), cli(*sample, "--seed", 7)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == again.stdout and len(first.stdout.splitlines()) == 9
+    assert cli(*sample, "--seed", 8, "--temperature", 5).stdout != first.stdout

@@ -20,11 +20,9 @@ import aiohttp
 import pytest
 import torch
 
-from tests.conftest import tiny_config
 from translate.cli import main
 from translate.search import Sampling
 from translate.serve import ServeOptions, build_app, serve_app
-from translate.train import train
 from translate.translator import Translator
 
 LINES = ["hund katze", "", "   ", "baum auto buch", "haus", "stuhl tisch hund katze"]
@@ -64,14 +62,6 @@ def call(port: int, method: str, path: str, body=None) -> tuple[int, dict]:
         return response.status, json.loads(response.read())
     finally:
         connection.close()
-
-
-@pytest.fixture(scope="module")
-def attention_dir(word_corpus, tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("attention")
-    cfg = tiny_config(word_corpus, f"out_dir={out}", "model.attention=general")
-    return train(cfg, log=lambda message: None)
 
 
 @pytest.fixture(scope="module")
@@ -338,7 +328,8 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(trained_dir):
         request.start()
         _wait_for_decoding(port)
         server.send_signal(signal.SIGTERM)
-        with pytest.raises(ConnectionRefusedError):  # no longer accepting
+        # No longer accepting: refused, or reset when it lands in the closing listener's backlog.
+        with pytest.raises((ConnectionRefusedError, ConnectionResetError)):
             for _ in range(50):
                 call(port, "GET", "/health")
                 time.sleep(0.02)

@@ -102,6 +102,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="write the N best translations of each line as 'LINE ||| TEXT ||| SCORE'",
     )
+    tr.add_argument(
+        "--scores",
+        action="store_true",
+        help="write 'TEXT ||| SCORE': the log-probability divided by the length penalty",
+    )
+    tr.add_argument(
+        "--alignment",
+        action="store_true",
+        help="add '||| SRC-TGT ...' to each line: for every target subword piece, the source "
+        "piece it attends to most (pieces counted from 0; models with attention)",
+    )
+    tr.add_argument(
+        "--sample",
+        action="store_true",
+        help="draw translations from the model instead of searching (e.g. for back-translation); "
+        "with --n-best N, N of them; see --temperature, --top-k, --seed",
+    )
+    tr.add_argument("--temperature", type=float, default=1.0, help="sampling (default: 1.0)")
+    tr.add_argument(
+        "--top-k", type=int, default=0, help="sampling from the K most probable tokens (0: all)"
+    )
+    tr.add_argument("--seed", type=int, default=1, help="sampling seed (default: 1)")
 
     tu = sub.add_parser(
         "tune",
@@ -240,8 +262,16 @@ def _translate(args: argparse.Namespace) -> None:
 
     if args.beam is not None and args.beam < 1:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
-    if args.resume and (args.output is None or args.n_best):
-        raise UserError("--resume continues an output file: give -o, without --n-best")
+    if args.resume and (args.output is None or args.n_best or args.sample):
+        raise UserError("--resume continues an output file: give -o, without --n-best or --sample")
+    sampling = None
+    if args.sample:
+        from .search import Sampling
+
+        sampling = Sampling(args.temperature, args.top_k, args.seed)
+    options = dict(
+        n_best=args.n_best, scores=args.scores, alignment=args.alignment, sampling=sampling
+    )
     out_path = Path(args.output) if args.output else None
     if out_path is not None and not out_path.parent.is_dir():
         raise UserError(f"cannot write {out_path}: the folder {out_path.parent} does not exist")
@@ -251,7 +281,7 @@ def _translate(args: argparse.Namespace) -> None:
     )
     if out_path is None:
         lines = input_lines(args.input, args.replace_bad_utf8)
-        _, truncated = translator.translate_stream(lines, sys.stdout, args.beam, n_best=args.n_best)
+        _, truncated = translator.translate_stream(lines, sys.stdout, args.beam, **options)
         _warn_truncated(truncated, translator.max_source_len)
         return
     # write to OUT.tmp and rename when complete: OUT is never half-written
@@ -265,7 +295,7 @@ def _translate(args: argparse.Namespace) -> None:
         tqdm(desc="translate", unit="line", mininterval=1.0, initial=done) as progress,
     ):
         count, truncated = translator.translate_stream(
-            lines, out, args.beam, progress=progress, n_best=args.n_best
+            lines, out, args.beam, progress=progress, **options
         )
         out.flush()
         os.fsync(out.fileno())

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -191,17 +192,32 @@ class Translator:
         chunk_size: int = 2000,
         progress=None,
         n_best: int | None = None,
+        scores: bool = False,
+        alignment: bool = False,
+        sampling: Sampling | None = None,
     ) -> tuple[int, int]:
-        """Translate an iterable of lines in chunks, writing one line out per line in (or
-        ``n_best`` lines ``LINE ||| TEXT ||| SCORE``, LINE counted from 0). Returns how many
-        lines were translated and how many of them were cut to the length limit."""
+        """Translate an iterable of lines in chunks, writing one line out per line in, or with
+        ``n_best`` N lines ``LINE ||| TEXT ||| SCORE`` (LINE counted from 0). ``scores`` adds
+        ``||| SCORE`` to one-line output, ``alignment`` ``||| SRC-TGT ...`` (subword pieces,
+        from 0, EOS left out) to every line. Returns how many lines were translated and how
+        many of them were cut to the length limit."""
         count, truncated, chunk = 0, 0, []
         for line in itertools.chain(lines, [None]):  # None: the end, to flush the last chunk
             if line is not None:
                 chunk.append(line.rstrip("\n").removesuffix("\r"))
             if len(chunk) == chunk_size or (line is None and chunk):
-                translations = self.translate_batch(chunk, beam, n_best=n_best or 1)
-                _write(translations, count, out, n_best)
+                drawn = None
+                if sampling is not None:  # each chunk its own stream of the seed
+                    key = np.random.SeedSequence([sampling.seed, count // chunk_size])
+                    drawn = dataclasses.replace(sampling, seed=int(key.generate_state(1)[0]))
+                translations = self.translate_batch(
+                    chunk,
+                    beam,
+                    n_best=n_best or 1,
+                    return_attention=alignment,
+                    sampling=drawn,
+                )
+                _write(translations, count, out, n_best, scores, alignment)
                 if progress is not None:
                     progress.update(len(chunk))
                 count += len(chunk)
@@ -221,14 +237,18 @@ class Translator:
         return decode
 
 
-def _write(translations: list[Translation], first: int, out: TextIO, n_best: int | None) -> None:
+def _write(translations: list[Translation], first: int, out: TextIO, n_best, scores, alignment):
     for offset, translation in enumerate(translations):
         for candidate in translation.candidates:
-            text = " ".join(candidate.text.split())  # no newline may shift the following lines
+            fields = [" ".join(candidate.text.split())]  # no newline may shift later lines
             if n_best:
-                out.write(f"{first + offset} ||| {text} ||| {candidate.score:.4f}\n")
-            else:
-                out.write(text + "\n")
+                fields.insert(0, str(first + offset))
+            if n_best or scores:
+                fields.append(f"{candidate.score:.4f}")
+            if alignment:
+                pairs = enumerate((candidate.alignment or [])[:-1])  # EOS has no piece
+                fields.append(" ".join(f"{source}-{target}" for target, source in pairs))
+            out.write(" ||| ".join(fields) + "\n")
     out.flush()
 
 
