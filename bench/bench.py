@@ -1,11 +1,15 @@
-"""Speed benchmark: ours (fp32, bf16, int8) against a hand-written naive seq2seq and, with
---peers, OpenNMT-py and JoeyNMT, side by side on Multi30k with the same model sizes.
+"""Speed benchmark: ours against a hand-written naive seq2seq and, with --peers, OpenNMT-py,
+fairseq and JoeyNMT, like against like: our context-vector model against their models without
+attention, our attention model against theirs with attention, at the sizes of bench/peers.py.
 
-    python bench/bench.py --data-dir ../shared/data/multi30k [--model DIR] [--peers]
-        [--attention-model DIR] [--opennmt-trained TIME_TO_BLEU_DIR]
+    python bench/bench.py --data-dir ../shared/data/multi30k [--peers] [--model CTX_DIR]
+        [--attention-model ATT_DIR] [--opennmt-trained TIME_TO_BLEU_DIR] [--smoke]
 
 Each measurement runs in its own process (so peak RSS is its own) with the same thread count.
-Ratios within one run are the figures of record: absolute times drift on shared machines.
+Ratios within one run are the figures of record: absolute times drift on shared machines. Each
+row says the matrix-product FLOPs per target token of its model (bench/flops.py) and the share
+of the machine's peak it reaches. bf16 rows are measured only where the CPU runs bf16 faster
+than fp32; decoding rows only for the trained models given.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -26,10 +31,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# Ours at the sizes of the peers' bench set-up (bench/peers.py): embeddings 256, a
+# bidirectional encoder of 2 x 256, a decoder of 512, untied tables, 8k joint pieces, batches
+# of 4000 tokens. Ours runs GRUs (OpenNMT-py and fairseq LSTMs: 4 gates to our 3).
 SIZES = [
     "data.vocab_size=8000",
     "model.cell=gru",
     "model.emb_dim=256",
+    "model.enc_hidden_dim=256",
     "model.hidden_dim=512",
     "model.enc_layers=1",
     "model.dec_layers=1",
@@ -39,24 +48,16 @@ SIZES = [
     "model.attention=none",
     "train.batch_tokens=4000",
 ]
+# the two model families, each to be compared with its own kind of peer
+FAMILIES = {"context": ["model.attention=none"], "attention": ["model.attention=general"]}
+PEER_OF = {  # family: the peers' rows that are like it
+    "context": ["opennmt_noattn", "fairseq_noattn"],
+    "attention": ["opennmt", "fairseq", "joeynmt"],
+}
 
 
 # the inference variants each decoding row is measured in: worker_decode arguments
 DECODE_VARIANTS = {"fp32": {}, "bf16": {"dtype": "bf16"}, "int8": {"quantize": "int8"}}
-
-
-def flops_per_target_token(vocab: int, src_per_tgt: float = 1.0) -> float:
-    """Forward+backward FLOPs per target token of our context-vector GRU at the bench's sizes
-    (about 3x forward), counting the matrix products we run, with ``src_per_tgt`` source tokens
-    per target token. The context's share of the decoder's gates and readout, computed once
-    per sentence, is left out (the naive reference computes it at every step)."""
-    emb, hidden = 256, 512
-    gates = 3 * hidden
-    encoder = 2 * 2 * (emb * gates + hidden * gates)  # two directions
-    decoder = 2 * (emb * gates + hidden * gates)
-    readout = 2 * (hidden + emb) * emb
-    output = 2 * emb * vocab
-    return 3.0 * (src_per_tgt * encoder + decoder + readout + output)
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
@@ -108,7 +109,7 @@ def worker_train(args: dict) -> dict:
         def ids(rows):
             return [all_src[i] for i in rows], [all_tgt[i] for i in rows]
 
-    def step(rows) -> tuple[int, int]:
+    def step(rows) -> tuple[int, int, int]:
         batch = pair_batch(*ids(rows))
         if args["naive"]:
             logits = model(batch.src_tokens, batch.src_lengths, batch.tgt_in)
@@ -124,16 +125,20 @@ def worker_train(args: dict) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return int(batch.src_lengths.sum()), batch.n_tgt_tokens
+        return int(batch.src_lengths.sum()), batch.n_tgt_tokens, len(batch.src_lengths)
 
     for chunk in batches[:3]:  # warm-up
         step(chunk)
-    src_tokens, tgt_tokens, start = 0, 0, time.perf_counter()
+    src_tokens, tgt_tokens, sentences, start = 0, 0, 0, time.perf_counter()
     for chunk in batches[3 : 3 + args["steps"]]:
-        src, tgt = step(chunk)
-        src_tokens, tgt_tokens = src_tokens + src, tgt_tokens + tgt
+        src, tgt, n = step(chunk)
+        src_tokens, tgt_tokens, sentences = src_tokens + src, tgt_tokens + tgt, sentences + n
     seconds = time.perf_counter() - start
-    return {"tgt_tokens_per_s": tgt_tokens / seconds, "src_per_tgt": src_tokens / tgt_tokens}
+    return {
+        "tgt_tokens_per_s": tgt_tokens / seconds,
+        "src_per_tgt": src_tokens / tgt_tokens,
+        "src_len": src_tokens / sentences,
+    }
 
 
 def worker_decode(args: dict) -> dict:
@@ -217,102 +222,90 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data-dir", required=True, help="folder with the Multi30k .gz files")
-    parser.add_argument(
-        "--model",
-        help="a trained model directory with the bench sizes "
-        "(default: train one for --train-minutes)",
-    )
-    parser.add_argument(
-        "--attention-model",
-        help="also decode with this trained attention model (e.g. the attention recipe's)",
-    )
-    parser.add_argument("--train-minutes", type=float, default=5.0)
+    parser.add_argument("--model", help="a trained context-vector model at the bench's sizes")
+    parser.add_argument("--attention-model", help="a trained attention model, to decode too")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps")
     parser.add_argument("--sentences", type=int, default=1000, help="test sentences decoded")
     parser.add_argument("--naive-sentences", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--peers", action="store_true", help="also OpenNMT-py and JoeyNMT")
+    parser.add_argument("--peers", action="store_true", help="also OpenNMT-py, fairseq, JoeyNMT")
     parser.add_argument("--peer-minutes", type=float, default=3.0)
     parser.add_argument(
         "--opennmt-trained",
         help="a bench/time_to_bleu.py work directory: also decode with the last checkpoint of "
-        "the OpenNMT-py it trained (its 20 minutes), for speed at its trained BLEU",
+        "the OpenNMT-py it trained, for speed at its trained BLEU",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes, a few steps and sentences, no peers: the bench's own code, for CI",
     )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    if args.smoke:
+        args.steps, args.sentences, args.naive_sentences = 2, 10, 3
+    results = run_bench(args)
+    print_table(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
 
+
+def run_bench(args) -> dict:
+    """Every row: ours in both families and dtypes, the naive reference, decoding with the
+    given models, and (--peers) the peers' rows."""
     torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(ROOT / "bench"))
+    from translate.runtime import cpu_bf16_speedup
+
     work = Path(tempfile.mkdtemp(prefix="translate-bench-"))
     data_dir = Path(args.data_dir).resolve()
-    overrides = [
-        f"out_dir={work / 'ours'}",
-        f"data.train={data_dir / 'train'}",
-        f"data.dev={data_dir / 'val'}",
-        *SIZES,
-    ]
-    results: dict = {
-        "peak_gflops": {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    }
+    sizes = [*SIZES, *(SMOKE_SIZES if args.smoke else [])]
+    overrides = [f"out_dir={work / 'ours'}", f"data.train={data_dir / 'train'}", *sizes]
+    size = 256 if args.smoke else 2048
+    results: dict = {"cpu": cpu_name(), "bf16_speedup": cpu_bf16_speedup(), "smoke": args.smoke}
+    # bf16 where the CPU has bf16 units; where it emulates them it is tens of times slower
+    dtypes = ["fp32", "bf16"] if results["bf16_speedup"] >= 1.0 else ["fp32"]
+    dtype_of = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    results["peak_gflops"] = {dtype: matmul_peak(dtype_of[dtype], size) for dtype in dtypes}
     common = {"threads": args.threads, "steps": args.steps, "naive": False}
-    for dtype in ("fp32", "bf16"):
-        results[f"ours_train_{dtype}"] = run_worker(
-            "train", {**common, "overrides": [*overrides, f"train.dtype={dtype}"]}
-        )
-    # the peers train attention models: ours with Luong (general) attention, for a like row
-    results["ours_train_bf16_attention"] = run_worker(
-        "train",
-        {**common, "overrides": [*overrides, "train.dtype=bf16", "model.attention=general"]},
-    )
+    for family, family_overrides in FAMILIES.items():
+        for dtype in dtypes:
+            row_overrides = [*overrides, *family_overrides, f"train.dtype={dtype}"]
+            results[f"ours_{family}_train_{dtype}"] = run_worker(
+                "train", {**common, "overrides": row_overrides}
+            )
     results["naive_train"] = run_worker("train", {**common, "naive": True, "overrides": overrides})
-    model = args.model
-    if model is None:
-        model = str(work / "ours")
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "translate",
-                "train",
-                "recipes/multi30k/config.yaml",
-                *overrides,
-                f"train.max_minutes={args.train_minutes}",
-                "train.valid_every=100000",
-                "train.valid_bleu_sentences=0",
-                f"train.threads={args.threads}",
-            ],
-            cwd=ROOT,
-            check=True,
-        )
     decode = {
         "threads": args.threads,
         "data_dir": str(data_dir),
-        "model": model,
         "sentences": args.sentences,
         "naive": False,
         "quantize": None,
         "dtype": "fp32",
     }
-    for beam in (1, 5):
-        for variant, extra in DECODE_VARIANTS.items():
-            results[f"ours_beam{beam}_{variant}"] = run_worker(
-                "decode", {**decode, **extra, "beam": beam}
+    for family, model in (("context", args.model), ("attention", args.attention_model)):
+        if not model:
+            continue
+        for beam in (1, 5):
+            for variant, extra in DECODE_VARIANTS.items():
+                if variant == "bf16" and "bf16" not in dtypes:
+                    continue
+                results[f"ours_{family}_beam{beam}_{variant}"] = run_worker(
+                    "decode", {**decode, **extra, "model": model, "beam": beam}
+                )
+        if family == "context":  # a fixed (sentences x beam) shape, or dropping finished ones
+            results["ours_context_beam5_fp32_fixed"] = run_worker(
+                "decode", {**decode, "model": model, "beam": 5, "drop_finished": False}
             )
-        if beam == 5:  # issue 3: fixed (sentences x beam) shape or drop finished sentences
-            results["ours_beam5_fp32_fixed"] = run_worker(
-                "decode", {**decode, "beam": 5, "drop_finished": False}
-            )
-        results[f"naive_beam{beam}"] = run_worker(
-            "decode", {**decode, "beam": beam, "naive": True, "sentences": args.naive_sentences}
-        )
-    if args.attention_model:
-        for variant, extra in DECODE_VARIANTS.items():
-            results[f"ours_attention_beam5_{variant}"] = run_worker(
-                "decode", {**decode, **extra, "model": args.attention_model, "beam": 5}
-            )
-    if args.peers:
-        sys.path.insert(0, str(ROOT / "bench"))
+            for beam in (1, 5):
+                naive = {**decode, "model": model, "beam": beam, "naive": True}
+                results[f"naive_beam{beam}"] = run_worker(
+                    "decode", {**naive, "sentences": args.naive_sentences}
+                )
+    if args.peers and not args.smoke:
         import peers
 
+        names = [name for family in PEER_OF.values() for name in family]
         results.update(
             peers.measure(
                 data_dir,
@@ -320,108 +313,145 @@ def main() -> None:
                 args.peer_minutes,
                 args.threads,
                 test_sentences=args.sentences,
+                peers=names,
             )
         )
     if args.opennmt_trained:
         results["opennmt_trained_beam5"] = decode_trained_opennmt(
             Path(args.opennmt_trained), args.sentences, work, args.threads
         )
-    print_table(results)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
+SMOKE_SIZES = ["data.vocab_size=200", "model.emb_dim=16", "model.enc_hidden_dim=16"]
+SMOKE_SIZES += ["model.hidden_dim=32", "train.batch_tokens=300"]
+
+
+def cpu_name() -> str:
+    for line in open("/proc/cpuinfo", encoding="utf-8"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip() + f", {os.cpu_count()} cores"
+    return "unknown CPU"
+
+
+def row_flops(name: str, row: dict) -> float | None:
+    """Training FLOPs per target token of the model a training row measured."""
+    import flops
+    import peers
+
+    s, L = row.get("src_per_tgt", 1.0), row.get("src_len", 13.0)
+    if name.startswith("ours_"):
+        return flops.ours(256, 256, 512, 8000, "_attention_" in name, s, L)
+    peer = name.removesuffix("_train")
+    if peer not in peers.PEERS or not name.endswith("_train"):
+        return None  # the naive tutorial's GRU reads the context at every step: not counted
+    toolkit, setup_name = peers.PEERS[peer]
+    setup = peers.SETUPS[setup_name]
+    if toolkit == "opennmt":
+        return flops.opennmt(setup, 8000, s, L)
+    if toolkit == "joeynmt":
+        return flops.joeynmt(setup, 8000, s, L)
+    return peers.fairseq_flops_per_target_token(8000, s, L, setup)
 
 
 def print_table(results: dict) -> None:
-    src_per_tgt = results.get("ours_train_bf16", {}).get("src_per_tgt", 1.0)
-    flops = flops_per_target_token(8000, src_per_tgt)
     peak = results["peak_gflops"]
+    peaks = ", ".join(f"{dtype} {gflops:.0f} GFLOP/s" for dtype, gflops in peak.items())
     print(
-        f"matrix-product peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s;"
-        f" model: {flops / 1e6:.1f} MFLOP per target token (train, {src_per_tgt:.2f} source"
-        " tokens per target token)"
+        f"{results['cpu']}; matrix-product peak: {peaks}; bf16 runs "
+        f"{results['bf16_speedup']:.2f}x fp32 on a small product"
+        + ("" if "bf16" in peak else " (emulated: no bf16 rows)")
     )
-    print(
-        f"{'system':28s} {'tgt tok/s':>10} {'% peak':>7} {'sent/s':>8} {'BLEU':>6} {'RSS MiB':>8}"
-    )
+    header = f"{'system':32s} {'tgt tok/s':>10} {'MFLOP/tok':>10} {'% peak':>7} "
+    print(header + f"{'sent/s':>8} {'BLEU':>6} {'RSS MiB':>8}")
     for name, row in results.items():
-        if name == "peak_gflops":
+        if not isinstance(row, dict) or name == "peak_gflops":  # cpu, smoke, bf16_speedup
             continue
         if "error" in row:
-            print(f"{name:28s} error: {row['error']}")
+            print(f"{name:32s} error: {row['error']}")
             continue
         tok = row.get("tgt_tokens_per_s")
-        share = ""
-        if tok and name in ("ours_train_fp32", "ours_train_bf16"):
-            dtype = name.rsplit("_", 1)[1]
-            row_flops = flops_per_target_token(8000, row.get("src_per_tgt", 1.0))
-            share = f"{100 * tok * row_flops / 1e9 / peak[dtype]:.0f}%"
-        print(
-            f"{name:28s} {tok or '':>10.0f} {share:>7} "
-            if tok
-            else f"{name:28s} {'':>10} {'':>7} ",
-            end="",
-        )
-        sent = row.get("sentences_per_s")
-        bleu = row.get("bleu")
-        print(f"{sent or 0:8.1f} " if sent else f"{'':>8} ", end="")
-        print(f"{bleu:6.2f} " if bleu is not None else f"{'':>6} ", end="")
-        print(f"{row.get('rss_mib', 0):8.0f}")
+        per_token = None if results.get("smoke") else row_flops(name, row)  # tiny sizes
+        cells = [f"{tok:10.0f}" if tok else " " * 10]
+        cells.append(f"{per_token / 1e6:10.1f}" if tok and per_token else " " * 10)
+        dtype = "bf16" if name.endswith("_bf16") else "fp32"
+        share = tok * per_token / 1e9 / peak[dtype] if tok and per_token and dtype in peak else None
+        cells.append(f"{100 * share:6.0f}%" if share else " " * 7)
+        sent, bleu = row.get("sentences_per_s"), row.get("bleu")
+        cells.append(f"{sent:8.1f}" if sent else " " * 8)
+        cells.append(f"{bleu:6.2f}" if bleu is not None else " " * 6)
+        cells.append(f"{row.get('rss_mib', 0):8.0f}")
+        print(f"{name:32s} " + " ".join(cells))
     print_ratios(results)
 
 
-RATIOS = [
-    ("train: ours bf16 / naive", "ours_train_bf16", "naive_train", "tgt_tokens_per_s"),
-    ("train: ours bf16 / OpenNMT-py", "ours_train_bf16", "opennmt_train", "tgt_tokens_per_s"),
-    ("train: ours bf16 / JoeyNMT", "ours_train_bf16", "joeynmt_train", "tgt_tokens_per_s"),
+def best_train(results: dict, family: str) -> tuple[str, float] | None:
+    """Our faster dtype's training row of a family: (row name, tokens/s)."""
+    rows = [
+        (name, row["tgt_tokens_per_s"])
+        for name, row in results.items()
+        if name.startswith(f"ours_{family}_train_") and "tgt_tokens_per_s" in row
+    ]
+    return max(rows, key=lambda pair: pair[1]) if rows else None
+
+
+def print_ratios(results: dict) -> None:
+    """The ratios of record, per pair of like models: our best dtype and fp32 against each
+    peer of the same family; then decoding."""
+    for family, peer_rows in PEER_OF.items():
+        best = best_train(results, family)
+        fp32 = results.get(f"ours_{family}_train_fp32", {}).get("tgt_tokens_per_s")
+        for peer in peer_rows:
+            theirs = results.get(f"{peer}_train", {}).get("tgt_tokens_per_s")
+            if not theirs or not best:
+                continue
+            dtype = best[0].rsplit("_", 1)[1]
+            print(f"train {family}: ours {dtype} / {peer:16s} {best[1] / theirs:6.2f}x")
+            if fp32 and dtype != "fp32":
+                print(f"train {family}: ours fp32 / {peer:16s} {fp32 / theirs:6.2f}x")
+    naive = results.get("naive_train", {}).get("tgt_tokens_per_s")
+    best = best_train(results, "context")
+    if naive and best:
+        print(f"train context: ours / naive tutorial-style {best[1] / naive:6.2f}x")
+    for label, mine, theirs, key in DECODE_RATIOS:
+        a, b = results.get(mine, {}).get(key), results.get(theirs, {}).get(key)
+        if a and b:
+            print(f"{label:48s} {a / b:6.2f}x")
+
+
+DECODE_RATIOS = [
+    ("beam 5: ours fp32 / naive", "ours_context_beam5_fp32", "naive_beam5", "sentences_per_s"),
     (
-        "train: ours bf16 attention / OpenNMT-py",
-        "ours_train_bf16_attention",
-        "opennmt_train",
-        "tgt_tokens_per_s",
+        "beam 5: ours int8 / ours fp32",
+        "ours_context_beam5_int8",
+        "ours_context_beam5_fp32",
+        "sentences_per_s",
     ),
-    ("beam 5: ours fp32 / naive", "ours_beam5_fp32", "naive_beam5", "sentences_per_s"),
-    ("beam 5: ours int8 / ours fp32", "ours_beam5_int8", "ours_beam5_fp32", "sentences_per_s"),
     (
         "beam 5: drop finished / fixed shape (fp32)",
-        "ours_beam5_fp32",
-        "ours_beam5_fp32_fixed",
+        "ours_context_beam5_fp32",
+        "ours_context_beam5_fp32_fixed",
         "sentences_per_s",
     ),
-    ("beam 5: ours fp32 / OpenNMT-py", "ours_beam5_fp32", "opennmt_beam5", "sentences_per_s"),
-    ("beam 5: ours int8 / OpenNMT-py", "ours_beam5_int8", "opennmt_beam5", "sentences_per_s"),
     (
-        "beam 5: ours attention bf16 / OpenNMT-py",
-        "ours_attention_beam5_bf16",
-        "opennmt_beam5",
+        "beam 5: ours context int8 / OpenNMT-py noattn",
+        "ours_context_beam5_int8",
+        "opennmt_noattn_beam5",
         "sentences_per_s",
     ),
-    (  # OpenNMT-py's model has attention: this is the like-for-like decoding ratio
+    (
         "beam 5: ours attention int8 / OpenNMT-py",
         "ours_attention_beam5_int8",
         "opennmt_beam5",
         "sentences_per_s",
     ),
-    (  # ... and with both models trained (a short-trained model's output ends differently)
-        "beam 5: ours attention int8 / OpenNMT-py 20 min",
-        "ours_attention_beam5_int8",
-        "opennmt_trained_beam5",
-        "sentences_per_s",
-    ),
     (
-        "beam 5: ours attention fp32 / OpenNMT-py 20 min",
+        "beam 5: ours attention fp32 / OpenNMT-py trained",
         "ours_attention_beam5_fp32",
         "opennmt_trained_beam5",
         "sentences_per_s",
     ),
 ]
-
-
-def print_ratios(results: dict) -> None:
-    """The targets' ratios, for the rows this run measured."""
-    for label, mine, theirs, key in RATIOS:
-        a, b = results.get(mine, {}).get(key), results.get(theirs, {}).get(key)
-        if a and b:
-            print(f"{label:48s} {a / b:6.2f}x")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ split names, and time_to_bleu.py's checkpoint choice, caching and tables."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from dataclasses import replace
 from functools import partial
@@ -336,3 +337,32 @@ def test_parse_args_set_ups_and_sweep():
     assert two.setups == ["sents64", "bench"]
     with pytest.raises(SystemExit):
         ttb.parse_args(["--data-dir", "d", "--setup", "nonesuch"])
+
+
+def test_the_bench_runs_its_own_rows_at_tiny_sizes(tmp_path):
+    """bench.py --smoke: ours in both families and the naive reference train a few steps on
+    the embedded corpus, and the table and ratios come out (no peer environments needed)."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench/bench.py"),
+            "--data-dir",
+            str(ROOT / "data/toy"),
+            "--smoke",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    for row in ("ours_context_train_fp32", "ours_attention_train_fp32", "naive_train"):
+        assert results[row]["tgt_tokens_per_s"] > 0 and results[row]["rss_mib"] > 0
+    assert 0.5 < results["ours_context_train_fp32"]["src_per_tgt"] < 2.0  # source per target
+    assert "train context: ours / naive tutorial-style" in done.stdout
+    assert results["peak_gflops"]["fp32"] > 0
