@@ -122,6 +122,10 @@ SETUPS: dict[str, PeerSetup] = {
     # embeddings 512, GRUs, Luong's "general" score. Its decoder starts from the encoder's
     # concatenated final states, so a 512-wide decoder takes a 2 x 256 encoder (ours: 2 x 512)
     "recipe": replace(BENCH, emb_dim=512, opennmt_rnn="GRU", opennmt_attention="general"),
+    # the same at recipes/tatoeba's sizes: its pairs are short, so its max_len is 64
+    "tatoeba": replace(
+        BENCH, emb_dim=512, opennmt_rnn="GRU", opennmt_attention="general", max_len=64
+    ),
 }
 SWEEP = ["bench", "sents64", "sents128", "lr0.001", "dropout0.2", "smoothing0"]
 
