@@ -306,7 +306,7 @@ import sys, time
 from translate import translator
 decode = translator.Translator.translate_batch
 def slow(self, *args, **kwargs):
-    time.sleep(2)  # a batch that takes a while, so that SIGTERM comes while it is decoded
+    time.sleep(5)  # a batch that takes a while, so that SIGTERM comes while it is decoded
     return decode(self, *args, **kwargs)
 translator.Translator.translate_batch = slow
 from translate.cli import main
