@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--quantize",
         choices=["int8"],
-        help="int8: dynamic quantization of linear and recurrent layers (CPU)",
+        help="int8: dynamic quantization of linear and recurrent layers (CPU); activations are "
+        "quantized per batch, so a line's translation can change with the lines batched with it",
     )
     tr.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
     tr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
@@ -205,7 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="fp32",
         help="as for 'translate translate'",
     )
-    sv.add_argument("--quantize", choices=["int8"], help="int8: dynamic quantization (CPU)")
+    sv.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="int8: dynamic quantization (CPU); activations are quantized per batch, so an answer"
+        " can change with the requests decoded beside it",
+    )
     sv.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
     sv.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     sv.add_argument(
