@@ -94,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-dir", required=True, help="folder with Tatoeba's train.de/en.gz")
+    parser.add_argument("--data-dir", help="folder with Tatoeba's train.de/en.gz (required)")
     parser.add_argument("--sizes", default="0.16,1,5", help="millions of pairs, comma-separated")
     parser.add_argument("--steps", type=int, default=200, help="training steps per size")
     parser.add_argument("--work", default="/tmp/translate-data-scale", help="scratch folder")
@@ -109,6 +109,8 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
+    if not args.data_dir:
+        parser.error("--data-dir is required")
     work = Path(args.work)
     sizes = [float(s) for s in args.sizes.split(",")]
     source = Path(args.data_dir)
