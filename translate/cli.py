@@ -30,6 +30,27 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """--dtype, --quantize, --threads and --device: how a loaded model runs, for translate and
+    serve alike."""
+    parser.add_argument(
+        "--dtype",
+        choices=["fp32", "bf16", "fp16", "auto"],
+        default="fp32",
+        help="bf16 runs the search under bf16 autocast (fast on GPUs and on CPUs with AMX or "
+        "AVX-512 BF16, slow elsewhere); fp16: GPU only; auto: bf16 where it is fast",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="int8: dynamic quantization of linear and recurrent layers (CPU); activations are "
+        "quantized per batch, so a sentence's translation can change with the sentences "
+        "batched with it",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="translate",
@@ -71,21 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("-o", "--output", help="output file (default: stdout); written atomically")
     tr.add_argument("--beam", type=int, help="beam size; 1 = greedy (default: the model's)")
     tr.add_argument("--length-penalty", type=float, help="GNMT alpha (default: the model's)")
-    tr.add_argument(
-        "--dtype",
-        choices=["fp32", "bf16", "fp16", "auto"],
-        default="fp32",
-        help="bf16 runs the search under bf16 autocast (fast on GPUs and on CPUs with AMX or "
-        "AVX-512 BF16, slow elsewhere); fp16: GPU only; auto: bf16 where it is fast",
-    )
-    tr.add_argument(
-        "--quantize",
-        choices=["int8"],
-        help="int8: dynamic quantization of linear and recurrent layers (CPU); activations are "
-        "quantized per batch, so a line's translation can change with the lines batched with it",
-    )
-    tr.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
-    tr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    add_runtime_options(tr)
 
     tr.add_argument(
         "--resume",
@@ -200,20 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000, help="default: 8000; 0: any free port")
     sv.add_argument("--beam", type=int, help="default beam of requests (default: the model's)")
     sv.add_argument("--length-penalty", type=float, help="default GNMT alpha (the model's)")
-    sv.add_argument(
-        "--dtype",
-        choices=["fp32", "bf16", "fp16", "auto"],
-        default="fp32",
-        help="as for 'translate translate'",
-    )
-    sv.add_argument(
-        "--quantize",
-        choices=["int8"],
-        help="int8: dynamic quantization (CPU); activations are quantized per batch, so an answer"
-        " can change with the requests decoded beside it",
-    )
-    sv.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
-    sv.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    add_runtime_options(sv)
     sv.add_argument(
         "--max-sentences", type=int, default=256, help="per request, else 413 (default: 256)"
     )
