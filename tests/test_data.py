@@ -9,6 +9,7 @@ from translate.data import (
     bucket_batches,
     filter_pairs,
     pair_batch,
+    pair_chunks,
     read_lines,
     read_parallel,
 )
@@ -33,6 +34,30 @@ def test_length_mismatch_names_both_counts(tmp_path):
     (tmp_path / "t.en").write_text("a\nb\n")
     with pytest.raises(DataError, match=r"t\.de has 3 lines, .*t\.en has 2"):
         read_parallel(str(tmp_path / "t"), "de", "en")
+
+
+def test_chunks_of_raw_lines_read_as_the_pairs_do(tmp_path):
+    """prepare's reader hands undecoded chunks to its workers: decoded, they are the pairs
+    read_pairs gives (BOM, carriage returns, line numbers of bad lines), and files of
+    different lengths fail with both counts, whichever is longer and wherever it ends."""
+    (tmp_path / "t.de").write_bytes(b"\xef\xbb\xbfeins\r\nzwei\ndrei\nvier\nf\xfcnf\n")
+    (tmp_path / "t.en").write_bytes(b"one\ntwo\nthree\nfour\nfive\n")
+    chunks = list(pair_chunks(str(tmp_path / "t"), "de", "en", False, 2))
+    assert [(c.first, len(c.src)) for c in chunks] == [(1, 2), (3, 2), (5, 1)]
+    assert chunks[0].pairs() + chunks[1].pairs() == [
+        ("eins", "one"),
+        ("zwei", "two"),
+        ("drei", "three"),
+        ("vier", "four"),
+    ]
+    with pytest.raises(DataError, match=r"t\.de: line 5 is not valid UTF-8"):
+        chunks[2].pairs()
+    for lines in (2, 3, 4, 6, 7):
+        (tmp_path / "t.en").write_text("x\n" * lines)
+        with pytest.raises(DataError, match=rf"t\.de has 5 lines, .*t\.en has {lines}\b"):
+            list(pair_chunks(str(tmp_path / "t"), "de", "en", False, 2))
+        with pytest.raises(DataError, match=rf"t\.en has {lines} lines, .*t\.de has 5\b"):
+            list(pair_chunks(str(tmp_path / "t"), "en", "de", False, 2))
 
 
 def test_bad_utf8_gives_the_line_number(tmp_path):
@@ -85,6 +110,35 @@ def test_buckets_cover_every_pair_within_budget():
     assert [b.tolist() for b in again] == [b.tolist() for b in batches]
     other = bucket_batches(src, tgt, 120, np.random.default_rng(4))
     assert [b.tolist() for b in other] != [b.tolist() for b in batches]
+
+
+def test_packed_sort_gives_the_batches_of_a_plain_lexsort():
+    """The in-place packed sort must give exactly the order of the straightforward one
+    (shuffle, then lexsort by target and source length), so that epochs and resumed runs
+    keep their batches; and long lines (over 65,535 pieces) take the lexsort path."""
+
+    def plain(src, tgt, budget, rng):
+        order = rng.permutation(len(src))
+        order = order[np.lexsort((src[order], tgt[order]))]
+        cuts, size, width = [], 0, 0
+        for position, item in enumerate((np.maximum(src[order], tgt[order]) + 1).tolist()):
+            if size and max(width, item) * (size + 1) > budget:
+                cuts.append(position)
+                size, width = 0, 0
+            size, width = size + 1, max(width, item)
+        batches = np.split(order, cuts)
+        return [batches[i].tolist() for i in rng.permutation(len(batches))]
+
+    draw = np.random.default_rng(0)
+    for n, longest in [(1, 3), (1000, 5), (3000, 80), (200, 70000)]:
+        src = draw.integers(1, longest + 1, n).astype(np.uint16 if longest < 65536 else np.int64)
+        tgt = draw.integers(1, longest + 1, n).astype(src.dtype)
+        expected = plain(src, tgt, 400, np.random.default_rng([5, n]))
+        got = bucket_batches(src, tgt, 400, np.random.default_rng([5, n]))
+        assert [b.tolist() for b in got] == expected
+        items = np.arange(n) * 7
+        with_items = bucket_batches(src, tgt, 400, np.random.default_rng([5, n]), items)
+        assert [b.tolist() for b in with_items] == [[7 * i for i in b] for b in expected]
 
 
 def test_pair_batch_pads_on_the_right():

@@ -19,6 +19,9 @@ class DataError(UserError):
     """Parallel data that cannot be used as it is."""
 
 
+BAD_UTF8_HINT = "data.replace_bad_utf8=true reads it with U+FFFD for the bad bytes"
+
+
 def _open(path: Path):
     """A binary stream of a file, decompressed when it ends in ``.gz``."""
     if not path.is_file():
@@ -35,23 +38,28 @@ def _file_lines(path: Path, replace_bad_utf8: bool) -> Iterator[str]:
     """The lines of a text file as they are read. Plain text is read here rather than with
     ``datasets``' text loader, which also breaks lines at a lone carriage return: one stray
     ``\\r`` would shift every later pair."""
-    hint = "data.replace_bad_utf8=true reads it with U+FFFD for the bad bytes"
     try:
         with _open(path) as stream:
-            yield from utf8_lines(stream, str(path), replace_bad_utf8, hint)
+            yield from utf8_lines(stream, str(path), replace_bad_utf8, BAD_UTF8_HINT)
     except (OSError, EOFError) as err:
         raise DataError(f"cannot read {path}: {err}") from None
 
 
 def utf8_lines(
-    stream: Iterable[bytes], name: str, replace_bad_utf8: bool, hint: str, skip: int = 0
+    stream: Iterable[bytes],
+    name: str,
+    replace_bad_utf8: bool,
+    hint: str,
+    skip: int = 0,
+    first: int = 1,
 ) -> Iterator[str]:
     """The lines of a binary stream as they come: split on ``\\n`` only, a final ``\\r`` and
     a byte-order mark at the start dropped. A line that is not UTF-8 is a :class:`DataError`
     naming ``name``, the line number and ``hint``, or with ``replace_bad_utf8`` is read with
-    U+FFFD for the bad bytes. The first ``skip`` lines are passed over."""
-    for number, raw in enumerate(stream, 1):
-        if number <= skip:
+    U+FFFD for the bad bytes. The first ``skip`` lines are passed over; ``first`` is the number
+    of the stream's first line (a chunk from the middle of a file)."""
+    for number, raw in enumerate(stream, first):
+        if number < first + skip:
             continue
         raw = raw.removesuffix(b"\n").removesuffix(b"\r")
         if number == 1:
@@ -118,6 +126,63 @@ def _prefix_pairs(prefix: str, src_lang: str, tgt_lang: str, replace: bool):
                 f"{tgt_path} has {counts[1]}"
             )
         yield pair
+
+
+@dataclass
+class RawLines:
+    """Lines ``first``... of a prefix corpus's two files, not yet decoded: what a reader
+    process hands to a worker, which decodes them as :func:`read_pairs` would."""
+
+    src_name: str
+    tgt_name: str
+    first: int
+    src: list[bytes]
+    tgt: list[bytes]
+    replace_bad_utf8: bool
+
+    def pairs(self) -> list[tuple[str, str]]:
+        replace, hint = self.replace_bad_utf8, BAD_UTF8_HINT
+        src = utf8_lines(self.src, self.src_name, replace, hint, first=self.first)
+        tgt = utf8_lines(self.tgt, self.tgt_name, replace, hint, first=self.first)
+        return list(zip(src, tgt))
+
+
+def pair_chunks(
+    spec: str, src_lang: str, tgt_lang: str, replace_bad_utf8: bool, size: int
+) -> Iterator[RawLines | list[tuple[str, str]]]:
+    """The pairs of a corpus in chunks of at most ``size``: a file prefix's as undecoded
+    :class:`RawLines` (read at the speed of the disk: the decoding is left to the worker
+    processes), other corpora's as decoded pairs."""
+    name = spec.removesuffix(".gz")
+    if name.endswith((".tsv", ".jsonl", ".json")) or spec.startswith("hub:"):
+        pairs = read_pairs(spec, src_lang, tgt_lang, replace_bad_utf8)
+        while chunk := list(itertools.islice(pairs, size)):
+            yield chunk
+        return
+    src_path, tgt_path = _find_side(spec, src_lang), _find_side(spec, tgt_lang)
+    try:
+        with _open(src_path) as src, _open(tgt_path) as tgt:
+            first = 1
+            while True:
+                src_lines = list(itertools.islice(src, size))
+                tgt_lines = list(itertools.islice(tgt, size))
+                if len(src_lines) != len(tgt_lines):
+                    counts = [first - 1 + len(src_lines), first - 1 + len(tgt_lines)]
+                    counts[len(src_lines) < len(tgt_lines)] += sum(1 for _ in src) + sum(
+                        1 for _ in tgt
+                    )
+                    raise DataError(
+                        f"parallel files differ in length: {src_path} has {counts[0]} lines, "
+                        f"{tgt_path} has {counts[1]}"
+                    )
+                if not src_lines:
+                    return
+                yield RawLines(
+                    str(src_path), str(tgt_path), first, src_lines, tgt_lines, replace_bad_utf8
+                )
+                first += len(src_lines)
+    except (OSError, EOFError) as err:
+        raise DataError(f"cannot read {src_path} / {tgt_path}: {err}") from None
 
 
 def _tsv_pairs(path: Path, replace_bad_utf8: bool) -> Iterator[tuple[str, str]]:
@@ -187,17 +252,23 @@ def filter_pairs(
     src_ids: list[list[int]], tgt_ids: list[list[int]], max_len: int, max_ratio: float
 ) -> tuple[list[int], FilterReport]:
     """Indices of the pairs fit for training, with the reasons others were dropped."""
-    keep, report = [], FilterReport()
-    for index, (s, t) in enumerate(zip(src_ids, tgt_ids)):
-        if not s or not t:
-            report.empty += 1
-        elif len(s) > max_len or len(t) > max_len:
-            report.too_long += 1
-        elif max(len(s), len(t)) > max_ratio * min(len(s), len(t)) and max(len(s), len(t)) > 5:
-            report.bad_ratio += 1  # very short pairs are exempt: 1 word vs 4 pieces is normal
-        else:
-            keep.append(index)
-    report.kept = len(keep)
+    src_len = np.fromiter(map(len, src_ids), dtype=np.int64, count=len(src_ids))
+    tgt_len = np.fromiter(map(len, tgt_ids), dtype=np.int64, count=len(tgt_ids))
+    keep, report = filter_lengths(src_len, tgt_len, max_len, max_ratio)
+    return keep.tolist(), report
+
+
+def filter_lengths(
+    src_len: np.ndarray, tgt_len: np.ndarray, max_len: int, max_ratio: float
+) -> tuple[np.ndarray, FilterReport]:
+    """:func:`filter_pairs` on the pairs' lengths: the kept positions, and the report."""
+    longer, shorter = np.maximum(src_len, tgt_len), np.minimum(src_len, tgt_len)
+    empty = shorter == 0
+    too_long = ~empty & (longer > max_len)
+    # very short pairs are exempt from the ratio: 1 word vs 4 pieces is normal
+    bad_ratio = ~empty & ~too_long & (longer > max_ratio * shorter) & (longer > 5)
+    keep = np.flatnonzero(~(empty | too_long | bad_ratio))
+    report = FilterReport(len(keep), int(empty.sum()), int(too_long.sum()), int(bad_ratio.sum()))
     return keep, report
 
 
@@ -253,25 +324,54 @@ def bucket_batches(
     tgt_lengths: np.ndarray,
     batch_tokens: int,
     rng: np.random.Generator | None = None,
+    items: np.ndarray | None = None,
 ) -> list[np.ndarray]:
-    """Group positions of the length arrays into batches of similar length whose padded size
-    (the longer side plus EOS, times the rows) stays within ``batch_tokens``. With ``rng``,
-    ties are broken randomly and the batch order is shuffled."""
+    """Group positions of the length arrays (or the ``items`` at those positions) into batches
+    of similar length whose padded size (the longer side plus EOS, times the rows) stays
+    within ``batch_tokens``. With ``rng``, ties are broken randomly and the batch order is
+    shuffled. The batches are views of one array, and the working memory is a few bytes a
+    pair: an epoch of tens of millions of pairs is sorted without copies of its lengths."""
     src_lengths, tgt_lengths = np.asarray(src_lengths), np.asarray(tgt_lengths)
-    order = np.arange(len(src_lengths))
+    n = len(src_lengths)
+    order = np.arange(n, dtype=np.int32 if n < 1 << 31 else np.int64)
     if rng is not None:
-        order = rng.permutation(len(src_lengths))  # lexsort is stable: ties keep this order
-    order = order[np.lexsort((src_lengths[order], tgt_lengths[order]))]
-    widths = np.maximum(src_lengths[order], tgt_lengths[order]) + 1
+        rng.shuffle(order)  # the same draws as rng.permutation(n)
+    order = _sort_by_lengths(order, src_lengths, tgt_lengths)
     cuts, size, width = [], 0, 0
-    for start in range(0, len(widths), 65536):  # plain ints in slices: little memory at a time
-        for position, item in enumerate(widths[start : start + 65536].tolist(), start):
+    for start in range(0, n, 65536):  # plain ints in slices: little memory at a time
+        block = order[start : start + 65536]
+        widths = np.maximum(src_lengths[block], tgt_lengths[block]).astype(np.int64) + 1
+        for position, item in enumerate(widths.tolist(), start):
             if size and max(width, item) * (size + 1) > batch_tokens:
                 cuts.append(position)
                 size, width = 0, 0
             size += 1
             width = max(width, item)
-    batches = np.split(order, cuts) if len(order) else []
+    if items is not None:
+        order = items[order]
+    batches = np.split(order, cuts) if n else []
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
+
+
+def _sort_by_lengths(order: np.ndarray, src_lengths: np.ndarray, tgt_lengths: np.ndarray):
+    """``order`` stably sorted by (target length, source length): one in-place sort of the
+    two lengths and the position packed into 64 bits, where they fit (lengths under 65,536,
+    fewer than 2**32 pairs); else numpy's lexsort."""
+    n = len(order)
+    longest = max(int(src_lengths.max(initial=0)), int(tgt_lengths.max(initial=0)))
+    if longest >= 1 << 16 or n >= 1 << 32:
+        return order[np.lexsort((src_lengths[order], tgt_lengths[order]))]
+    keys = tgt_lengths[order].astype(np.uint64)
+    keys <<= np.uint64(16)
+    keys |= src_lengths[order].astype(np.uint64)
+    keys <<= np.uint64(32)
+    step = 1 << 20
+    for start in range(0, n, step):
+        keys[start : start + step] |= np.arange(start, min(n, start + step), dtype=np.uint64)
+    keys.sort()  # the positions make every key distinct: any sort is a stable one
+    keys &= np.uint64(0xFFFFFFFF)
+    for start in range(0, n, step):  # reuse the keys' memory for the sorted order
+        keys[start : start + step] = order[keys[start : start + step]]
+    return keys.astype(order.dtype)

@@ -27,7 +27,15 @@ import numpy as np
 import pyarrow as pa
 
 from .config import Config, DataConfig
-from .data import DataError, FilterReport, corpus_files, filter_pairs, read_pairs
+from .data import (
+    DataError,
+    FilterReport,
+    RawLines,
+    corpus_files,
+    filter_lengths,
+    pair_chunks,
+    read_pairs,
+)
 from .modeldir import CACHE, PREPARED, atomic_write, vocab_paths
 from .trainset import MANIFEST, TrainSet
 from .vocab import Vocab, train_vocab
@@ -207,9 +215,9 @@ def _encode_corpora(
     try:
         with _pool(workers, settings) as pool:
             pending: deque = deque()
-            for corpus, chunk in _chunks(_corpus_pairs(d), chunk_pairs):
+            for corpus, chunk in _chunks(d, chunk_pairs):
                 first = lines[corpus] + 1
-                lines[corpus] += len(chunk)
+                lines[corpus] += len(chunk.src) if isinstance(chunk, RawLines) else len(chunk)
                 pending.append((corpus, pool.apply_async(_encode_chunk, (chunk, first, keep_text))))
                 if len(pending) > 2 * workers:  # a bounded number of chunks in flight
                     _write_chunk(writer, reports, *pending.popleft())
@@ -234,11 +242,11 @@ def _encode_corpora(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _chunks(pairs: Iterator[tuple[int, str, str]], size: int):
-    """(corpus, [(source, target), ...]) chunks of at most ``size`` pairs of one corpus."""
-    for corpus, group in itertools.groupby(pairs, key=lambda pair: pair[0]):
-        while chunk := [(s, t) for _, s, t in itertools.islice(group, size)]:
-            yield corpus, chunk
+def _chunks(d: DataConfig, size: int) -> Iterator[tuple[int, RawLines | list[tuple[str, str]]]]:
+    """(corpus, chunk) for chunks of at most ``size`` pairs of each training corpus in turn."""
+    for number, corpus in enumerate(d.train):
+        for chunk in pair_chunks(corpus.path, d.src_lang, d.tgt_lang, d.replace_bad_utf8, size):
+            yield number, chunk
 
 
 def _write_chunk(writer: _ShardWriter, reports: list[FilterReport], corpus: int, result) -> None:
@@ -253,9 +261,12 @@ _worker_vocabs: tuple[Vocab, Vocab] | None = None
 _worker_limits: tuple[int, float] = (0, 0.0)
 
 
-def _start_worker(src_proto: bytes, tgt_proto: bytes, max_len: int, max_ratio: float) -> None:
+def _start_worker(
+    src_proto: bytes, tgt_proto: bytes, max_len: int, max_ratio: float, threads: int = 1
+) -> None:
+    """Each worker process encodes on one core; with no workers, SentencePiece uses them all."""
     global _worker_vocabs, _worker_limits
-    _worker_vocabs = (Vocab(src_proto), Vocab(tgt_proto))
+    _worker_vocabs = (Vocab(src_proto, threads), Vocab(tgt_proto, threads))
     _worker_limits = (max_len, max_ratio)
 
 
@@ -266,7 +277,7 @@ class _pool:
     def __init__(self, workers: int, settings: tuple):
         self.pool = None
         if workers == 1:
-            _start_worker(*settings)
+            _start_worker(*settings, threads=-1)
             return
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
@@ -300,24 +311,40 @@ class _Done:
         return self.value
 
 
-def _encode_chunk(chunk: list[tuple[str, str]], first_line: int, keep_text: bool):
-    """Encode and filter one chunk: an Arrow record batch of the kept pairs and the report."""
+def _encode_chunk(chunk: RawLines | list[tuple[str, str]], first_line: int, keep_text: bool):
+    """Decode (if needed), encode and filter one chunk: an Arrow record batch of the kept pairs
+    and the filter report."""
     src_vocab, tgt_vocab = _worker_vocabs
-    src_ids = src_vocab.encode([s for s, _ in chunk])
-    tgt_ids = tgt_vocab.encode([t for _, t in chunk])
-    keep, report = filter_pairs(src_ids, tgt_ids, *_worker_limits)
-    id_type = pa.uint16() if max(len(src_vocab), len(tgt_vocab)) <= 1 << 16 else pa.int32()
+    pairs = chunk.pairs() if isinstance(chunk, RawLines) else chunk
+    src_ids = src_vocab.encode([s for s, _ in pairs])
+    tgt_ids = tgt_vocab.encode([t for _, t in pairs])
+    src_len = np.fromiter(map(len, src_ids), dtype=np.int64, count=len(src_ids))
+    tgt_len = np.fromiter(map(len, tgt_ids), dtype=np.int64, count=len(tgt_ids))
+    keep, report = filter_lengths(src_len, tgt_len, *_worker_limits)
+    wide = max(len(src_vocab), len(tgt_vocab)) > 1 << 16
     columns = {
-        "line": pa.array(np.asarray(keep, dtype=np.int64) + first_line),
-        "src": pa.array([src_ids[i] for i in keep], type=pa.list_(id_type)),
-        "tgt": pa.array([tgt_ids[i] for i in keep], type=pa.list_(id_type)),
-        "src_len": pa.array([len(src_ids[i]) for i in keep], type=pa.uint16()),
-        "tgt_len": pa.array([len(tgt_ids[i]) for i in keep], type=pa.uint16()),
+        "line": pa.array(keep + first_line),
+        "src": _id_lists(src_ids, src_len, keep, wide),
+        "tgt": _id_lists(tgt_ids, tgt_len, keep, wide),
+        "src_len": pa.array(src_len[keep].astype(np.uint16)),
+        "tgt_len": pa.array(tgt_len[keep].astype(np.uint16)),
     }
     if keep_text:
-        columns["src_text"] = pa.array([chunk[i][0] for i in keep], type=pa.string())
-        columns["tgt_text"] = pa.array([chunk[i][1] for i in keep], type=pa.string())
+        columns["src_text"] = pa.array([pairs[i][0] for i in keep], type=pa.string())
+        columns["tgt_text"] = pa.array([pairs[i][1] for i in keep], type=pa.string())
     return pa.record_batch(columns), report
+
+
+def _id_lists(ids: list[list[int]], lengths: np.ndarray, keep: np.ndarray, wide: bool):
+    """The kept rows of ``ids`` as an Arrow list array of uint16 (int32 for vocabularies
+    beyond 65,536 pieces), built from flat numpy arrays rather than row by row."""
+    kept = [ids[i] for i in keep.tolist()]
+    offsets = np.zeros(len(kept) + 1, dtype=np.int32)
+    np.cumsum(lengths[keep], out=offsets[1:])
+    values = np.fromiter(
+        itertools.chain.from_iterable(kept), np.int32 if wide else np.uint16, count=int(offsets[-1])
+    )
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
 
 
 class _ShardWriter:

@@ -72,8 +72,7 @@ class TrainSet:
             if fraction:
                 parts.append(rng.choice(rows, round(fraction * len(rows)), replace=False))
         rows = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
-        batches = bucket_batches(self.src_len[rows], self.tgt_len[rows], batch_tokens, rng)
-        return [rows[positions] for positions in batches]
+        return bucket_batches(self.src_len[rows], self.tgt_len[rows], batch_tokens, rng, rows)
 
     def corpus_of(self, rows: np.ndarray) -> np.ndarray:
         """The corpus number of each row."""

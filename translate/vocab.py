@@ -20,8 +20,9 @@ PAD, UNK, BOS, EOS = 0, 1, 2, 3
 class Vocab:
     """A loaded SentencePiece model that maps text to ids and back."""
 
-    def __init__(self, model_proto: bytes):
-        self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
+    def __init__(self, model_proto: bytes, threads: int = -1):
+        """``threads``: how many threads encode a list of lines (-1: one per core)."""
+        self.processor = spm.SentencePieceProcessor(model_proto=model_proto, num_threads=threads)
         self.model_proto = model_proto
         self._scores: torch.Tensor | None = None  # piece log-probabilities, for sampling
 
