@@ -7,8 +7,11 @@ two pairs are alike ("17 Ich habe ..." / "17 I baked ..."); they are written und
 never leave it. One SentencePiece model is trained first (on the smallest corpus) and copied
 into every experiment, so that each row's prepare time is the encoding alone. Every
 measurement runs in its own process: its peak RSS (ru_maxrss of the process and, for prepare,
-of its worker processes) is its own. Training is the bench's context-vector GRU (embeddings
-256, state 512, batches of 4000 tokens) in fp32 for --steps steps.
+of its worker processes) is its own, and the peaks of its anonymous and file-backed parts
+are sampled from /proc. Training is the bench's context-vector GRU (embeddings 256, state
+512, batches of 4000 tokens) in fp32 for --steps steps. At --single-process-size the corpus
+is also prepared by one process, once on all cores (SentencePiece encodes with a thread per
+core) and once pinned to one core: the two baselines of the workers' speed-up.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -53,11 +57,36 @@ def write_corpus(source: Path, folder: Path, pairs: int) -> Path:
     return prefix
 
 
+class MemorySampler(threading.Thread):
+    """Peak anonymous and file-backed resident memory of this process, read from
+    /proc/self/status every 20 ms (Linux): ru_maxrss counts both together, and the file-backed
+    part (pages of the memory-mapped training data) is page cache the kernel can drop."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.anon = self.file = float("nan")
+
+    def run(self) -> None:
+        while True:
+            try:
+                status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+            except OSError:
+                return
+            anon, file = (int(status[k].split()[0]) / 1024 for k in ("RssAnon", "RssFile"))
+            self.anon = anon if self.anon != self.anon else max(self.anon, anon)
+            self.file = file if self.file != self.file else max(self.file, file)
+            time.sleep(0.02)
+
+
 def worker(args: dict) -> dict:
     """One measurement in this process: prepare, or train --steps steps."""
     sys.path.insert(0, str(ROOT))
     from translate.config import load_config
 
+    if args.get("one_core"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    sampler = MemorySampler()
+    sampler.start()
     cfg = load_config(None, args["overrides"])
     start = time.perf_counter()
     if args["kind"] == "prepare":
@@ -73,6 +102,7 @@ def worker(args: dict) -> dict:
         rates = [e["tgt_tok_s"] for e in log if "tgt_tok_s" in e][1:]  # the first window warms up
         result = {"tgt_tok_s": sum(rates) / len(rates)}
     result["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["anon_mib"], result["file_mib"] = sampler.anon, sampler.file
     result["children_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return result
 
@@ -119,8 +149,11 @@ def main() -> None:
     for size in sizes:
         pairs = int(size * 1_000_000)
         corpus = write_corpus(source, work / f"corpus-{size}M", pairs)
-        for workers in (2, 1) if size == args.single_process_size else (2,):
-            out = work / f"exp-{size}M-{workers}"
+        # 2 workers; and for the ratio one process on both cores (SentencePiece's own threads)
+        # and one process on one core
+        setups = [(2, False), (1, False), (1, True)]
+        for workers, one_core in setups if size == args.single_process_size else setups[:1]:
+            out = work / f"exp-{size}M-{workers}{'-1core' if one_core else ''}"
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             overrides = [f"out_dir={out}", f"data.train={corpus}", *MODEL]
@@ -130,10 +163,18 @@ def main() -> None:
                 shutil.rmtree(out / "prepared")
             elif not (out / "spm.model").is_file():
                 shutil.copyfile(spm, out / "spm.model")
-            prep = run_worker({"kind": "prepare", "workers": workers, "overrides": overrides})
+            prep = run_worker(
+                {
+                    "kind": "prepare",
+                    "workers": workers,
+                    "one_core": one_core,
+                    "overrides": overrides,
+                }
+            )
             row = {
                 "pairs": pairs,
                 "workers": workers,
+                "cores": 1 if one_core else len(os.sched_getaffinity(0)),
                 "prepare_s": prep["seconds"],
                 "lines_per_s": pairs / prep["seconds"],
                 "prepare_rss_mib": prep["rss_mib"],
@@ -144,7 +185,12 @@ def main() -> None:
                 steps = [f"train.max_steps={args.steps}", "train.valid_every=100000"]
                 steps += ["train.log_every=20", "train.threads=2"]
                 trained = run_worker({"kind": "train", "overrides": [*overrides, *steps]})
-                row.update(train_rss_mib=trained["rss_mib"], tgt_tok_s=trained["tgt_tok_s"])
+                row.update(
+                    train_rss_mib=trained["rss_mib"],
+                    train_anon_mib=trained["anon_mib"],
+                    train_file_mib=trained["file_mib"],
+                    tgt_tok_s=trained["tgt_tok_s"],
+                )
             rows.append(row)
             print(json.dumps(row), flush=True)
             if size > 1:  # the large prepared sets are measured; keep the disk free
@@ -157,30 +203,37 @@ def print_table(rows: list[dict]) -> None:
         (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line),
         "?",
     )
-    print(f"\nCPU: {cpu}, {os.cpu_count()} cores")
-    header = f"{'pairs':>9} {'workers':>7} {'prep s':>7} {'lines/s':>8} {'prep RSS':>9} "
-    header += f"{'workers RSS':>11} {'disk MiB':>8} {'train RSS':>9} {'tgt tok/s':>9}"
+    print(f"\nCPU: {cpu}, {os.cpu_count()} cores; memory in MiB (RSS: peak resident; anon and")
+    print("file: peaks of its anonymous and its file-backed part, the latter mapped data pages)")
+    header = f"{'pairs':>9} {'workers':>7} {'cores':>5} {'prep s':>7} {'lines/s':>8} "
+    header += f"{'prep RSS':>8} {'workers RSS':>11} {'disk':>5} {'train RSS':>9} "
+    header += f"{'anon':>5} {'file':>5} {'tgt tok/s':>9}"
     print(header)
+    nan = float("nan")
     for r in rows:
         print(
-            f"{r['pairs']:>9} {r['workers']:>7} {r['prepare_s']:>7.1f} {r['lines_per_s']:>8.0f} "
-            f"{r['prepare_rss_mib']:>9.0f} {r['worker_rss_mib']:>11.0f} {r['disk_mib']:>8.0f} "
-            f"{r.get('train_rss_mib', float('nan')):>9.0f} {r.get('tgt_tok_s', float('nan')):>9.0f}"
+            f"{r['pairs']:>9} {r['workers']:>7} {r['cores']:>5} {r['prepare_s']:>7.1f} "
+            f"{r['lines_per_s']:>8.0f} {r['prepare_rss_mib']:>8.0f} {r['worker_rss_mib']:>11.0f} "
+            f"{r['disk_mib']:>5.0f} {r.get('train_rss_mib', nan):>9.0f} "
+            f"{r.get('train_anon_mib', nan):>5.0f} {r.get('train_file_mib', nan):>5.0f} "
+            f"{r.get('tgt_tok_s', nan):>9.0f}"
         )
-    one = [r for r in rows if r["workers"] == 1]
-    for r in one:
+    for r in rows:
+        if r["workers"] != 1:
+            continue
         two = next(x for x in rows if x["pairs"] == r["pairs"] and x["workers"] == 2)
         print(
-            f"prepare throughput, 2 workers / 1 process at {r['pairs']} pairs: "
-            f"{two['lines_per_s'] / r['lines_per_s']:.2f}x"
+            f"prepare throughput at {r['pairs']} pairs, 2 workers / 1 process on "
+            f"{r['cores']} core(s): {two['lines_per_s'] / r['lines_per_s']:.2f}x"
         )
     trained = [r for r in rows if "train_rss_mib" in r]
     if len(trained) > 1:
-        low, high = trained[0]["train_rss_mib"], trained[-1]["train_rss_mib"]
-        print(
-            f"training peak RSS, {trained[-1]['pairs']} / {trained[0]['pairs']} pairs: "
-            f"{high / low:.3f}"
-        )
+        low, high = trained[0], trained[-1]
+        for key, name in [("train_rss_mib", "peak RSS"), ("train_anon_mib", "peak anonymous")]:
+            print(
+                f"training {name}, {high['pairs']} / {low['pairs']} pairs: "
+                f"{high[key] / low[key]:.3f}"
+            )
 
 
 if __name__ == "__main__":
