@@ -3,8 +3,9 @@ encoded into Arrow shards that training memory-maps, streamed so that no corpus 
 in memory.
 
 Each corpus is read twice: once to draw a bounded random sample for SentencePiece (skipped
-when the models exist), once to encode. Worker processes encode and filter chunk by chunk
-while this process reads and writes, with only a few chunks in flight. Shards are written into
+when the models exist), once to encode. This process cuts the files into chunks of raw lines
+and writes the shards; worker processes decode, encode and filter the chunks, with only a few
+in flight. Shards are written into
 ``prepared.tmp/`` and renamed to ``prepared/`` once complete, after the manifest that says what
 they hold: a failed or interrupted run leaves nothing a rerun could take for finished.
 """
