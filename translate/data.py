@@ -95,13 +95,18 @@ def read_pairs(
     file, a JSONL file or ``hub:NAME[@CONFIG]:SPLIT``, read as they come."""
     if not spec:
         raise DataError("no data given (set data.train / data.dev)")
-    name = spec.removesuffix(".gz")
-    if name.endswith(".tsv"):
-        yield from _tsv_pairs(Path(spec), replace_bad_utf8)
-    elif name.endswith((".jsonl", ".json")) or spec.startswith("hub:"):
-        yield from _datasets_pairs(spec, src_lang, tgt_lang)
-    else:
+    if _is_prefix(spec):
         yield from _prefix_pairs(spec, src_lang, tgt_lang, replace_bad_utf8)
+    elif spec.removesuffix(".gz").endswith(".tsv"):
+        yield from _tsv_pairs(Path(spec), replace_bad_utf8)
+    else:
+        yield from _datasets_pairs(spec, src_lang, tgt_lang)
+
+
+def _is_prefix(spec: str) -> bool:
+    """Whether ``spec`` names a pair of files PREFIX.src / PREFIX.tgt (not TSV, JSONL, hub)."""
+    name = spec.removesuffix(".gz")
+    return not (name.endswith((".tsv", ".jsonl", ".json")) or spec.startswith("hub:"))
 
 
 def read_parallel(
@@ -113,19 +118,8 @@ def read_parallel(
 
 
 def _prefix_pairs(prefix: str, src_lang: str, tgt_lang: str, replace: bool):
-    src_path, tgt_path = _find_side(prefix, src_lang), _find_side(prefix, tgt_lang)
-    src_lines, tgt_lines = _file_lines(src_path, replace), _file_lines(tgt_path, replace)
-    count = 0
-    for count, pair in enumerate(itertools.zip_longest(src_lines, tgt_lines), 1):
-        if None in pair:  # one file ended first: count the other's remaining lines
-            longer = tgt_lines if pair[0] is None else src_lines
-            counts = [count - 1, count - 1]
-            counts[pair[0] is None] = count + sum(1 for _ in longer)
-            raise DataError(
-                f"parallel files differ in length: {src_path} has {counts[0]} lines, "
-                f"{tgt_path} has {counts[1]}"
-            )
-        yield pair
+    for chunk in _raw_chunks(prefix, src_lang, tgt_lang, replace, 10_000):
+        yield from chunk.pairs()
 
 
 @dataclass
@@ -140,6 +134,9 @@ class RawLines:
     tgt: list[bytes]
     replace_bad_utf8: bool
 
+    def __len__(self) -> int:
+        return len(self.src)
+
     def pairs(self) -> list[tuple[str, str]]:
         replace, hint = self.replace_bad_utf8, BAD_UTF8_HINT
         src = utf8_lines(self.src, self.src_name, replace, hint, first=self.first)
@@ -153,13 +150,20 @@ def pair_chunks(
     """The pairs of a corpus in chunks of at most ``size``: a file prefix's as undecoded
     :class:`RawLines` (read at the speed of the disk: the decoding is left to the worker
     processes), other corpora's as decoded pairs."""
-    name = spec.removesuffix(".gz")
-    if name.endswith((".tsv", ".jsonl", ".json")) or spec.startswith("hub:"):
-        pairs = read_pairs(spec, src_lang, tgt_lang, replace_bad_utf8)
-        while chunk := list(itertools.islice(pairs, size)):
-            yield chunk
+    if _is_prefix(spec):
+        yield from _raw_chunks(spec, src_lang, tgt_lang, replace_bad_utf8, size)
         return
-    src_path, tgt_path = _find_side(spec, src_lang), _find_side(spec, tgt_lang)
+    pairs = read_pairs(spec, src_lang, tgt_lang, replace_bad_utf8)
+    while chunk := list(itertools.islice(pairs, size)):
+        yield chunk
+
+
+def _raw_chunks(
+    prefix: str, src_lang: str, tgt_lang: str, replace_bad_utf8: bool, size: int
+) -> Iterator[RawLines]:
+    """A prefix corpus's two files in chunks of ``size`` undecoded lines; files of different
+    lengths are an error naming both counts."""
+    src_path, tgt_path = _find_side(prefix, src_lang), _find_side(prefix, tgt_lang)
     try:
         with _open(src_path) as src, _open(tgt_path) as tgt:
             first = 1

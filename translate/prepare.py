@@ -218,7 +218,7 @@ def _encode_corpora(
             pending: deque = deque()
             for corpus, chunk in _chunks(d, chunk_pairs):
                 first = lines[corpus] + 1
-                lines[corpus] += len(chunk.src) if isinstance(chunk, RawLines) else len(chunk)
+                lines[corpus] += len(chunk)
                 pending.append((corpus, pool.apply_async(_encode_chunk, (chunk, first, keep_text))))
                 if len(pending) > 2 * workers:  # a bounded number of chunks in flight
                     _write_chunk(writer, reports, *pending.popleft())
