@@ -289,6 +289,70 @@ def test_health_answers_while_a_batch_is_decoded(plain_server, monkeypatch):
     ]
 
 
+def test_a_full_queue_answers_503_and_keeps_serving(trained_dir, monkeypatch):
+    """Back-pressure: while one batch is decoded and another waits, a request that would go
+    beyond --max-queued-sentences gets 503 with Retry-After; the queued ones are answered."""
+    with running(trained_dir, max_sentences=2, max_batch_sentences=2, max_queued_sentences=3) as (
+        port,
+        translator,
+    ):
+        gate = threading.Event()
+        decode = translator.translate_batch
+
+        def held(*args, **kwargs):
+            gate.wait(timeout=30)
+            return decode(*args, **kwargs)
+
+        monkeypatch.setattr(translator, "translate_batch", held)
+        answers: dict = {}
+
+        def send(name, lines):
+            answers[name] = call(port, "POST", "/translate", {"text": lines})
+
+        first = threading.Thread(target=send, args=("first", ["hund", "baum"]))
+        first.start()
+        _wait_for_decoding(port)  # the first batch holds the worker: the next ones wait
+        second = threading.Thread(target=send, args=("second", ["katze", "haus"]))
+        second.start()
+        deadline = time.monotonic() + 30
+        while call(port, "GET", "/health")[1]["queued_sentences"] < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request("POST", "/translate", body=json.dumps({"text": ["auto", "buch"]}))
+        response = connection.getresponse()
+        refused = json.loads(response.read())
+        connection.close()
+        assert response.status == 503 and response.getheader("Retry-After") == "1"
+        assert "--max-queued-sentences" in refused["error"]
+        assert call(port, "GET", "/health")[1]["queued_sentences"] == 2  # nothing of it queued
+        third = threading.Thread(target=send, args=("third", ["auto"]))  # 3 sentences fit
+        third.start()
+        while call(port, "GET", "/health")[1]["queued_sentences"] < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        gate.set()
+        for thread in (first, second, third):
+            thread.join(timeout=30)
+        for lines, (status, answer) in (
+            (["hund", "baum"], answers["first"]),
+            (["katze", "haus"], answers["second"]),
+            (["auto"], answers["third"]),
+        ):
+            assert status == 200
+            assert [t["text"] for t in answer["translations"]] == [t.text for t in decode(lines)]
+
+
+def test_queue_smaller_than_a_request_is_refused_at_start(trained_dir, capsys):
+    code = main(
+        ["serve", "-m", str(trained_dir), "--max-sentences", "8", "--max-queued-sentences", "4"]
+    )
+    assert code == 1
+    assert "--max-queued-sentences (4) must be at least --max-sentences (8)" in (
+        capsys.readouterr().err
+    )
+
+
 def _wait_for_decoding(port: int) -> dict:
     """/health, as soon as it says a batch is being decoded."""
     deadline = time.monotonic() + 30

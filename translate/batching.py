@@ -48,13 +48,25 @@ class Waiting:
     arrived: float
 
 
+class Overloaded(Exception):
+    """A request refused because the queue holds as many sentences as it may."""
+
+
 class Batcher:
     """Gathers the sentences of concurrent requests into length-sorted batches of equal
     decoding options and decodes them one batch at a time in a single worker thread."""
 
-    def __init__(self, translator: Translator, max_sentences: int, max_tokens: int, wait_s: float):
+    def __init__(
+        self,
+        translator: Translator,
+        max_sentences: int,
+        max_tokens: int,
+        wait_s: float,
+        max_queued: int = 0,
+    ):
         self.translator = translator
         self.max_sentences, self.max_tokens, self.wait_s = max_sentences, max_tokens, wait_s
+        self.max_queued = max_queued  # sentences waiting at most (0: no limit)
         self.queues: dict[DecodeOptions, deque[Waiting]] = {}  # oldest options first
         self.queued_tokens: dict[DecodeOptions, int] = {}
         self.arrived = asyncio.Event()
@@ -74,7 +86,14 @@ class Batcher:
         self.executor.shutdown(wait=True)
 
     async def translate(self, lines: list[str], options: DecodeOptions) -> list[Translation]:
-        """The translations of ``lines``, in order, decoded together with other requests'."""
+        """The translations of ``lines``, in order, decoded together with other requests'.
+        Raises :class:`Overloaded`, queueing nothing, when they would not fit in the queue."""
+        queued = self.queued()
+        if self.max_queued and queued + len(lines) > self.max_queued:
+            raise Overloaded(
+                f"the server is busy: {queued} sentences are waiting and it queues at most "
+                f"{self.max_queued} (--max-queued-sentences); retry later"
+            )
         loop = asyncio.get_running_loop()
         job = Job(lines, options, loop.create_future(), [None] * len(lines), len(lines))
         limit, now = self.translator.max_source_len, loop.time()
@@ -85,9 +104,16 @@ class Batcher:
         self.arrived.set()
         return await job.future
 
+    def queued(self) -> int:
+        """Sentences waiting for a batch (those of answered requests until they are skipped)."""
+        return sum(len(queue) for queue in self.queues.values())
+
     def health(self) -> dict:
-        queued = sum(len(queue) for queue in self.queues.values())
-        return {"queued_sentences": queued, "decoding_sentences": self.decoding, **self.stats}
+        return {
+            "queued_sentences": self.queued(),
+            "decoding_sentences": self.decoding,
+            **self.stats,
+        }
 
     async def _run(self) -> None:
         while True:

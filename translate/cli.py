@@ -236,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a sentence waits for others to share its batch (default: 5)",
     )
     sv.add_argument(
+        "--max-queued-sentences",
+        type=int,
+        default=4096,
+        help="sentences of all requests waiting to be decoded at most; a request that would go "
+        "beyond gets 503 with Retry-After (default: 4096)",
+    )
+    sv.add_argument(
         "--shutdown-timeout",
         type=float,
         default=60.0,

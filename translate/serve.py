@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .batching import Batcher, DecodeOptions
+from .batching import Batcher, DecodeOptions, Overloaded
 from .config import UserError
 from .model import build_model
 from .modeldir import CONFIG, METRICS, read_config
@@ -51,6 +51,7 @@ class ServeOptions:
     max_batch_sentences: int = 64  # per decoded batch
     max_batch_tokens: int = 6000  # source subwords per decoded batch
     batch_wait_ms: float = 5.0  # how long the first waiting sentence waits for company
+    max_queued_sentences: int = 4096  # waiting sentences of all requests; beyond: 503
     threads: int = 0  # torch threads; 0: all cores
     shutdown_timeout: float = 60.0  # seconds in-flight requests get after SIGTERM
     device: str | None = None  # None: CUDA when present, else the CPU
@@ -64,11 +65,12 @@ class ServeOptions:
 
 
 class ApiError(Exception):
-    """A request the server refuses: answered with ``status`` and ``{"error": message}``."""
+    """A request the server refuses: answered with ``status``, ``{"error": message}`` and
+    ``headers``."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, headers or {}
 
 
 # --- requests ---------------------------------------------------------------------------------
@@ -255,6 +257,7 @@ def model_json(translator: Translator, model_dir: Path, options: ServeOptions) -
             "max_batch_sentences": options.max_batch_sentences,
             "max_batch_tokens": options.max_batch_tokens,
             "batch_wait_ms": options.batch_wait_ms,
+            "max_queued_sentences": options.max_queued_sentences,
         },
     }
 
@@ -287,7 +290,11 @@ class Service:
         self.translator, self.options = translator, options
         wait_s = options.batch_wait_ms / 1000
         self.batcher = Batcher(
-            translator, options.max_batch_sentences, options.max_batch_tokens, wait_s
+            translator,
+            options.max_batch_sentences,
+            options.max_batch_tokens,
+            wait_s,
+            options.max_queued_sentences,
         )
         self.model = model_json(translator, model_dir, options)
         self.defaults = default_decoding(translator, options)
@@ -312,6 +319,8 @@ class Service:
             translations = await self.batcher.translate(lines, options)
         except UserError as err:  # an option the translator refused after all
             raise ApiError(400, str(err)) from None
+        except Overloaded as err:  # back-pressure: a client should wait, not pile on
+            raise ApiError(503, str(err), {"Retry-After": "1"}) from None
         limit = self.translator.max_source_len
         answers = [translation_json(t, options.n_best, limit) for t in translations]
         return web.json_response({"translations": answers}, dumps=_dumps)
@@ -333,10 +342,11 @@ def _dumps(value) -> str:
 
 async def _json_errors(request: web.Request, handler):
     """Every error as ``{"error": message}`` with its status; the server keeps serving."""
+    headers = {}
     try:
         return await handler(request)
     except ApiError as err:
-        status, message = err.status, str(err)
+        status, message, headers = err.status, str(err), err.headers
     except web.HTTPNotFound:
         status, message = 404, f"no route {request.method} {request.path}; routes: {ROUTES}"
     except web.HTTPMethodNotAllowed as err:
@@ -351,7 +361,7 @@ async def _json_errors(request: web.Request, handler):
             f"translate serve: error on {request.method} {request.path}: {err!r}", file=sys.stderr
         )
         status, message = 500, f"internal error: {type(err).__name__}"
-    return web.json_response({"error": message}, status=status, dumps=_dumps)
+    return web.json_response({"error": message}, status=status, headers=headers, dumps=_dumps)
 
 
 def build_app(
@@ -444,6 +454,11 @@ def check_options(options: ServeOptions) -> None:
     ):
         if value < least:
             raise UserError(f"{flag} must be >= {least}, got {value}")
+    if options.max_queued_sentences < options.max_sentences:
+        raise UserError(
+            f"--max-queued-sentences ({options.max_queued_sentences}) must be at least "
+            f"--max-sentences ({options.max_sentences}), or a full request could never be queued"
+        )
     if options.batch_wait_ms < 0:
         raise UserError(f"--batch-wait-ms must be >= 0, got {options.batch_wait_ms}")
     if options.beam is not None and not 1 <= options.beam <= MAX_BEAM:
