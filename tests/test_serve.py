@@ -264,8 +264,8 @@ def test_model_description(attention_server, attention_dir):
     assert model["limits"]["max_sentences"] == 8 and model["format_version"] == 3
 
 
-def test_health_answers_while_a_batch_is_decoded(plain_server, monkeypatch):
-    port, translator = plain_server
+def hold_decoding(translator: Translator, monkeypatch) -> tuple[threading.Event, object]:
+    """Make every batch wait for the returned gate; also returns the unheld decode."""
     gate = threading.Event()
     decode = translator.translate_batch
 
@@ -274,6 +274,12 @@ def test_health_answers_while_a_batch_is_decoded(plain_server, monkeypatch):
         return decode(*args, **kwargs)
 
     monkeypatch.setattr(translator, "translate_batch", held)
+    return gate, decode
+
+
+def test_health_answers_while_a_batch_is_decoded(plain_server, monkeypatch):
+    port, translator = plain_server
+    gate, decode = hold_decoding(translator, monkeypatch)
     answers = []
     request = threading.Thread(
         target=lambda: answers.append(call(port, "POST", "/translate", {"text": ["hund", "baum"]}))
@@ -296,14 +302,7 @@ def test_a_full_queue_answers_503_and_keeps_serving(trained_dir, monkeypatch):
         port,
         translator,
     ):
-        gate = threading.Event()
-        decode = translator.translate_batch
-
-        def held(*args, **kwargs):
-            gate.wait(timeout=30)
-            return decode(*args, **kwargs)
-
-        monkeypatch.setattr(translator, "translate_batch", held)
+        gate, decode = hold_decoding(translator, monkeypatch)
         answers: dict = {}
 
         def send(name, lines):
