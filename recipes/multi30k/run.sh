@@ -16,21 +16,11 @@ USAGE
 }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$here/../lib.sh"
 data_dir="${MULTI30K_DIR:-}"
 out="experiments/multi30k"
 config="$here/config.yaml"
-overrides=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --data-dir) data_dir="$2"; shift 2 ;;
-    --out) out="$2"; shift 2 ;;
-    --config) config="$2"; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    *=*) overrides+=("$1"); shift ;;
-    *) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
-  esac
-done
-mkdir -p "$out"
+parse_args "$@"
 
 # sha256 of the decompressed text, so a re-compressed mirror still matches
 declare -A SHA256=(
@@ -42,12 +32,6 @@ declare -A SHA256=(
   [test_2016_flickr.en]=399a4382932c1aadd3ceb9bef1008d388a64c76d4ae4e9d4728c6f4301cac182
 )
 URL="https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw"
-
-text_of() { case "$1" in *.gz) gunzip -c "$1" ;; *) cat "$1" ;; esac; }
-
-find_file() {  # prints DIR/NAME.gz or DIR/NAME, whichever exists
-  if [ -f "$1/$2.gz" ]; then echo "$1/$2.gz"; elif [ -f "$1/$2" ]; then echo "$1/$2"; fi
-}
 
 echo "== 1/5 data"
 if [ -z "$data_dir" ]; then
@@ -64,49 +48,13 @@ if [ -z "$data_dir" ]; then
     mv "$data_dir/$name.gz.part" "$data_dir/$name.gz"
   done
 fi
-for name in "${!SHA256[@]}"; do
-  file="$(find_file "$data_dir" "$name")"
-  if [ -z "$file" ]; then
-    echo "run.sh: $data_dir has no $name or $name.gz" >&2; exit 1
-  fi
-  if [ "$(text_of "$file" | sha256sum | cut -d' ' -f1)" != "${SHA256[$name]}" ]; then
-    echo "run.sh: $file does not match the published Multi30k file (sha256 differs)" >&2; exit 1
-  fi
-done
+if ! data_matches; then
+  echo "run.sh: $data_dir is not the published Multi30k; pass the raw files of" >&2
+  echo "github.com/multi30k/dataset (data/task1/raw), or train on your data with 'translate train'." >&2
+  exit 1
+fi
 echo "data ok: $data_dir"
 
-echo "== 2/5 SentencePiece + training"
-if [ -f "$out/train.done" ]; then
-  echo "already trained: $out/model.pt"
-else
-  start=$(date +%s)
-  translate train "$config" "out_dir=$out" "data.train=$data_dir/train" "data.dev=$data_dir/val" \
-    ${overrides[@]+"${overrides[@]}"}
-  echo "$(( $(date +%s) - start ))" > "$out/train.done"
-fi
-echo "training took $(cat "$out/train.done")s"
-
-echo "== 3/5 length penalty for beam 5, chosen on the dev set (val)"
-if [ ! -f "$out/tune.done" ]; then
-  translate tune -m "$out" --src "$(find_file "$data_dir" val.de)" \
-    --ref "$(find_file "$data_dir" val.en)" --beams 5 --alphas 0.5,1,1.5,2
-  touch "$out/tune.done"
-fi
-
-echo "== 4/5 translate test_2016_flickr"
-test_src="$(find_file "$data_dir" test_2016_flickr.de)"
-test_ref="$(find_file "$data_dir" test_2016_flickr.en)"
-for beam in 5 1; do
-  hyp="$out/test_2016_flickr.beam$beam.en"
-  if [ ! -f "$hyp" ]; then
-    text_of "$test_src" | translate translate -m "$out" --beam "$beam" -o "$hyp"
-  fi
-done
-
-echo "== 5/5 score (sacreBLEU, cased, detokenized)"
-text_of "$test_ref" > "$out/test_2016_flickr.ref.en"
-for beam in 5 1; do
-  echo "-- beam $beam"
-  translate score -r "$out/test_2016_flickr.ref.en" "$out/test_2016_flickr.beam$beam.en" \
-    | tee "$out/test_2016_flickr.beam$beam.score"
-done
+train_model val
+tune_length_penalty val 0.5,1,1.5,2
+translate_and_score test_2016_flickr
