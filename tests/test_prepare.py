@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -13,8 +14,8 @@ import torch
 
 from tests.conftest import tiny_config, write_word_corpus
 from translate.config import UserError
-from translate.data import bucket_batches, filter_pairs, read_parallel
-from translate.prepare import prepare
+from translate.data import bucket_batches, filter_pairs, read_pairs, read_parallel
+from translate.prepare import _chunks, _sample_pairs, prepare
 from translate.train import train
 
 QUIET = {"log": lambda message: None}
@@ -163,3 +164,30 @@ def test_an_experiment_prepared_by_an_older_version_is_prepared_again(word_corpu
     again = prepare(cfg, log=messages.append)
     assert any("written by an older translate" in m for m in messages)
     assert rows_of(again.train) == rows_of(first.train)
+
+
+def test_sentencepiece_sample_is_bounded_uniform_and_blind_to_chunk_boundaries(tmp_path):
+    pairs = [(f"s{i}", f"t{i}") for i in range(50)]
+
+    def chunked(size: int) -> list:
+        return [(0, pairs[i : i + size]) for i in range(0, len(pairs), size)]
+
+    sample, total = _sample_pairs(chunked(7), 10, seed=3)
+    positions = [int(src[1:]) for _, src, _ in sample]
+    assert total == 50 and len(sample) == 10 and positions == sorted(set(positions))
+    assert all(pairs[i] == (src, tgt) for i, (_, src, tgt) in zip(positions, sample))
+    for size in (1, 13, 50):
+        assert _sample_pairs(chunked(size), 10, seed=3) == (sample, 50)
+    assert _sample_pairs(chunked(7), 100, seed=3) == ([(0, *pair) for pair in pairs], 50)
+    # each position is drawn 10 times in 50: 400 of 2000 seeds (sd 18)
+    drawn = Counter(
+        src for seed in range(2000) for _, src, _ in _sample_pairs(chunked(7), 10, seed)[0]
+    )
+    assert all(abs(drawn[src] - 400) < 80 for src, _ in pairs), drawn
+
+    # raw-line chunks of files decode only what they draw: the same sample as decoded pairs
+    write_word_corpus(tmp_path, n_train=300, n_dev=1)
+    data = tiny_config(tmp_path).data
+    decoded = list(read_pairs(str(tmp_path / "train"), "de", "en", False))
+    raw = _sample_pairs(_chunks(data, 64), 40, seed=5)
+    assert raw == _sample_pairs([(0, decoded)], 40, seed=5) and raw[1] == 300

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import sacrebleu
-from conftest import write_word_corpus
+
+from tests.conftest import write_word_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [  # a model that trains in seconds on the word corpus

@@ -15,13 +15,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import random
 import shutil
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -123,13 +124,6 @@ def _key(d: DataConfig, src_vocab: Vocab, tgt_vocab: Vocab) -> str:
     return digest.hexdigest()
 
 
-def _corpus_pairs(d: DataConfig) -> Iterator[tuple[int, str, str]]:
-    """(corpus index, source, target) of every pair of every training corpus, in order."""
-    for number, corpus in enumerate(d.train):
-        for src, tgt in read_pairs(corpus.path, d.src_lang, d.tgt_lang, d.replace_bad_utf8):
-            yield number, src, tgt
-
-
 # --- SentencePiece ----------------------------------------------------------------------------
 
 
@@ -142,7 +136,7 @@ def _vocabularies(cfg: Config, log) -> tuple[Vocab, Vocab]:
         log(f"using SentencePiece model(s) in {cfg.out_dir}")
         return Vocab.load(src_path), Vocab.load(tgt_path)
     pairs = d.spm_sample_size // 2 if d.joint_vocab else d.spm_sample_size
-    sample, total = _sample_pairs(_corpus_pairs(d), pairs, seed=cfg.train.seed)
+    sample, total = _sample_pairs(_chunks(d, CHUNK_PAIRS), pairs, seed=cfg.train.seed)
     if not total:
         raise DataError("the training data is empty")
     which = "all" if len(sample) == total else f"a random sample of {len(sample)} of the"
@@ -172,21 +166,48 @@ def _vocabularies(cfg: Config, log) -> tuple[Vocab, Vocab]:
     return src_vocab, tgt_vocab
 
 
-def _sample_pairs(pairs: Iterator, size: int, seed: int) -> tuple[list, int]:
-    """A uniform random sample of at most ``size`` items (reservoir sampling), in their
-    original order, and how many there were: memory bounded by ``size``."""
+def _sample_pairs(
+    chunks: Iterable[tuple[int, RawLines | list[tuple[str, str]]]], size: int, seed: int
+) -> tuple[list[tuple[int, str, str]], int]:
+    """A uniform random sample of at most ``size`` (corpus, source, target) of the chunks' pairs,
+    in their original order, and how many pairs there were. It jumps from one chosen pair to
+    the next (Li's reservoir "Algorithm L"), so that only chosen pairs are decoded, and chunk
+    boundaries do not change the sample: memory and work beyond reading bounded by ``size``."""
     rng = random.Random(seed)
-    reservoir: list[tuple[int, tuple]] = []
-    total = 0
-    for total, item in enumerate(pairs, 1):
-        if len(reservoir) < size:
-            reservoir.append((total, item))
-        else:
-            slot = rng.randrange(total)
-            if slot < size:
-                reservoir[slot] = (total, item)
+    reservoir: list[tuple[int, tuple[int, str, str]]] = []  # (position, pair)
+    total, weight, pick = 0, 1.0, size  # pick: the position to take next once it is full
+
+    def draw() -> float:  # the largest of ``size`` uniform draws (taken in (0, 1])
+        return math.exp(math.log(1.0 - rng.random()) / size)
+
+    def jump() -> int:  # positions to the next pair taken
+        return int(math.log(1.0 - rng.random()) / math.log1p(-weight)) + 1 if weight < 1 else 1
+
+    for corpus, chunk in chunks:
+        first, total = total, total + len(chunk)
+        for index in range(min(size - len(reservoir), len(chunk))):
+            reservoir.append((first + index, (corpus, *_pair(chunk, index))))
+            if len(reservoir) == size:
+                weight = draw()
+                pick = size - 1 + jump()
+        while len(reservoir) == size and pick < total:
+            reservoir[rng.randrange(size)] = (pick, (corpus, *_pair(chunk, pick - first)))
+            weight *= draw()
+            pick += jump()
     reservoir.sort(key=lambda entry: entry[0])
-    return [item for _, item in reservoir], total
+    return [pair for _, pair in reservoir], total
+
+
+def _pair(chunk: RawLines | list[tuple[str, str]], index: int) -> tuple[str, str]:
+    """The ``index``-th pair of a chunk, decoded alone when the chunk holds raw lines."""
+    if isinstance(chunk, list):
+        return chunk[index]
+    return replace(
+        chunk,
+        first=chunk.first + index,
+        src=chunk.src[index : index + 1],
+        tgt=chunk.tgt[index : index + 1],
+    ).pairs()[0]
 
 
 # --- encoding ---------------------------------------------------------------------------------
