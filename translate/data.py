@@ -137,6 +137,18 @@ class RawLines:
     def __len__(self) -> int:
         return len(self.src)
 
+    def pair(self, index: int) -> tuple[str, str]:
+        """The ``index``-th pair alone, decoded with its own line number."""
+        line = RawLines(
+            self.src_name,
+            self.tgt_name,
+            self.first + index,
+            self.src[index : index + 1],
+            self.tgt[index : index + 1],
+            self.replace_bad_utf8,
+        )
+        return line.pairs()[0]
+
     def pairs(self) -> list[tuple[str, str]]:
         replace, hint = self.replace_bad_utf8, BAD_UTF8_HINT
         src = utf8_lines(self.src, self.src_name, replace, hint, first=self.first)

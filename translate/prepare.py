@@ -22,7 +22,7 @@ import random
 import shutil
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -200,14 +200,7 @@ def _sample_pairs(
 
 def _pair(chunk: RawLines | list[tuple[str, str]], index: int) -> tuple[str, str]:
     """The ``index``-th pair of a chunk, decoded alone when the chunk holds raw lines."""
-    if isinstance(chunk, list):
-        return chunk[index]
-    return replace(
-        chunk,
-        first=chunk.first + index,
-        src=chunk.src[index : index + 1],
-        tgt=chunk.tgt[index : index + 1],
-    ).pairs()[0]
+    return chunk[index] if isinstance(chunk, list) else chunk.pair(index)
 
 
 # --- encoding ---------------------------------------------------------------------------------
