@@ -51,14 +51,17 @@ def running(model_dir: Path, **changes):
         thread.join(timeout=60)
 
 
-def call(port: int, method: str, path: str, body=None) -> tuple[int, dict]:
-    """One request (a dict body is sent as JSON, bytes as they are); the status and the JSON."""
+def call(port: int, method: str, path: str, body=None, headers: dict | None = None):
+    """One request (a dict body is sent as JSON, bytes as they are); the status and the JSON.
+    ``headers``, when given, receives the response's headers."""
     if isinstance(body, dict):
         body = json.dumps(body).encode()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         connection.request(method, path, body=body)
         response = connection.getresponse()
+        if headers is not None:
+            headers.update(response.getheaders())
         return response.status, json.loads(response.read())
     finally:
         connection.close()
@@ -313,23 +316,15 @@ def test_a_full_queue_answers_503_and_keeps_serving(trained_dir, monkeypatch):
         _wait_for_decoding(port)  # the first batch holds the worker: the next ones wait
         second = threading.Thread(target=send, args=("second", ["katze", "haus"]))
         second.start()
-        deadline = time.monotonic() + 30
-        while call(port, "GET", "/health")[1]["queued_sentences"] < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        connection.request("POST", "/translate", body=json.dumps({"text": ["auto", "buch"]}))
-        response = connection.getresponse()
-        refused = json.loads(response.read())
-        connection.close()
-        assert response.status == 503 and response.getheader("Retry-After") == "1"
+        _wait_for_health(port, lambda health: health["queued_sentences"] >= 2)
+        headers: dict = {}
+        status, refused = call(port, "POST", "/translate", {"text": ["auto", "buch"]}, headers)
+        assert status == 503 and headers["Retry-After"] == "1"
         assert "--max-queued-sentences" in refused["error"]
         assert call(port, "GET", "/health")[1]["queued_sentences"] == 2  # nothing of it queued
         third = threading.Thread(target=send, args=("third", ["auto"]))  # 3 sentences fit
         third.start()
-        while call(port, "GET", "/health")[1]["queued_sentences"] < 3:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        _wait_for_health(port, lambda health: health["queued_sentences"] >= 3)
         gate.set()
         for thread in (first, second, third):
             thread.join(timeout=30)
@@ -354,14 +349,19 @@ def test_queue_smaller_than_a_request_is_refused_at_start(trained_dir, capsys):
 
 def _wait_for_decoding(port: int) -> dict:
     """/health, as soon as it says a batch is being decoded."""
+    return _wait_for_health(port, lambda health: health["decoding_sentences"] > 0)
+
+
+def _wait_for_health(port: int, ready) -> dict:
+    """/health, as soon as ``ready`` holds for it (30 s at most)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         status, health = call(port, "GET", "/health")
         assert status == 200
-        if health["decoding_sentences"]:
+        if ready(health):
             return health
         time.sleep(0.02)
-    raise AssertionError("no batch was decoded")
+    raise AssertionError(f"/health never got there: {health}")
 
 
 SLOW_SERVER = """
