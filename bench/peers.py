@@ -128,6 +128,10 @@ SETUPS: dict[str, PeerSetup] = {
     ),
 }
 SWEEP = ["bench", "sents64", "sents128", "lr0.001", "dropout0.2", "smoothing0"]
+# the sweep's winner (README, Time to quality: each set-up 10 minutes, dev BLEU of the last
+# checkpoint): time_to_bleu.py's OpenNMT-py rows are this set-up, then the bench's as before
+SWEEP_WINNER = "sents64"
+TIME_TO_QUALITY = [SWEEP_WINNER, "bench"]
 
 
 def changes(setup: PeerSetup, base: PeerSetup = BENCH) -> str:

@@ -2,13 +2,14 @@
 against OpenNMT-py, on the same machine, the same corpus and, with ``--spm``, the same pieces.
 
     python bench/time_to_bleu.py --data-dir DIR [--corpus multi30k|tatoeba] [--target 38]
-        [--minutes 20] [--setup bench[,NAME...]] [--spm FILE] [--config FILE]
+        [--minutes 20] [--setup NAME[,NAME...]] [--spm FILE] [--config FILE]
         [--score-every N] [--all] [--workdir DIR] [--systems opennmt,ours] [key=value ...]
     python bench/time_to_bleu.py --data-dir DIR --sweep [--setup NAME,...] [--minutes 10]
 
 Both sides read the train and dev splits of ``--corpus`` (Multi30k: train, val; Tatoeba:
 train, valid) in ``--data-dir``. OpenNMT-py trains each set-up named by ``--setup`` (bench/
-peers.py's SETUPS; its row is ``opennmt`` for ``bench``, else ``opennmt-NAME``) for
+peers.py's SETUPS; default: the sweep's winner, then ``bench``; a row is ``opennmt`` for
+``bench``, else ``opennmt-NAME``) for
 ``--minutes`` of its training loop and keeps a checkpoint every ``--opennmt-save-every``
 steps. Ours trains ``--config`` (default: the corpus's attention recipe) with the ``key=value``
 overrides and keeps its weights every ``--valid-every`` steps (dev loss only, no dev BLEU,
@@ -432,7 +433,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--setup",
         help="OpenNMT-py set-ups from bench/peers.py's SETUPS, comma-separated, one row each"
-        " (default: bench; with --sweep: peers.SWEEP)",
+        " (default: peers.TIME_TO_QUALITY, the sweep's winner and bench; with --sweep:"
+        " peers.SWEEP)",
     )
     parser.add_argument(
         "--spm", help="a joint SentencePiece model both sides use (default: each trains its own)"
@@ -462,7 +464,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("overrides", nargs="*", help="our config overrides, key=value")
     args = parser.parse_args(argv)
     args.setups = (
-        args.setup.split(",") if args.setup else (peers.SWEEP if args.sweep else ["bench"])
+        args.setup.split(",")
+        if args.setup
+        else (peers.SWEEP if args.sweep else peers.TIME_TO_QUALITY)
     )
     unknown = [name for name in args.setups if name not in peers.SETUPS]
     if unknown:

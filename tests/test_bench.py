@@ -49,6 +49,7 @@ def test_sweep_set_ups_change_one_thing_each():
         setup = peers.SETUPS[name]
         assert setup.attention and setup.hidden_dim == 512 and setup.vocab_size == 8000
     assert peers.shared_vocab_size([peers.SETUPS[name] for name in peers.SWEEP]) == 8000
+    assert peers.SWEEP_WINNER in peers.SWEEP  # time_to_bleu.py's first OpenNMT-py row
     with pytest.raises(ValueError, match="vocab_size"):
         peers.shared_vocab_size([peers.BENCH, replace(peers.BENCH, vocab_size=16000)])
 
@@ -327,7 +328,7 @@ def test_curve_goes_on_once_when_short_of_the_target(tmp_path):
 def test_parse_args_set_ups_and_sweep():
     args = ttb.parse_args(["--data-dir", "d", "--corpus", "tatoeba", "train.max_minutes=60"])
     assert (args.setups, args.systems, args.overrides) == (
-        ["bench"],
+        [peers.SWEEP_WINNER, "bench"],
         ["opennmt", "ours"],
         ["train.max_minutes=60"],
     )
