@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import queue
 import shutil
 import signal
@@ -365,11 +366,15 @@ def _wait_for_health(port: int, ready) -> dict:
 
 
 SLOW_SERVER = """
-import sys, time
+import os, sys, time
 from translate import translator
 decode = translator.Translator.translate_batch
 def slow(self, *args, **kwargs):
-    time.sleep(5)  # a batch that takes a while, so that SIGTERM comes while it is decoded
+    # a batch held until the test creates RELEASE (30 s at most): SIGTERM comes while it is
+    # decoded, however slow the machine
+    deadline = time.monotonic() + 30
+    while not os.path.exists(os.environ["RELEASE"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
     return decode(self, *args, **kwargs)
 translator.Translator.translate_batch = slow
 from translate.cli import main
@@ -377,9 +382,11 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_sigterm_finishes_the_request_in_flight_then_exits(trained_dir):
+def test_sigterm_finishes_the_request_in_flight_then_exits(trained_dir, tmp_path):
     command = [sys.executable, "-c", SLOW_SERVER, "serve", "-m", str(trained_dir), "--port", "0"]
-    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    release = tmp_path / "release"
+    env = {**os.environ, "RELEASE": str(release)}
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     try:
         started = server.stderr.readline()
         assert "serving on http://127.0.0.1:" in started, started
@@ -397,6 +404,7 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(trained_dir):
                 call(port, "GET", "/health")
                 time.sleep(0.02)
         assert not answers  # refused while the request was still being decoded
+        release.touch()
         request.join(timeout=30)
         assert answers[0][0] == 200 and answers[0][1]["translations"][0]["text"] == "dog"
         assert server.wait(timeout=30) == 0
