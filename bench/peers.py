@@ -118,6 +118,8 @@ SETUPS: dict[str, PeerSetup] = {
     "lr0.001": replace(BENCH, learning_rate=0.001),
     "dropout0.2": replace(BENCH, dropout=0.2),
     "smoothing0": replace(BENCH, label_smoothing=0.0),
+    # the sweep's winning batches without attention, for the context-vector pair's rerun
+    "sents64_noattn": replace(BENCH, attention=False, batch_size=64, batch_type="sents"),
     # OpenNMT-py as near our attention recipe as its encoder-decoder allows (bench/gpu.py):
     # embeddings 512, GRUs, Luong's "general" score. Its decoder starts from the encoder's
     # concatenated final states, so a 512-wide decoder takes a 2 x 256 encoder (ours: 2 x 512)

@@ -9,9 +9,8 @@ against OpenNMT-py, on the same machine, the same corpus and, with ``--spm``, th
 Both sides read the train and dev splits of ``--corpus`` (Multi30k: train, val; Tatoeba:
 train, valid) in ``--data-dir``. OpenNMT-py trains each set-up named by ``--setup`` (bench/
 peers.py's SETUPS; default: the sweep's winner, then ``bench``; a row is ``opennmt`` for
-``bench``, else ``opennmt-NAME``) for
-``--minutes`` of its training loop and keeps a checkpoint every ``--opennmt-save-every``
-steps. Ours trains ``--config`` (default: the corpus's attention recipe) with the ``key=value``
+``bench``, else ``opennmt-NAME``) for ``--minutes`` of its training loop and keeps a
+checkpoint every ``--opennmt-save-every`` steps. Ours trains ``--config`` (default: the corpus's attention recipe) with the ``key=value``
 overrides and keeps its weights every ``--valid-every`` steps (dev loss only, no dev BLEU,
 during training). ``--spm FILE`` (e.g. our experiment's ``spm.model``) gives both the same
 SentencePiece model; without it the peer trains an 8k one and ours its config's. Each clock

@@ -36,6 +36,7 @@ def test_default_setup_is_the_bench_set_up():
     assert bench.attention
     assert not peers.SETUPS["bench_noattn"].attention
     assert replace(peers.SETUPS["bench_noattn"], attention=True) == bench
+    assert replace(peers.SETUPS["sents64_noattn"], attention=True) == peers.SETUPS["sents64"]
     with pytest.raises(ValueError, match="batch_type"):
         peers.PeerSetup(batch_type="sentences")
 
