@@ -10,10 +10,11 @@ Both sides read the train and dev splits of ``--corpus`` (Multi30k: train, val; 
 train, valid) in ``--data-dir``. OpenNMT-py trains each set-up named by ``--setup`` (bench/
 peers.py's SETUPS; default: the sweep's winner, then ``bench``; a row is ``opennmt`` for
 ``bench``, else ``opennmt-NAME``) for ``--minutes`` of its training loop and keeps a
-checkpoint every ``--opennmt-save-every`` steps. Ours trains ``--config`` (default: the corpus's attention recipe) with the ``key=value``
-overrides and keeps its weights every ``--valid-every`` steps (dev loss only, no dev BLEU,
-during training). ``--spm FILE`` (e.g. our experiment's ``spm.model``) gives both the same
-SentencePiece model; without it the peer trains an 8k one and ours its config's. Each clock
+checkpoint every ``--opennmt-save-every`` steps. Ours trains ``--config`` (default: the
+corpus's attention recipe) with the ``key=value`` overrides and keeps its weights every
+``--valid-every`` steps (dev loss only, no dev BLEU, during training). ``--spm FILE`` (e.g.
+our experiment's ``spm.model``) gives both the same SentencePiece model; without it the peer
+trains an 8k one and ours its config's. Each clock
 is the toolkit's own training loop: start-up before it is not counted, and checkpoint saving
 and our dev-loss passes are. Afterwards each checkpoint (with ``--score-every N`` only every
 N-th and the last), oldest first, translates the dev split with beam 5 (length penalty 1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
@@ -139,13 +140,11 @@ class RawLines:
 
     def pair(self, index: int) -> tuple[str, str]:
         """The ``index``-th pair alone, decoded with its own line number."""
-        line = RawLines(
-            self.src_name,
-            self.tgt_name,
-            self.first + index,
-            self.src[index : index + 1],
-            self.tgt[index : index + 1],
-            self.replace_bad_utf8,
+        line = dataclasses.replace(
+            self,
+            first=self.first + index,
+            src=self.src[index : index + 1],
+            tgt=self.tgt[index : index + 1],
         )
         return line.pairs()[0]
 
