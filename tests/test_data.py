@@ -1,17 +1,23 @@
 import gzip
 import json
+import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from translate.data import (
+    BAD_UTF8_HINT,
     DataError,
+    RawLines,
     bucket_batches,
     filter_pairs,
     pair_batch,
     pair_chunks,
     read_lines,
     read_parallel,
+    utf8_lines,
 )
 from translate.vocab import BOS, EOS, PAD
 
@@ -58,6 +64,32 @@ def test_chunks_of_raw_lines_read_as_the_pairs_do(tmp_path):
             list(pair_chunks(str(tmp_path / "t"), "de", "en", False, 2))
         with pytest.raises(DataError, match=rf"t\.en has {lines} lines, .*t\.de has 5\b"):
             list(pair_chunks(str(tmp_path / "t"), "en", "de", False, 2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.text(alphabet="ab\r\u00fc\u20ac\ufeff ", max_size=5), min_size=1, max_size=6),
+    st.booleans(),
+    st.sampled_from([1, 7]),
+    st.booleans(),
+)
+def test_a_chunk_decodes_at_once_as_line_by_line(lines, final_newline, first, bad_byte):
+    """Workers decode a chunk in one call: the same strings (final carriage return, BOM on a
+    file's first line, no newline at the end) and the same errors as decoding line by line."""
+    raw = [line.encode() + b"\n" for line in lines]
+    if bad_byte:
+        raw[len(raw) // 2] = b"x\xff" + raw[len(raw) // 2]
+    if not final_newline:
+        raw[-1] = raw[-1].removesuffix(b"\n") or b"z"
+    for replace in (False, True):
+        chunk = RawLines("s", "t", first, raw, raw, replace)
+        try:
+            expected = list(utf8_lines(raw, "s", replace, BAD_UTF8_HINT, first=first))
+        except DataError as error:
+            with pytest.raises(DataError, match=re.escape(str(error))):
+                chunk.sides()
+        else:
+            assert chunk.sides() == (expected, expected)
 
 
 def test_bad_utf8_gives_the_line_number(tmp_path):
