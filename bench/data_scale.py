@@ -1,6 +1,7 @@
 """Data scale: prepare and train on corpora of growing size, and show that memory does not grow.
 
     python bench/data_scale.py --data-dir ../shared/data/tatoeba [--sizes 0.16,1,5] [--steps 200]
+        [--repeat 1]
 
 The corpora are Tatoeba's training pairs repeated, each line numbered on both sides so that no
 two pairs are alike ("17 Ich habe ..." / "17 I baked ..."); they are written under --work and
@@ -11,7 +12,9 @@ of its worker processes) is its own, and the peaks of its anonymous and file-bac
 are sampled from /proc. Training is the bench's context-vector GRU (embeddings 256, state
 512, batches of 4000 tokens) in fp32 for --steps steps. At --single-process-size the corpus
 is also prepared by one process, once on all cores (SentencePiece encodes with a thread per
-core) and once pinned to one core: the two baselines of the workers' speed-up.
+core) and once pinned to one core: the two baselines of the workers' speed-up. With
+``--repeat N`` each prepare runs N times and its fastest run is kept (the host's speed drifts);
+``--steps 0`` measures prepare alone.
 """
 
 from __future__ import annotations
@@ -126,7 +129,10 @@ def main() -> None:
     )
     parser.add_argument("--data-dir", help="folder with Tatoeba's train.de/en.gz (required)")
     parser.add_argument("--sizes", default="0.16,1,5", help="millions of pairs, comma-separated")
-    parser.add_argument("--steps", type=int, default=200, help="training steps per size")
+    parser.add_argument(
+        "--steps", type=int, default=200, help="training steps per size (0: prepare only)"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each prepare, fastest kept")
     parser.add_argument("--work", default="/tmp/translate-data-scale", help="scratch folder")
     parser.add_argument(
         "--single-process-size",
@@ -163,14 +169,12 @@ def main() -> None:
                 shutil.rmtree(out / "prepared")
             elif not (out / "spm.model").is_file():
                 shutil.copyfile(spm, out / "spm.model")
-            prep = run_worker(
-                {
-                    "kind": "prepare",
-                    "workers": workers,
-                    "one_core": one_core,
-                    "overrides": overrides,
-                }
-            )
+            runs = []
+            for _ in range(max(1, args.repeat)):
+                shutil.rmtree(out / "prepared", ignore_errors=True)
+                job = {"kind": "prepare", "workers": workers, "one_core": one_core}
+                runs.append(run_worker({**job, "overrides": overrides}))
+            prep = min(runs, key=lambda run: run["seconds"])
             row = {
                 "pairs": pairs,
                 "workers": workers,
@@ -181,7 +185,7 @@ def main() -> None:
                 "worker_rss_mib": prep["children_rss_mib"],
                 "disk_mib": folder_mib(out / "prepared"),
             }
-            if workers == 2:
+            if workers == 2 and args.steps > 0:
                 steps = [f"train.max_steps={args.steps}", "train.valid_every=100000"]
                 steps += ["train.log_every=20", "train.threads=2"]
                 trained = run_worker({"kind": "train", "overrides": [*overrides, *steps]})
