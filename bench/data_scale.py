@@ -165,14 +165,13 @@ def main() -> None:
             overrides = [f"out_dir={out}", f"data.train={corpus}", *MODEL]
             if spm is None:  # the first size trains SentencePiece, unmeasured
                 run_worker({"kind": "prepare", "workers": 2, "overrides": overrides})
-                spm = out / "spm.model"
-                shutil.rmtree(out / "prepared")
+                spm = out / "spm.model"  # its prepared data is removed before each run below
             elif not (out / "spm.model").is_file():
                 shutil.copyfile(spm, out / "spm.model")
+            job = {"kind": "prepare", "workers": workers, "one_core": one_core}
             runs = []
             for _ in range(max(1, args.repeat)):
                 shutil.rmtree(out / "prepared", ignore_errors=True)
-                job = {"kind": "prepare", "workers": workers, "one_core": one_core}
                 runs.append(run_worker({**job, "overrides": overrides}))
             prep = min(runs, key=lambda run: run["seconds"])
             row = {
