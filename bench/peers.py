@@ -129,6 +129,8 @@ SETUPS: dict[str, PeerSetup] = {
         BENCH, emb_dim=512, opennmt_rnn="GRU", opennmt_attention="general", max_len=64
     ),
 }
+# and with the sweep's winning batches, for the Tatoeba lead against OpenNMT-py at its best
+SETUPS["tatoeba_sents64"] = replace(SETUPS["tatoeba"], batch_size=64, batch_type="sents")
 SWEEP = ["bench", "sents64", "sents128", "lr0.001", "dropout0.2", "smoothing0"]
 # the sweep's winner (README, Time to quality: each set-up 10 minutes, dev BLEU of the last
 # checkpoint): time_to_bleu.py's OpenNMT-py rows are this set-up, then the bench's as before

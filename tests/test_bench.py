@@ -37,6 +37,9 @@ def test_default_setup_is_the_bench_set_up():
     assert not peers.SETUPS["bench_noattn"].attention
     assert replace(peers.SETUPS["bench_noattn"], attention=True) == bench
     assert replace(peers.SETUPS["sents64_noattn"], attention=True) == peers.SETUPS["sents64"]
+    assert peers.changes(peers.SETUPS["tatoeba_sents64"], peers.SETUPS["tatoeba"]) == (
+        "batch_size=64 batch_type=sents"
+    )
     with pytest.raises(ValueError, match="batch_type"):
         peers.PeerSetup(batch_type="sentences")
 
