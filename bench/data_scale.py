@@ -147,6 +147,10 @@ def main() -> None:
         return
     if not args.data_dir:
         parser.error("--data-dir is required")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.steps < 0:
+        parser.error("--steps must be 0 or more")
     work = Path(args.work)
     sizes = [float(s) for s in args.sizes.split(",")]
     source = Path(args.data_dir)
@@ -170,7 +174,7 @@ def main() -> None:
                 shutil.copyfile(spm, out / "spm.model")
             job = {"kind": "prepare", "workers": workers, "one_core": one_core}
             runs = []
-            for _ in range(max(1, args.repeat)):
+            for _ in range(args.repeat):
                 shutil.rmtree(out / "prepared", ignore_errors=True)
                 runs.append(run_worker({**job, "overrides": overrides}))
             prep = min(runs, key=lambda run: run["seconds"])
@@ -184,7 +188,7 @@ def main() -> None:
                 "worker_rss_mib": prep["children_rss_mib"],
                 "disk_mib": folder_mib(out / "prepared"),
             }
-            if workers == 2 and args.steps > 0:
+            if workers == 2 and args.steps:
                 steps = [f"train.max_steps={args.steps}", "train.valid_every=100000"]
                 steps += ["train.log_every=20", "train.threads=2"]
                 trained = run_worker({"kind": "train", "overrides": [*overrides, *steps]})
