@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 import torch
 
-from translate.cli import main
+from translate.cli import build_parser, main
 from translate.search import Sampling
 from translate.serve import ServeOptions, build_app, serve_app
 from translate.translator import Translator
@@ -561,3 +561,10 @@ def test_page_translates_in_a_real_browser(served, request, tmp_path):
     else:
         assert (first["rows"], first["columns"]) == (0, -1)
         assert first["note"] == "This model has no attention: no heatmap to show."
+
+
+def test_serve_flags_default_to_serve_options():
+    """`translate serve`'s flags state the defaults ServeOptions states (written in both: the
+    command line does not import the server), so a changed default cannot drift apart."""
+    args = build_parser().parse_args(["serve", "-m", "model"])
+    assert ServeOptions.from_namespace(args) == ServeOptions()
