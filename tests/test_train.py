@@ -50,6 +50,7 @@ def test_warmup_scales_the_cosine():
     )
 
 
+@torch.no_grad()  # the loss's value only: no graph, and no warning converting it to a float
 def test_label_smoothing_zero_is_plain_cross_entropy():
     cfg = Config()
     cfg.model.emb_dim, cfg.model.hidden_dim = 8, 16
