@@ -79,10 +79,10 @@ def read_gz(path: Path) -> list[str]:
 
 def worker_train(args: dict) -> dict:
     from translate.config import load_config
-    from translate.data import pair_batch
-    from translate.model import build_model
-    from translate.prepare import prepare
-    from translate.train import adam, batch_loss
+    from translate.data.batches import pair_batch
+    from translate.data.prepare import prepare
+    from translate.model.seq2seq import build_model
+    from translate.train.loop import adam, batch_loss
 
     torch.set_num_threads(args["threads"])
     torch.manual_seed(1)
@@ -167,7 +167,7 @@ def naive_decode(args: dict, sources: list[str]) -> dict:
     sys.path.insert(0, str(ROOT / "bench"))
     from naive import NaiveSeq2Seq
 
-    from translate.vocab import Vocab
+    from translate.data.vocab import Vocab
 
     vocab = Vocab.load(Path(args["model"]) / "spm.model")
     model = NaiveSeq2Seq(len(vocab)).eval()

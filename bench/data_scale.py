@@ -90,7 +90,7 @@ def worker(args: dict) -> dict:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     sampler = MemorySampler()
     sampler.start()
-    from translate.prepare import prepare
+    from translate.data.prepare import prepare
 
     cfg = load_config(None, args["overrides"])
     start = time.perf_counter()  # after the imports (torch's alone takes seconds)
@@ -98,7 +98,7 @@ def worker(args: dict) -> dict:
         data = prepare(cfg, log=lambda message: None, workers=args["workers"])
         result = {"seconds": time.perf_counter() - start, "rows": len(data.train)}
     else:
-        from translate.train import train  # its speed is read from its log, not timed here
+        from translate.train.loop import train  # its speed is read from its log, not timed here
 
         train(cfg, log=lambda message: None)
         log = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").open()]

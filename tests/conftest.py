@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from translate.config import ModelConfig, load_config
-from translate.model import Seq2Seq, build_model
-from translate.train import train
+from translate.model.seq2seq import Seq2Seq, build_model
+from translate.train.loop import train
 
 GERMAN = "haus hund katze baum auto buch tisch stuhl".split()
 ENGLISH = dict(zip(GERMAN, "house dog cat tree car book table chair".split()))

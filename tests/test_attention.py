@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tests.conftest import tiny_model as tiny
-from translate.data import pair_batch
-from translate.vocab import PAD
+from translate.data.batches import pair_batch
+from translate.data.vocab import PAD
 
 SRC = [[5, 6, 7], [8, 9], [10, 11, 12, 13, 14]]
 TGT = [[6, 7], [9, 10, 11], [12]]
@@ -49,7 +49,7 @@ def reversal_corpus(folder, n, seed):
 def test_attention_beats_the_context_vector_on_reversal(tmp_path):
     from tests.conftest import tiny_config
     from translate.score import score
-    from translate.train import train
+    from translate.train.loop import train
     from translate.translator import Translator
 
     reversal_corpus(tmp_path, 3000, seed=5)

@@ -7,19 +7,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from translate.data import (
+from translate.data.batches import bucket_batches, pair_batch
+from translate.data.corpus import (
     BAD_UTF8_HINT,
     DataError,
     RawLines,
-    bucket_batches,
     filter_pairs,
-    pair_batch,
     pair_chunks,
     read_lines,
     read_parallel,
     utf8_lines,
 )
-from translate.vocab import BOS, EOS, PAD
+from translate.data.vocab import BOS, EOS, PAD
 
 
 def test_lines_split_on_newline_only(tmp_path):
@@ -99,7 +98,7 @@ def test_bad_utf8_gives_the_line_number(tmp_path):
 
 
 def test_bad_utf8_in_training_data_can_be_replaced(tmp_path):
-    from translate.data import DataError, read_parallel
+    from translate.data.corpus import DataError, read_parallel
 
     (tmp_path / "t.de").write_bytes(b"gut\nschlecht \xff\n")
     (tmp_path / "t.en").write_bytes(b"good\nbad\n")
@@ -188,7 +187,7 @@ def test_targets_are_shifted_by_one():
 
 
 def test_utf8_lines_drop_a_byte_order_mark_and_carriage_returns():
-    from translate.data import utf8_lines
+    from translate.data.corpus import utf8_lines
 
     stream = [b"\xef\xbb\xbfeins\r\n", b"zwei\n", b"\xef\xbb\xbfdrei"]
     assert list(utf8_lines(stream, "x", False, "")) == ["eins", "zwei", "\ufeffdrei"]

@@ -2,7 +2,7 @@
 
 import torch
 
-from translate.dropout import Dropout
+from translate.model.dropout import Dropout
 
 
 def test_byte_dropout_rate_scale_and_gradient():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from translate import loss
+from translate.model import loss
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

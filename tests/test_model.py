@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from tests.conftest import tiny_model as tiny
-from translate.data import pair_batch, source_batch
-from translate.model import reverse_padded
-from translate.vocab import EOS, PAD
+from translate.data.batches import pair_batch, source_batch
+from translate.data.vocab import EOS, PAD
+from translate.model.seq2seq import reverse_padded
 
 VOCAB = 20
 SRC = [[5, 6, 7], [8, 9], [10, 11, 12, 13, 14]]

@@ -12,7 +12,8 @@ import pytest
 import torch
 import yaml
 
-from translate.config import Config, UserError
+from translate.config import Config
+from translate.errors import UserError
 from translate.modeldir import (
     FORMAT_VERSION,
     ModelDirError,
@@ -87,7 +88,7 @@ def test_a_newer_format_is_refused(trained_dir, tmp_path):
 
 
 def test_a_sentencepiece_model_from_another_training_is_named(trained_dir, tmp_path):
-    from translate.vocab import train_vocab
+    from translate.data.vocab import train_vocab
 
     other = tmp_path / "other"
     shutil.copytree(trained_dir, other)

@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from tests.conftest import tiny_config, write_word_corpus
-from translate.config import UserError
-from translate.data import bucket_batches, filter_pairs, read_pairs, read_parallel
-from translate.prepare import _chunks, _sample_pairs, prepare
-from translate.train import train
+from translate.data.batches import bucket_batches
+from translate.data.corpus import filter_pairs, read_pairs, read_parallel
+from translate.data.prepare import _chunks, _sample_pairs, prepare
+from translate.errors import UserError
+from translate.train.loop import train
 
 QUIET = {"log": lambda message: None}
 
@@ -115,7 +116,7 @@ def test_a_bad_line_in_chunk_3_is_named_and_leaves_no_prepared_data(tmp_path, ki
 
 
 def _vocab_for(lines: list[str]) -> bytes:
-    from translate.vocab import train_vocab
+    from translate.data.vocab import train_vocab
 
     return train_vocab(lines * 20, vocab_size=25).model_proto
 

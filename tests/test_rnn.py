@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from translate.rnn import ContextRNN, join_layers, layer_slice, pack_state, unpack_state
+from translate.model.rnn import ContextRNN, join_layers, layer_slice, pack_state, unpack_state
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from translate.data import pair_batch, source_batch
+from translate.data.batches import pair_batch, source_batch
+from translate.data.vocab import EOS
 from translate.search import beam_search, gnmt_length_penalty, greedy_search, max_lengths
-from translate.vocab import EOS
 
 A, B, C = 4, 5, 6
 VOCAB = 7
@@ -139,7 +139,7 @@ def test_max_lengths():
 
 
 def test_beam_one_equals_greedy_and_batch_equals_single(trained_dir):
-    from translate.data import source_batch
+    from translate.data.batches import source_batch
     from translate.translator import Translator
 
     translator = Translator.from_dir(trained_dir, device="cpu")  # CPU tensors below
@@ -165,7 +165,7 @@ def test_beam_one_equals_greedy_and_batch_equals_single(trained_dir):
 
 
 def test_dropping_finished_sentences_changes_no_result(trained_dir):
-    from translate.data import source_batch
+    from translate.data.batches import source_batch
     from translate.translator import Translator
 
     translator = Translator.from_dir(trained_dir, device="cpu")  # CPU tensors below

@@ -23,7 +23,8 @@ import torch
 
 from translate.cli import build_parser, main
 from translate.search import Sampling
-from translate.serve import ServeOptions, build_app, serve_app
+from translate.serve.http import build_app, serve_app
+from translate.serve.options import ServeOptions
 from translate.translator import Translator
 
 LINES = ["hund katze", "", "   ", "baum auto buch", "haus", "stuhl tisch hund katze"]
@@ -418,9 +419,9 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(trained_dir, tmp_path
 
 
 def test_serve_without_aiohttp_says_how_to_install(trained_dir, monkeypatch, capsys):
-    import translate.serve
+    import translate.serve.http
 
-    monkeypatch.setattr(translate.serve, "web", None)
+    monkeypatch.setattr(translate.serve.http, "web", None)
     assert main(["serve", "-m", str(trained_dir)]) == 1
     assert capsys.readouterr().err == (
         "translate: error: translate serve needs aiohttp: pip install 'translate[serve]'\n"

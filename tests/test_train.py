@@ -6,16 +6,17 @@ import math
 import pytest
 import torch
 
-import translate.train as train_module
+import translate.train.loop as train_module
 from tests.conftest import tiny_config
 from tests.conftest import tiny_model as tiny
-from translate import trainlog
-from translate.checkpoint import TrainState
-from translate.config import Config, TrainConfig, UserError
-from translate.data import pair_batch
-from translate.model import build_model
-from translate.train import batch_loss, schedule
-from translate.vocab import PAD
+from translate.config import Config, TrainConfig
+from translate.data.batches import pair_batch
+from translate.data.vocab import PAD
+from translate.errors import UserError
+from translate.model.seq2seq import build_model
+from translate.train import log as trainlog
+from translate.train.checkpoint import TrainState
+from translate.train.loop import batch_loss, schedule
 
 VOCAB = 20
 SRC = [[5, 6, 7], [8, 9], [10, 11, 12, 13, 14]]

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import tiny_config
-from translate.config import UserError
-from translate.train import train
+from translate.errors import UserError
+from translate.train.loop import train
 from translate.translator import Translator
 
 LINES = ["hund katze", "", "   ", "baum auto buch", "haus", "\t", "stuhl tisch hund katze"]

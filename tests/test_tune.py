@@ -6,8 +6,9 @@ import torch
 import yaml
 
 from translate.modeldir import atomic_save
+from translate.train.average import average_checkpoints, average_state_dicts
 from translate.translator import Translator
-from translate.tune import average_checkpoints, average_state_dicts, tune_decoding
+from translate.tune import tune_decoding
 
 
 def test_averaging_identical_checkpoints_is_the_identity(trained_dir, tmp_path):

@@ -2,11 +2,11 @@
 
 import torch
 
-from translate.data import read_lines
+from translate.data.corpus import read_lines
 
 
 def test_subword_sampling_is_seeded_and_keeps_the_text(trained_dir, word_corpus):
-    from translate.vocab import Vocab
+    from translate.data.vocab import Vocab
 
     vocab = Vocab.load(trained_dir / "spm.model")
     lines = read_lines(word_corpus / "train.de")[:300] + [""]

@@ -8,7 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from .config import UserError, load_config
+from .config import load_config
+from .errors import UserError
 
 EXAMPLES = """\
 examples:
@@ -379,11 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "prepare":
-            from .prepare import prepare
+            from .data.prepare import prepare
 
             prepare(load_config(args.config, args.overrides), log=_log)
         elif args.command == "train":
-            from .train import train
+            from .train.loop import train
 
             train(load_config(args.config, args.overrides), log=_log)
         elif args.command == "translate":
@@ -403,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"BLEU {best['bleu']} (written to {args.model}/config.yaml)"
             )
         elif args.command == "average":
-            from .tune import average_checkpoints
+            from .train.average import average_checkpoints
 
             paths = average_checkpoints(args.model, args.last)
             print(f"averaged {len(paths)} checkpoints into {args.model}/model.pt")
@@ -415,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError(f"{metrics} not found")
             plot_training_curves(metrics, args.output)
         elif args.command == "serve":
-            from .serve import ServeOptions, serve
+            from .serve.http import serve
+            from .serve.options import ServeOptions
 
             serve(args.model, ServeOptions.from_namespace(args))
         elif args.command == "attention":

@@ -16,12 +16,7 @@ from typing import Any
 
 import yaml
 
-
-class UserError(Exception):
-    """A user mistake (bad file, bad value); the CLI prints it as one line, no traceback."""
-
-    label = "error"  # the CLI prints "translate: LABEL: message"
-    exit_code = 1
+from .errors import UserError
 
 
 class ConfigError(UserError):

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 import yaml
 
-from .config import Config, ConfigError, UserError, config_from_dict, config_to_dict
-from .vocab import Vocab
+from .config import Config, ConfigError, config_from_dict, config_to_dict
+from .data.vocab import Vocab
+from .errors import UserError
 
 CONFIG = "config.yaml"
 WEIGHTS = "model.pt"  # the best weights so far: a plain state dict

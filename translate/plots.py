@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import UserError
+from .errors import UserError
 
 
 def _pyplot():

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from .config import UserError
+from .errors import UserError
 
 HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

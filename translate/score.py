@@ -8,8 +8,8 @@ from pathlib import Path
 from sacrebleu.metrics import BLEU, CHRF, TER
 from sacrebleu.significance import PairedTest
 
-from .config import UserError
-from .data import read_lines
+from .data.corpus import read_lines
+from .errors import UserError
 
 LENGTH_BUCKETS = (10, 15, 20, 25)  # source words: <=10, 11-15, 16-20, 21-25, >25
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, fields
 import torch
 
 from .config import DecodeConfig
-from .data import source_batch
-from .vocab import BOS, EOS, PAD
+from .data.batches import source_batch
+from .data.vocab import BOS, EOS, PAD
 
 NEG_INF = float("-inf")
 

@@ -14,13 +14,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config, DecodeConfig, UserError
-from .data import pair_batch, utf8_lines
-from .model import Seq2Seq, build_model
+from .config import Config, DecodeConfig
+from .data.batches import pair_batch
+from .data.corpus import utf8_lines
+from .data.vocab import EOS, Vocab
+from .errors import UserError
+from .model.seq2seq import Seq2Seq, build_model
 from .modeldir import ModelDirError, read_model_dir
 from .runtime import autocast, pick_device, resolve_dtype
 from .search import Sampling, search_batches
-from .vocab import EOS, Vocab
 
 
 @dataclass

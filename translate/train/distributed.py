@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .config import UserError
+from ..errors import UserError
 
 # generous: rank 0 alone prepares the data and validates while the others wait for it
 TIMEOUT = datetime.timedelta(hours=3)

@@ -12,7 +12,7 @@ from pathlib import Path
 import sentencepiece as spm
 import torch
 
-from .config import UserError
+from ..errors import UserError
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 if TYPE_CHECKING:
     from .checkpoint import TrainState
-    from .train import Run
+    from .loop import Run
 
 
 def last_step(step: int, total_steps: int, max_minutes: float, elapsed: float, pace: float) -> int:

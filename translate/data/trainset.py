@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError, FilterReport, bucket_batches
+from .batches import bucket_batches
+from .corpus import DataError, FilterReport
 
 MANIFEST = "manifest.json"  # written last: a folder without it is not a finished preparation
 

@@ -11,8 +11,8 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .search import Sampling
-from .translator import Translation, Translator
+from ..search import Sampling
+from ..translator import Translation, Translator
 
 
 @dataclass(frozen=True)

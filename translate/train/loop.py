@@ -25,19 +25,20 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ..config import Config, TrainConfig
+from ..data.batches import Batch, bucket_batches, pair_batch
+from ..data.prepare import Prepared, prepare
+from ..data.vocab import PAD
+from ..errors import UserError
+from ..model.loss import smoothed_cross_entropy
+from ..model.seq2seq import Seq2Seq, build_model
+from ..modeldir import CHECKPOINT, METRICS, RECENT, WEIGHTS, atomic_save
+from ..runtime import autocast, pick_device, resolve_dtype, set_threads
+from ..search import search_batches
 from . import distributed
 from .checkpoint import TrainState, keep_recent, resume, save_checkpoint
-from .config import Config, TrainConfig, UserError
-from .data import Batch, bucket_batches, pair_batch
 from .distributed import Ranks
-from .loss import smoothed_cross_entropy
-from .model import Seq2Seq, build_model
-from .modeldir import CHECKPOINT, METRICS, RECENT, WEIGHTS, atomic_save
-from .prepare import Prepared, prepare
-from .runtime import autocast, pick_device, resolve_dtype, set_threads
-from .search import search_batches
-from .trainlog import Window, last_step, log_window, pairs_seen, record
-from .vocab import PAD
+from .log import Window, last_step, log_window, pairs_seen, record
 
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before training gives up
 

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..config import Config, config_to_dict
+from ..errors import UserError
+from ..model.seq2seq import Seq2Seq
+from ..modeldir import CHECKPOINT, CONFIG, atomic_save, load_tensors, read_config, write_config
 from . import distributed
-from .config import Config, UserError, config_to_dict
-from .model import Seq2Seq
-from .modeldir import CHECKPOINT, CONFIG, atomic_save, load_tensors, read_config, write_config
 
 if TYPE_CHECKING:
-    from .train import Run
+    from .loop import Run
 
 
 @dataclass

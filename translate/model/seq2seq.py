@@ -16,11 +16,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import ModelConfig
+from ..data.vocab import PAD
 from .attention import Attention
-from .config import ModelConfig
 from .dropout import Dropout
 from .rnn import ContextRNN, add_per_sentence, join_layers, layer_slice, pack_state, unpack_state
-from .vocab import PAD
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 

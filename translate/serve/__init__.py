@@ -1,0 +1,1 @@
+"""``translate serve``: request checking, JSON answers, dynamic batching and the HTTP server."""

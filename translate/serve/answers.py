@@ -1,0 +1,103 @@
+"""Answers of ``translate serve``: a translation as JSON, and what ``GET /model`` says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..model.seq2seq import build_model
+from ..modeldir import CONFIG, METRICS, read_config
+from ..translator import Translation, Translator
+from .options import MAX_BEAM, ServeOptions
+from .requests import default_decoding, is_number
+
+
+def translation_json(translation: Translation, n_best: int, max_source_len: int):
+    """One line's answer: its best candidate as an object, or with ``n_best`` > 1 the list of
+    its candidates, best first."""
+    extra = {}
+    if translation.source_pieces is not None:
+        extra["source_pieces"] = translation.source_pieces
+    if translation.truncated:
+        extra["warning"] = (
+            f"longer than {max_source_len} subwords: only the first {max_source_len} were translated"
+        )
+    candidates = []
+    for candidate in translation.candidates:
+        answer = {"text": candidate.text, "score": candidate.score, "log_prob": candidate.log_prob}
+        if candidate.attention is not None:
+            answer |= {
+                "pieces": candidate.pieces,
+                "attention": candidate.attention,
+                "alignment": candidate.alignment,
+            }
+        candidates.append(answer | extra)
+    return candidates if n_best > 1 else candidates[0]
+
+
+def model_json(translator: Translator, model_dir: Path, options: ServeOptions) -> dict:
+    """What ``GET /model`` says: languages, sizes, vocabularies, decoding defaults, dev BLEU."""
+    cfg, defaults = translator.cfg, default_decoding(translator, options)
+    with torch.device("meta"):  # the parameter count without memory (int8 hides the weights)
+        shape = build_model(cfg.model, len(translator.src_vocab), len(translator.tgt_vocab))
+    sizes = {
+        key: getattr(cfg.model, key)
+        for key in ("cell", "emb_dim", "hidden_dim", "enc_layers", "dec_layers", "bidirectional")
+    }
+    return {
+        "model_dir": str(model_dir),
+        "format_version": read_config(model_dir / CONFIG)[1],
+        "source_language": cfg.data.src_lang,
+        "target_language": cfg.data.tgt_lang,
+        "model": sizes
+        | {
+            "attention": cfg.model.attention,
+            "parameters": sum(p.numel() for p in shape.parameters()),
+        },
+        "vocabulary": {
+            "joint": cfg.data.joint_vocab,
+            "source_size": len(translator.src_vocab),
+            "target_size": len(translator.tgt_vocab),
+        },
+        "decoding": {
+            "beam": defaults.beam,
+            "length_penalty": defaults.length_penalty,
+            "max_len_a": cfg.decode.max_len_a,
+            "max_len_b": cfg.decode.max_len_b,
+            "max_source_len": translator.max_source_len,
+        },
+        "runtime": {
+            "device": str(translator.device),
+            "dtype": translator.dtype,
+            "quantize": options.quantize,
+            "threads": torch.get_num_threads(),
+        },
+        "dev_bleu": best_dev_bleu(model_dir / METRICS),
+        "limits": {
+            "max_sentences": options.max_sentences,
+            "max_bytes": options.max_bytes,
+            "max_beam": MAX_BEAM,
+            "max_batch_sentences": options.max_batch_sentences,
+            "max_batch_tokens": options.max_batch_tokens,
+            "batch_wait_ms": options.batch_wait_ms,
+            "max_queued_sentences": options.max_queued_sentences,
+        },
+    }
+
+
+def best_dev_bleu(metrics: Path) -> dict | None:
+    """The best dev BLEU in a metrics.jsonl and the step it was reached at (None without)."""
+    if not metrics.is_file():
+        return None
+    best = None
+    for line in metrics.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:  # a line cut off by a crash
+            continue
+        if isinstance(entry, dict) and is_number(entry.get("dev_bleu")):
+            if best is None or entry["dev_bleu"] > best["bleu"]:
+                best = {"bleu": entry["dev_bleu"], "step": entry.get("step")}
+    return best
