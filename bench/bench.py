@@ -28,8 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from . import ROOT
 
 # Ours at the sizes of the peers' bench set-up (bench/peers.py): embeddings 256, a
 # bidirectional encoder of 2 x 256, a decoder of 512, untied tables, 8k joint pieces, batches
@@ -90,8 +89,7 @@ def worker_train(args: dict) -> dict:
     data = prepare(cfg, log=lambda m: None)
     batches = data.train.epoch(1, 1, [1.0], cfg.train.batch_tokens)
     if args["naive"]:
-        sys.path.insert(0, str(ROOT / "bench"))
-        from naive import NaiveSeq2Seq
+        from .naive import NaiveSeq2Seq
 
         model = NaiveSeq2Seq(len(data.tgt_vocab))
     else:
@@ -164,10 +162,9 @@ def worker_decode(args: dict) -> dict:
 def naive_decode(args: dict, sources: list[str]) -> dict:
     """The naive model (weights untrained: only speed counts) one sentence at a time; output
     lengths are fixed to those of our model's translations so both do the same work."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from naive import NaiveSeq2Seq
-
     from translate.data.vocab import Vocab
+
+    from .naive import NaiveSeq2Seq
 
     vocab = Vocab.load(Path(args["model"]) / "spm.model")
     model = NaiveSeq2Seq(len(vocab)).eval()
@@ -185,8 +182,7 @@ def decode_trained_opennmt(workdir: Path, sentences: int, work: Path, threads: i
     """Beam 5 with the newest checkpoint of the OpenNMT-py training a time_to_bleu.py run
     started in ``workdir`` (its ``--minutes``; a continuation lives in another folder), on the
     first ``sentences`` test sentences in that run's own SentencePiece pieces."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import peers
+    from . import peers
 
     data = peers.PeerData(workdir / "data")
     checkpoints = sorted(
@@ -207,7 +203,7 @@ def decode_trained_opennmt(workdir: Path, sentences: int, work: Path, threads: i
 def run_worker(kind: str, args: dict) -> dict:
     """Run one measurement in a fresh process; adds its peak RSS in MiB."""
     done = subprocess.run(
-        [sys.executable, __file__, "--worker", kind, json.dumps(args)],
+        [sys.executable, "-m", "bench.bench", "--worker", kind, json.dumps(args)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -254,7 +250,6 @@ def run_bench(args) -> dict:
     """Every row: ours in both families and dtypes, the naive reference, decoding with the
     given models, and (--peers) the peers' rows."""
     torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(ROOT / "bench"))
     from translate.runtime import cpu_bf16_speedup
 
     work = Path(tempfile.mkdtemp(prefix="translate-bench-"))
@@ -303,7 +298,7 @@ def run_bench(args) -> dict:
                     "decode", {**naive, "sentences": args.naive_sentences}
                 )
     if args.peers and not args.smoke:
-        import peers
+        from . import peers
 
         names = [name for family in PEER_OF.values() for name in family]
         results.update(
@@ -336,8 +331,7 @@ def cpu_name() -> str:
 
 def row_flops(name: str, row: dict) -> float | None:
     """Training FLOPs per target token of the model a training row measured."""
-    import flops
-    import peers
+    from . import flops, peers
 
     s, L = row.get("src_per_tgt", 1.0), row.get("src_len", 13.0)
     if name.startswith("ours_"):

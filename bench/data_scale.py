@@ -31,7 +31,8 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from . import repo_env
+
 MODEL = [
     "data.vocab_size=8000",
     "data.max_len=80",
@@ -83,7 +84,6 @@ class MemorySampler(threading.Thread):
 
 def worker(args: dict) -> dict:
     """One measurement in this process: prepare, or train --steps steps."""
-    sys.path.insert(0, str(ROOT))
     from translate.config import load_config
 
     if args.get("one_core"):
@@ -112,7 +112,10 @@ def worker(args: dict) -> dict:
 
 def run_worker(args: dict) -> dict:
     done = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(args)], capture_output=True, text=True
+        [sys.executable, "-m", "bench.data_scale", "--worker", json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=repo_env(),
     )
     if done.returncode != 0:
         raise SystemExit(f"worker failed: {args}\n{done.stderr[-3000:]}")

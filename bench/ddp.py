@@ -26,10 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-
-from bench import SIZES  # noqa: E402
+from . import ROOT, repo_env
+from .bench import SIZES
 
 ROWS = [  # name, processes, threads per process
     ("1 process, 2 threads", 1, 2),
@@ -72,8 +70,8 @@ def exchange_ms(model_file: Path) -> float:
     """Median milliseconds of an all-reduce of every gradient between 2 gloo processes."""
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-        + [__file__, "--worker", str(model_file)],
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        + ["-m", "bench.ddp", "--worker", str(model_file)],
+        env=dict(repo_env(), OMP_NUM_THREADS="1"),
         capture_output=True,
         text=True,
     )

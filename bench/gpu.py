@@ -105,11 +105,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import peers  # noqa: E402
+from . import ROOT, peers
 
 RECIPE = ROOT / "recipes/multi30k/attention.yaml"
 DATA_DIRS = [ROOT / ".data/multi30k", ROOT.parent / "shared/data/multi30k"]

@@ -25,5 +25,5 @@ install() {
     if ! python3 -c "import onmt.bin.train" >/dev/null 2>&1; then
         echo "gpu.sh: OpenNMT-py does not import here: $(python3 -c 'import onmt.bin.train' 2>&1 | tail -1)"
     fi
-    PYTHONUNBUFFERED=1 python3 bench/gpu.py --out "$OUT" "$@"
+    PYTHONUNBUFFERED=1 python3 -m bench.gpu --out "$OUT" "$@"
 } 2>&1 | tee "$OUT/gpu.log"

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parent.parent
+from . import ROOT
+
 TEST_SET = ROOT.parent / "shared/data/multi30k/test_2016_flickr.de.gz"
 UNBATCHED = ["--max-batch-sentences", "1", "--batch-wait-ms", "0"]
 

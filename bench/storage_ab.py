@@ -17,10 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-
-from bench import SIZES  # noqa: E402
+from . import repo_env
+from .bench import SIZES
 
 
 def measure(data_dir: Path, out: Path, steps: int, lists: bool) -> dict:
@@ -38,9 +36,10 @@ def measure(data_dir: Path, out: Path, steps: int, lists: bool) -> dict:
         ],
     }
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench/bench.py"), "--worker", "train", json.dumps(args)],
+        [sys.executable, "-m", "bench.bench", "--worker", "train", json.dumps(args)],
         capture_output=True,
         text=True,
+        env=repo_env(),
     )
     if done.returncode:
         sys.exit(f"storage_ab.py: the training worker failed:\n{done.stderr[-3000:]}")

@@ -50,11 +50,7 @@ from pathlib import Path
 
 import sacrebleu
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import peers  # noqa: E402
+from . import ROOT, peers
 
 BEAM = 5
 LENGTH_PENALTY = 1.0

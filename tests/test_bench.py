@@ -15,11 +15,8 @@ import pytest
 import sentencepiece as spm
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-
-import peers  # noqa: E402
-import time_to_bleu as ttb  # noqa: E402
+from bench import ROOT, peers
+from bench import time_to_bleu as ttb
 
 WORDS = "der die das hund katze haus ein eine the a dog cat house runs sleeps big small".split()
 
@@ -351,7 +348,8 @@ def test_the_bench_runs_its_own_rows_at_tiny_sizes(tmp_path):
     done = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "bench/bench.py"),
+            "-m",
+            "bench.bench",
             "--data-dir",
             str(ROOT / "data/toy"),
             "--smoke",
@@ -363,6 +361,7 @@ def test_the_bench_runs_its_own_rows_at_tiny_sizes(tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
     results = json.loads(out.read_text())
