@@ -182,9 +182,11 @@ def decode_trained_opennmt(workdir: Path, sentences: int, work: Path, threads: i
     """Beam 5 with the newest checkpoint of the OpenNMT-py training a time_to_bleu.py run
     started in ``workdir`` (its ``--minutes``; a continuation lives in another folder), on the
     first ``sentences`` test sentences in that run's own SentencePiece pieces."""
-    from . import peers
+    from .opennmt import translate_opennmt
+    from .peer_data import PeerData, write_lines
+    from .peer_runs import PeerError
 
-    data = peers.PeerData(workdir / "data")
+    data = PeerData(workdir / "data")
     checkpoints = sorted(
         (workdir / "opennmt").glob("model_step_*.pt"), key=lambda p: int(p.stem.split("_")[-1])
     )
@@ -193,10 +195,10 @@ def decode_trained_opennmt(workdir: Path, sentences: int, work: Path, threads: i
     src, ref = work / "opennmt_trained_test.de", work / "opennmt_trained_test.ref.en"
     for path, target in ((data.test_src, src), (data.test_ref, ref)):
         lines = path.read_text(encoding="utf-8").splitlines()[:sentences]
-        peers.write_lines(target, lines)
+        write_lines(target, lines)
     try:
-        return peers.translate_opennmt(checkpoints[-1], src, 5, threads, ref_file=ref)
-    except (peers.PeerError, subprocess.CalledProcessError, OSError) as err:
+        return translate_opennmt(checkpoints[-1], src, 5, threads, ref_file=ref)
+    except (PeerError, subprocess.CalledProcessError, OSError) as err:
         return {"error": str(err)}
 
 
@@ -331,21 +333,24 @@ def cpu_name() -> str:
 
 def row_flops(name: str, row: dict) -> float | None:
     """Training FLOPs per target token of the model a training row measured."""
-    from . import flops, peers
+    from . import flops
+    from .fairseq import fairseq_flops_per_target_token
+    from .peer_setups import SETUPS
+    from .peers import PEERS
 
     s, L = row.get("src_per_tgt", 1.0), row.get("src_len", 13.0)
     if name.startswith("ours_"):
         return flops.ours(256, 256, 512, 8000, "_attention_" in name, s, L)
     peer = name.removesuffix("_train")
-    if peer not in peers.PEERS or not name.endswith("_train"):
+    if peer not in PEERS or not name.endswith("_train"):
         return None  # the naive tutorial's GRU reads the context at every step: not counted
-    toolkit, setup_name = peers.PEERS[peer]
-    setup = peers.SETUPS[setup_name]
+    toolkit, setup_name = PEERS[peer]
+    setup = SETUPS[setup_name]
     if toolkit == "opennmt":
         return flops.opennmt(setup, 8000, s, L)
     if toolkit == "joeynmt":
         return flops.joeynmt(setup, 8000, s, L)
-    return peers.fairseq_flops_per_target_token(8000, s, L, setup)
+    return fairseq_flops_per_target_token(8000, s, L, setup)
 
 
 def print_table(results: dict) -> None:

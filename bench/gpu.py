@@ -105,7 +105,10 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from . import ROOT, peers
+from . import ROOT, opennmt
+from .peer_data import prepare_data, read_corpus_lines
+from .peer_runs import DEFAULT_CACHE, PeerError
+from .peer_setups import SETUPS, PeerSetup
 
 RECIPE = ROOT / "recipes/multi30k/attention.yaml"
 DATA_DIRS = [ROOT / ".data/multi30k", ROOT.parent / "shared/data/multi30k"]
@@ -290,8 +293,8 @@ def score_ours(args: argparse.Namespace, work: Path, data_dir: Path) -> dict:
         raise RuntimeError(f"no checkpoints in {out / 'checkpoints'}")
     translator = Translator.from_dir(out, dtype=args.dtype)
     translator.cfg.decode.batch_size = args.decode_batch
-    sources = peers.read_lines(data_dir, f"{TEST}.de")[: args.test_sentences]
-    refs = peers.read_lines(data_dir, f"{TEST}.en")[: args.test_sentences]
+    sources = read_corpus_lines(data_dir, f"{TEST}.de")[: args.test_sentences]
+    refs = read_corpus_lines(data_dir, f"{TEST}.en")[: args.test_sentences]
     scores: dict[int, dict] = {}
     signature = ""
 
@@ -341,20 +344,20 @@ def score_ours(args: argparse.Namespace, work: Path, data_dir: Path) -> dict:
 
 def opennmt_python(args: argparse.Namespace) -> Path | None:
     """The interpreter that runs OpenNMT-py: ``--opennmt-python``, else this one when it
-    imports ``onmt`` (the GPU machine, with the carried wheels), else bench/peers.py's
+    imports ``onmt`` (the GPU machine, with the carried wheels), else bench/opennmt.py's
     virtual environment when installed; None when there is none."""
     if args.opennmt_python:
         return Path(args.opennmt_python)
     if importlib.util.find_spec("onmt") is not None:
         return Path(sys.executable)
-    venv = peers.DEFAULT_CACHE / "opennmt"
+    venv = DEFAULT_CACHE / "opennmt"
     if (venv / "installed.txt").is_file():
         return venv / "bin" / "python"
     return None
 
 
-def opennmt_setup(args: argparse.Namespace) -> peers.PeerSetup:
-    setup = replace(peers.SETUPS["recipe"], batch_size=args.batch_tokens)
+def opennmt_setup(args: argparse.Namespace) -> PeerSetup:
+    setup = replace(SETUPS["recipe"], batch_size=args.batch_tokens)
     if args.smoke:
         setup = replace(setup, emb_dim=64, enc_dir_dim=32, hidden_dim=64)
     return setup
@@ -368,7 +371,7 @@ def train_opennmt(args: argparse.Namespace, work: Path, data_dir: Path, state: d
     dtype = args.opennmt_dtype if gpu else "fp32"
     setup = opennmt_setup(args)
     spm_model = work / "ours" / "spm.model"
-    data = peers.prepare_data(
+    data = prepare_data(
         data_dir,
         work / "opennmt-data",
         args.test_sentences,
@@ -381,7 +384,7 @@ def train_opennmt(args: argparse.Namespace, work: Path, data_dir: Path, state: d
     say(f"OpenNMT-py: training {args.opennmt_minutes} min on {'GPU' if gpu else 'CPU'} ({dtype})")
     row = {"dtype": dtype, "gpu": gpu, "python": str(python), "setup": asdict(setup)}
     try:
-        trained = peers.train_opennmt(
+        trained = opennmt.train_opennmt(
             folder,
             data,
             args.opennmt_minutes,
@@ -395,7 +398,7 @@ def train_opennmt(args: argparse.Namespace, work: Path, data_dir: Path, state: d
         )
         state["opennmt_model"] = trained["model"]
         row.update(wall_s=trained["wall_s"], checkpoint_steps=trained["steps"])
-    except (peers.PeerError, subprocess.CalledProcessError, OSError) as err:
+    except (PeerError, subprocess.CalledProcessError, OSError) as err:
         row["error"] = str(err)
     log = folder / "train.log"
     if log.is_file() and OPENNMT_WINDOW.search(log.read_text(errors="replace")):
@@ -411,7 +414,7 @@ def score_opennmt(args: argparse.Namespace, state: dict) -> dict:
     if left < OPENNMT_DECODE_RESERVE_S:
         return {"skipped": f"{left:.0f} s left before the deadline"}
     data = state["opennmt_data"]
-    return peers.translate_opennmt(
+    return opennmt.translate_opennmt(
         state["opennmt_model"],
         data.test_src,
         BEAM,
@@ -451,7 +454,7 @@ def smoke_data(data_dir: Path, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for split, count in (("train", 3000), ("val", 200), (TEST, 20)):
         for lang in ("de", "en"):
-            lines = peers.read_lines(data_dir, f"{split}.{lang}")[:count]
+            lines = read_corpus_lines(data_dir, f"{split}.{lang}")[:count]
             with gzip.open(folder / f"{split}.{lang}.gz", "wt", encoding="utf-8") as file:
                 file.write("".join(f"{line}\n" for line in lines))
     return folder

@@ -7,9 +7,9 @@ against OpenNMT-py, on the same machine, the same corpus and, with ``--spm``, th
     python bench/time_to_bleu.py --data-dir DIR --sweep [--setup NAME,...] [--minutes 10]
 
 Both sides read the train and dev splits of ``--corpus`` (Multi30k: train, val; Tatoeba:
-train, valid) in ``--data-dir``. OpenNMT-py trains each set-up named by ``--setup`` (bench/
-peers.py's SETUPS; default: the sweep's winner, then ``bench``; a row is ``opennmt`` for
-``bench``, else ``opennmt-NAME``) for ``--minutes`` of its training loop and keeps a
+train, valid) in ``--data-dir``. OpenNMT-py trains each set-up named by ``--setup``
+(bench/peer_setups.py's SETUPS; default: the sweep's winner, then ``bench``; a row is
+``opennmt`` for ``bench``, else ``opennmt-NAME``) for ``--minutes`` of its training loop and keeps a
 checkpoint every ``--opennmt-save-every`` steps. Ours trains ``--config`` (default: the
 corpus's attention recipe) with the ``key=value`` overrides and keeps its weights every
 ``--valid-every`` steps (dev loss only, no dev BLEU, during training). ``--spm FILE`` (e.g.
@@ -30,7 +30,7 @@ a file made with other settings. When an OpenNMT-py row falls short of the targe
 its data order starts over), once.
 
 ``--sweep`` trains OpenNMT-py for ``--minutes`` with each set-up of ``--setup`` (default:
-peers.SWEEP, one change each from ``bench``: batch size in sentences or tokens, learning
+peer_setups.SWEEP, one change each from ``bench``: batch size in sentences or tokens, learning
 rate, dropout, label smoothing) and prints the dev BLEU of each one's last checkpoint, best
 first: the sweep at equal wall-clock whose winner the time-to-quality rows then use.
 """
@@ -50,7 +50,9 @@ from pathlib import Path
 
 import sacrebleu
 
-from . import ROOT, peers
+from . import ROOT, opennmt
+from .peer_data import CORPORA, Corpus, PeerData, file_digest, prepare_data, read_corpus_lines
+from .peer_setups import SETUPS, SWEEP, TIME_TO_QUALITY, PeerSetup, changes, shared_vocab_size
 
 BEAM = 5
 LENGTH_PENALTY = 1.0
@@ -172,7 +174,7 @@ def opennmt_name(setup: str, sweep: bool = False) -> str:
 
 
 def opennmt_checkpoints(trained: dict, offset: float = 0.0) -> list[dict]:
-    """The checkpoints of a :func:`peers.train_opennmt` result, their clock started at
+    """The checkpoints of a :func:`bench.opennmt.train_opennmt` result, their clock started at
     ``offset`` seconds (a run that went on from an earlier one)."""
     return [
         {"step": int(Path(path).stem.rsplit("_", 1)[1]), "seconds": offset + seconds, "path": path}
@@ -183,7 +185,7 @@ def opennmt_checkpoints(trained: dict, offset: float = 0.0) -> list[dict]:
 def opennmt_system(
     args: argparse.Namespace,
     workdir: Path,
-    data: Callable[[], peers.PeerData],
+    data: Callable[[], PeerData],
     setup_name: str,
     sweep: bool,
 ) -> System:
@@ -191,11 +193,11 @@ def opennmt_system(
     ``data()`` prepares (called only when they are needed, so after :func:`curve` has checked
     the saved results); outside a sweep it keeps every checkpoint and can train on for
     ``--opennmt-more-minutes``."""
-    setup = peers.SETUPS[setup_name]
+    setup = SETUPS[setup_name]
     name = opennmt_name(setup_name, sweep)
 
     def train(folder: Path, minutes: float, train_from: Path | None = None) -> dict:
-        return peers.train_opennmt(
+        return opennmt.train_opennmt(
             folder,
             data(),
             minutes,
@@ -215,7 +217,7 @@ def opennmt_system(
         return opennmt_checkpoints(trained, offset=last["seconds"])
 
     def score(checkpoint: dict) -> tuple[float, str]:
-        row = peers.translate_opennmt(
+        row = opennmt.translate_opennmt(
             Path(checkpoint["path"]),
             data().val.with_suffix(".de"),
             BEAM,
@@ -253,7 +255,7 @@ def ours_command(
     config: Path,
     out: Path,
     data_dir: Path,
-    corpus: peers.Corpus,
+    corpus: Corpus,
     valid_every: int,
     threads: int,
     overrides: list[str],
@@ -301,7 +303,7 @@ def ours_system(args: argparse.Namespace, workdir: Path) -> System:
     config = Path(args.config or DEFAULT_CONFIGS[args.corpus]).resolve()
     name = ours_name(config, args.corpus, args.overrides)
     out = workdir / name
-    corpus = peers.CORPORA[args.corpus]
+    corpus = CORPORA[args.corpus]
     data_dir = Path(args.data_dir).resolve()
     command = ours_command(
         config, out, data_dir, corpus, args.valid_every, args.threads, args.overrides
@@ -324,8 +326,8 @@ def ours_system(args: argparse.Namespace, workdir: Path) -> System:
         if not loaded:
             set_threads(args.threads)
             loaded["translator"] = Translator.from_dir(out)
-            loaded["sources"] = peers.read_lines(data_dir, f"{corpus.dev}.de")
-            loaded["refs"] = peers.read_lines(data_dir, f"{corpus.dev}.en")
+            loaded["sources"] = read_corpus_lines(data_dir, f"{corpus.dev}.de")
+            loaded["refs"] = read_corpus_lines(data_dir, f"{corpus.dev}.en")
         translator = loaded["translator"]
         translator.model.load_state_dict(load_tensors(Path(checkpoint["path"])))
         hyps = translator.translate(loaded["sources"], beam=BEAM, length_penalty=LENGTH_PENALTY)
@@ -347,7 +349,7 @@ def run_recipe(args: argparse.Namespace) -> dict:
     return {
         "data_dir": str(Path(args.data_dir).resolve()),
         "corpus": args.corpus,
-        "spm": peers.file_digest(Path(args.spm)) if args.spm else None,
+        "spm": file_digest(Path(args.spm)) if args.spm else None,
         "threads": args.threads,
     }
 
@@ -399,7 +401,7 @@ def ratio_text(ours: dict, other: list[dict], target: float) -> str | None:
     return None
 
 
-def print_sweep(results: dict[str, dict], setups: dict[str, peers.PeerSetup]) -> None:
+def print_sweep(results: dict[str, dict], setups: dict[str, PeerSetup]) -> None:
     """The sweep's rows, best dev BLEU first: each set-up's last checkpoint and how the set-up
     differs from the bench's."""
     width = max([8, *map(len, results)])
@@ -409,7 +411,7 @@ def print_sweep(results: dict[str, dict], setups: dict[str, peers.PeerSetup]) ->
     for name, result in rows:
         p = result["points"][-1]
         line = f"{name:{width}s} {p['step']:6d} {p['seconds']:8.0f} {p['bleu']:6.2f}"
-        print(f"{line}  {peers.changes(setups[name])}")
+        print(f"{line}  {changes(setups[name])}")
     for signature in sorted({r["signature"] for r in results.values() if r["signature"]}):
         print(f"BLEU: {signature}")
 
@@ -422,15 +424,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data-dir", required=True, help="folder with the corpus's .gz files")
-    parser.add_argument("--corpus", choices=list(peers.CORPORA), default="multi30k")
+    parser.add_argument("--corpus", choices=list(CORPORA), default="multi30k")
     parser.add_argument("--workdir", help="models, logs and results (default: a new temp dir)")
     parser.add_argument("--target", type=float, default=38.0, help="dev BLEU to reach")
     parser.add_argument("--minutes", type=float, default=20.0, help="OpenNMT-py's training time")
     parser.add_argument(
         "--setup",
-        help="OpenNMT-py set-ups from bench/peers.py's SETUPS, comma-separated, one row each"
-        " (default: peers.TIME_TO_QUALITY, the sweep's winner and bench; with --sweep:"
-        " peers.SWEEP)",
+        help="OpenNMT-py set-ups from bench/peer_setups.py's SETUPS, comma-separated, one row"
+        " each (default: TIME_TO_QUALITY, the sweep's winner and bench; with --sweep: SWEEP)",
     )
     parser.add_argument(
         "--spm", help="a joint SentencePiece model both sides use (default: each trains its own)"
@@ -460,13 +461,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("overrides", nargs="*", help="our config overrides, key=value")
     args = parser.parse_args(argv)
     args.setups = (
-        args.setup.split(",")
-        if args.setup
-        else (peers.SWEEP if args.sweep else peers.TIME_TO_QUALITY)
+        args.setup.split(",") if args.setup else (SWEEP if args.sweep else TIME_TO_QUALITY)
     )
-    unknown = [name for name in args.setups if name not in peers.SETUPS]
+    unknown = [name for name in args.setups if name not in SETUPS]
     if unknown:
-        parser.error(f"unknown set-up {', '.join(unknown)}; known: {', '.join(peers.SETUPS)}")
+        parser.error(f"unknown set-up {', '.join(unknown)}; known: {', '.join(SETUPS)}")
     args.systems = ["opennmt"] if args.sweep else args.systems.split(",")
     if not set(args.systems) <= {"opennmt", "ours"}:
         parser.error("--systems takes opennmt and ours")
@@ -482,13 +481,13 @@ def main() -> None:
     print(f"work directory: {workdir}", flush=True)
     data = cache(
         partial(
-            peers.prepare_data,
+            prepare_data,
             Path(args.data_dir),
             workdir,
             threads=args.threads,
-            corpus=peers.CORPORA[args.corpus],
+            corpus=CORPORA[args.corpus],
             spm_model=Path(args.spm) if args.spm else None,
-            vocab_size=peers.shared_vocab_size([peers.SETUPS[s] for s in args.setups]),
+            vocab_size=shared_vocab_size([SETUPS[s] for s in args.setups]),
         )
     )
     systems = []
@@ -500,7 +499,7 @@ def main() -> None:
     chosen = last_only if args.sweep else partial(every_nth, n=args.score_every)
     results = {s.name: curve(s, workdir, chosen, args.target, args.all) for s in systems}
     if args.sweep:
-        names = {opennmt_name(s, sweep=True): peers.SETUPS[s] for s in args.setups}
+        names = {opennmt_name(s, sweep=True): SETUPS[s] for s in args.setups}
         print_sweep(results, names)
     else:
         print_table(results, args.target)

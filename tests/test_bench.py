@@ -17,6 +17,19 @@ import yaml
 
 from bench import ROOT, peers
 from bench import time_to_bleu as ttb
+from bench.fairseq import fairseq_args, fairseq_flops_per_target_token
+from bench.joeynmt import joeynmt_config
+from bench.opennmt import opennmt_config
+from bench.peer_data import CORPORA, PeerData, detokenize, prepare_data
+from bench.peer_setups import (
+    BENCH,
+    SETUPS,
+    SWEEP,
+    SWEEP_WINNER,
+    PeerSetup,
+    changes,
+    shared_vocab_size,
+)
 
 WORDS = "der die das hund katze haus ein eine the a dog cat house runs sleeps big small".split()
 
@@ -25,39 +38,39 @@ WORDS = "der die das hund katze haus ein eine the a dog cat house runs sleeps bi
 
 
 def test_default_setup_is_the_bench_set_up():
-    bench = peers.SETUPS["bench"]
-    assert bench == peers.PeerSetup() == peers.BENCH
+    bench = SETUPS["bench"]
+    assert bench == PeerSetup() == BENCH
     assert (bench.emb_dim, bench.enc_dir_dim, bench.hidden_dim) == (256, 256, 512)
     assert (bench.batch_size, bench.batch_type, bench.learning_rate) == (4000, "tokens", 0.002)
     assert (bench.dropout, bench.label_smoothing, bench.max_len, bench.beam) == (0.3, 0.1, 80, 5)
     assert bench.attention
-    assert not peers.SETUPS["bench_noattn"].attention
-    assert replace(peers.SETUPS["bench_noattn"], attention=True) == bench
-    assert replace(peers.SETUPS["sents64_noattn"], attention=True) == peers.SETUPS["sents64"]
-    assert peers.changes(peers.SETUPS["tatoeba_sents64"], peers.SETUPS["tatoeba"]) == (
+    assert not SETUPS["bench_noattn"].attention
+    assert replace(SETUPS["bench_noattn"], attention=True) == bench
+    assert replace(SETUPS["sents64_noattn"], attention=True) == SETUPS["sents64"]
+    assert changes(SETUPS["tatoeba_sents64"], SETUPS["tatoeba"]) == (
         "batch_size=64 batch_type=sents"
     )
     with pytest.raises(ValueError, match="batch_type"):
-        peers.PeerSetup(batch_type="sentences")
+        PeerSetup(batch_type="sentences")
 
 
 def test_sweep_set_ups_change_one_thing_each():
-    assert set(peers.SWEEP) <= set(peers.SETUPS)
-    assert peers.changes(peers.BENCH) == "-"
-    assert peers.changes(peers.SETUPS["sents64"]) == "batch_size=64 batch_type=sents"
-    assert peers.changes(peers.SETUPS["lr0.001"]) == "learning_rate=0.001"
-    for name in peers.SWEEP:
-        setup = peers.SETUPS[name]
+    assert set(SWEEP) <= set(SETUPS)
+    assert changes(BENCH) == "-"
+    assert changes(SETUPS["sents64"]) == "batch_size=64 batch_type=sents"
+    assert changes(SETUPS["lr0.001"]) == "learning_rate=0.001"
+    for name in SWEEP:
+        setup = SETUPS[name]
         assert setup.attention and setup.hidden_dim == 512 and setup.vocab_size == 8000
-    assert peers.shared_vocab_size([peers.SETUPS[name] for name in peers.SWEEP]) == 8000
-    assert peers.SWEEP_WINNER in peers.SWEEP  # time_to_bleu.py's first OpenNMT-py row
+    assert shared_vocab_size([SETUPS[name] for name in SWEEP]) == 8000
+    assert SWEEP_WINNER in SWEEP  # time_to_bleu.py's first OpenNMT-py row
     with pytest.raises(ValueError, match="vocab_size"):
-        peers.shared_vocab_size([peers.BENCH, replace(peers.BENCH, vocab_size=16000)])
+        shared_vocab_size([BENCH, replace(BENCH, vocab_size=16000)])
 
 
 def test_every_peer_row_names_a_toolkit_and_a_set_up():
     for toolkit, setup in peers.PEERS.values():
-        assert toolkit in peers.TOOLKITS and setup in peers.SETUPS
+        assert toolkit in peers.TOOLKITS and setup in SETUPS
     assert peers.PEERS["opennmt_noattn"] == ("opennmt", "bench_noattn")
     assert peers.PEERS["fairseq_noattn"] == ("fairseq", "bench_noattn")
     assert ("joeynmt", "bench_noattn") not in peers.PEERS.values()
@@ -65,8 +78,8 @@ def test_every_peer_row_names_a_toolkit_and_a_set_up():
 
 
 def test_opennmt_config_with_and_without_attention(tmp_path):
-    data = peers.PeerData(tmp_path / "data")
-    bench = peers.opennmt_config(tmp_path, data, None, peers.SETUPS["bench"])
+    data = PeerData(tmp_path / "data")
+    bench = opennmt_config(tmp_path, data, None, SETUPS["bench"])
     assert (bench["global_attention"], bench["input_feed"]) == ("mlp", 1)
     assert (bench["batch_type"], bench["batch_size"]) == ("tokens", 4000)
     assert (bench["enc_hid_size"], bench["dec_hid_size"], bench["word_vec_size"]) == (512, 512, 256)
@@ -77,31 +90,31 @@ def test_opennmt_config_with_and_without_attention(tmp_path):
     )
     assert bench["src_seq_length"] == bench["tgt_seq_length"] == 80
     assert bench["data"]["corpus_1"]["path_src"] == f"{data.train}.de"
-    noattn = peers.opennmt_config(tmp_path, data, None, peers.SETUPS["bench_noattn"])
+    noattn = opennmt_config(tmp_path, data, None, SETUPS["bench_noattn"])
     # input feeding stays: OpenNMT-py 3.0.4 fails to train its decoder without (input_feed 0)
     assert (noattn["global_attention"], noattn["input_feed"]) == ("none", 1)
     assert {**noattn, "global_attention": "mlp"} == bench
     # OpenNMT-py reads the YAML: "none" must stay the string its option takes, not null
     assert yaml.safe_load(yaml.safe_dump(noattn))["global_attention"] == "none"
-    sents = peers.opennmt_config(tmp_path, data, 20, peers.SETUPS["sents64"])
+    sents = opennmt_config(tmp_path, data, 20, SETUPS["sents64"])
     assert (sents["batch_type"], sents["batch_size"], sents["train_steps"]) == ("sents", 64, 20)
 
 
 def test_joeynmt_config_follows_the_set_up(tmp_path):
-    data = peers.PeerData(tmp_path / "data")
-    config = peers.joeynmt_config(tmp_path / "model", data, None, peers.SETUPS["bench"])
+    data = PeerData(tmp_path / "data")
+    config = joeynmt_config(tmp_path / "model", data, None, SETUPS["bench"])
     assert config["model"]["decoder"]["attention"] == "bahdanau"
     assert (config["training"]["batch_type"], config["training"]["batch_size"]) == ("token", 4000)
     assert config["model"]["encoder"]["hidden_size"] == 256
-    sents = peers.joeynmt_config(tmp_path / "model", data, None, peers.SETUPS["sents128"])
+    sents = joeynmt_config(tmp_path / "model", data, None, SETUPS["sents128"])
     assert (sents["training"]["batch_type"], sents["training"]["batch_size"]) == ("sentence", 128)
     with pytest.raises(ValueError, match="attends"):
-        peers.joeynmt_config(tmp_path / "model", data, None, peers.SETUPS["bench_noattn"])
+        joeynmt_config(tmp_path / "model", data, None, SETUPS["bench_noattn"])
 
 
-def fairseq_options(setup: peers.PeerSetup) -> dict[str, str]:
+def fairseq_options(setup: PeerSetup) -> dict[str, str]:
     """fairseq_args as option -> value ("" for a flag)."""
-    args = peers.fairseq_args(Path("bin"), Path("save"), None, setup)[1:]
+    args = fairseq_args(Path("bin"), Path("save"), None, setup)[1:]
     options, i = {}, 0
     while i < len(args):
         value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else ""
@@ -111,16 +124,16 @@ def fairseq_options(setup: peers.PeerSetup) -> dict[str, str]:
 
 
 def test_fairseq_args_follow_the_set_up():
-    bench = fairseq_options(peers.SETUPS["bench"])
+    bench = fairseq_options(SETUPS["bench"])
     assert (bench["--decoder-attention"], bench["--max-tokens"]) == ("1", "4000")
     assert bench["--max-source-positions"] == "81" and "--batch-size" not in bench
-    noattn = fairseq_options(peers.SETUPS["bench_noattn"])
+    noattn = fairseq_options(SETUPS["bench_noattn"])
     assert noattn["--decoder-attention"] == "0"
-    sents = fairseq_options(peers.SETUPS["sents64"])
+    sents = fairseq_options(SETUPS["sents64"])
     assert sents["--batch-size"] == "64" and "--max-tokens" not in sents
     # the figures fairseq_args' docstring gives for Multi30k (8001 types)
-    flops = peers.fairseq_flops_per_target_token(8001, 1.035, 17.7)
-    plain = peers.fairseq_flops_per_target_token(8001, 1.035, 17.7, peers.SETUPS["bench_noattn"])
+    flops = fairseq_flops_per_target_token(8001, 1.035, 17.7)
+    plain = fairseq_flops_per_target_token(8001, 1.035, 17.7, SETUPS["bench_noattn"])
     assert round(flops / 1e6, 1) == 51.6 and round(plain / 1e6, 1) == 46.8
 
 
@@ -158,12 +171,12 @@ def small_spm(tmp_path_factory) -> Path:
 
 def test_prepare_data_multi30k_names_with_a_given_model(tmp_path, small_spm):
     raw = write_corpus(tmp_path / "m30k", {"train": 30, "val": 6, "test_2016_flickr": 5})
-    data = peers.prepare_data(tmp_path / "m30k", tmp_path / "work", 3, 1, spm_model=small_spm)
+    data = prepare_data(tmp_path / "m30k", tmp_path / "work", 3, 1, spm_model=small_spm)
     assert data.spm_model.read_bytes() == small_spm.read_bytes()
     for name, source in (("train", "train"), ("val", "val")):
         for lang in ("de", "en"):
             pieces = (data.folder / f"{name}.{lang}").read_text(encoding="utf-8").splitlines()
-            assert [peers.detokenize(line) for line in pieces] == raw[f"{source}.{lang}"]
+            assert [detokenize(line) for line in pieces] == raw[f"{source}.{lang}"]
     assert len(data.test_src.read_text().splitlines()) == 3  # test_sentences
     assert data.test_ref.read_text().splitlines() == raw["test_2016_flickr.en"][:3]
     assert data.val_ref.read_text().splitlines() == raw["val.en"]
@@ -172,23 +185,23 @@ def test_prepare_data_multi30k_names_with_a_given_model(tmp_path, small_spm):
     assert "<unk>" not in vocab and "</s>" not in vocab
     assert len(vocab) == processor.get_piece_size() - 3  # <unk>, <s>, </s>
     marker = (data.folder / "prepared.json").read_text()
-    peers.prepare_data(tmp_path / "m30k", tmp_path / "work", 3, 1, spm_model=small_spm)
+    prepare_data(tmp_path / "m30k", tmp_path / "work", 3, 1, spm_model=small_spm)
     assert (data.folder / "prepared.json").read_text() == marker  # the same: kept
 
 
 def test_prepare_data_tatoeba_names_and_its_own_model(tmp_path):
     raw = write_corpus(tmp_path / "tatoeba", {"train": 40, "valid": 4})
-    data = peers.prepare_data(
+    data = prepare_data(
         tmp_path / "tatoeba",
         tmp_path / "work",
         threads=1,
-        corpus=peers.CORPORA["tatoeba"],
+        corpus=CORPORA["tatoeba"],
         vocab_size=30,
     )
     assert data.spm_model.is_file()
     assert spm.SentencePieceProcessor(model_file=str(data.spm_model)).get_piece_size() <= 30
     valid = (data.folder / "val.de").read_text(encoding="utf-8").splitlines()
-    assert [peers.detokenize(line) for line in valid] == raw["valid.de"]
+    assert [detokenize(line) for line in valid] == raw["valid.de"]
     assert data.val_ref.read_text().splitlines() == raw["valid.en"]
     assert not data.test_src.exists()  # Tatoeba has no test split
     assert json.loads((data.folder / "prepared.json").read_text())["splits"]["dev"] == "valid"
@@ -234,7 +247,7 @@ def test_print_sweep_best_first(capsys):
         "sweep-bench": {"points": points((40, 100, 10.0), (80, 600, 30.0)), "signature": ""},
         "sweep-sents64": {"points": points((300, 600, 32.5)), "signature": ""},
     }
-    setups = {"sweep-bench": peers.BENCH, "sweep-sents64": peers.SETUPS["sents64"]}
+    setups = {"sweep-bench": BENCH, "sweep-sents64": SETUPS["sents64"]}
     ttb.print_sweep(results, setups)
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("sweep-")]
     assert rows[0].split()[:4] == ["sweep-sents64", "300", "600", "32.50"]
@@ -243,7 +256,7 @@ def test_print_sweep_best_first(capsys):
 
 
 def test_ours_command_reads_the_corpus_splits(tmp_path):
-    tatoeba = peers.CORPORA["tatoeba"]
+    tatoeba = CORPORA["tatoeba"]
     command = ttb.ours_command(
         Path("c.yaml"), tmp_path / "ours", tmp_path, tatoeba, 40, 1, ["train.max_minutes=60"]
     )
@@ -329,12 +342,12 @@ def test_curve_goes_on_once_when_short_of_the_target(tmp_path):
 def test_parse_args_set_ups_and_sweep():
     args = ttb.parse_args(["--data-dir", "d", "--corpus", "tatoeba", "train.max_minutes=60"])
     assert (args.setups, args.systems, args.overrides) == (
-        [peers.SWEEP_WINNER, "bench"],
+        [SWEEP_WINNER, "bench"],
         ["opennmt", "ours"],
         ["train.max_minutes=60"],
     )
     sweep = ttb.parse_args(["--data-dir", "d", "--sweep"])
-    assert (sweep.setups, sweep.systems) == (peers.SWEEP, ["opennmt"])
+    assert (sweep.setups, sweep.systems) == (SWEEP, ["opennmt"])
     two = ttb.parse_args(["--data-dir", "d", "--setup", "sents64,bench"])
     assert two.setups == ["sents64", "bench"]
     with pytest.raises(SystemExit):

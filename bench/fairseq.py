@@ -1,0 +1,289 @@
+"""fairseq's LSTM (the fairseq-fixed 0.12.3.1 fork) as a peer: its training options built from
+a :class:`PeerSetup`, the shared data binarised its way, training against the clock or for a
+number of updates, and decoding a pieces file with a checkpoint; also its FLOPs per target
+token. Speeds are its own figures, as it logs them.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+from .peer_data import PeerData, decoded, reference_of, write_lines
+from .peer_runs import (
+    DEFAULT_CACHE,
+    TORCH,
+    PeerError,
+    check,
+    check_budget,
+    logged_value,
+    minutes_after,
+    report_every,
+    run_child,
+    setup_venv,
+    window_throughput,
+)
+from .peer_setups import BENCH, PeerSetup
+
+# fairseq 0.12.2 fails to import on Python 3.11; this fork of it runs unchanged on torch 2.13
+FAIRSEQ_PACKAGES = [TORCH, "fairseq-fixed==0.12.3.1"]
+# it is an sdist whose build requires an unpinned torch, which pip's isolated build takes as
+# the newest, a CUDA one (2.14.1 here, with 2 GB of NVIDIA libraries), and compiles fairseq's
+# torch extensions against it: they are built in the venv instead, against these, first
+FAIRSEQ_BUILD = [TORCH, "numpy", "cython", "setuptools", "wheel"]
+# updates between checkpoints against the clock (each ~0.3 s: 152 MB, Adam state included)
+FAIRSEQ_SAVE_EVERY = 20
+
+FAIRSEQ_RATE = r'\| train_inner \| \{.*?"wps": "([\d.]+)"'  # target tokens/s of a window
+FAIRSEQ_LOOP_START = "Start iterating over samples"
+FAIRSEQ_STAMPED = re.compile(
+    r"^(\S+ \S+) \| INFO \| \S+ \| (Start iterating over samples"
+    r"|Saved checkpoint (\S+) \(epoch \d+ @ (\d+) updates)",
+    re.M,
+)
+FAIRSEQ_DECODED = r"Translated [\d,]+ sentences \([\d,]+ tokens\) in \S+ \(([\d.]+) sentences/s"
+FAIRSEQ_LANGS = ["--source-lang", "de", "--target-lang", "en"]
+
+
+def setup_fairseq(cache: Path = DEFAULT_CACHE) -> Path:
+    """Install fairseq (the fairseq-fixed 0.12.3.1 fork) with the CPU torch into
+    ``cache/fairseq``, compiling its C extensions (7 minutes on two cores); its python."""
+    return setup_venv(Path(cache) / "fairseq", FAIRSEQ_PACKAGES, build=FAIRSEQ_BUILD)
+
+
+def fairseq_flops_per_target_token(
+    vocab: int, src_per_tgt: float = 1.0, src_len: float = 18.0, setup: PeerSetup = BENCH
+) -> float:
+    """Forward+backward FLOPs per target token of fairseq's LSTM at ``setup``'s sizes: 3x the
+    forward matrix products, as bench.py counts ours, with ``src_per_tgt`` source tokens per
+    target token and ``src_len`` source tokens each target token attends to."""
+    emb, enc, hidden = setup.emb_dim, setup.enc_dir_dim, setup.hidden_dim
+    encoder = 2 * 2 * 4 * enc * (emb + enc)  # two directions
+    decoder = 2 * 4 * hidden * (emb + hidden + hidden)  # input feeding
+    # query projection, scores, weighted sum, tanh layer over [context; state]
+    attend = 2 * hidden * (hidden + 2 * src_len + 2 * hidden) if setup.attention else 0
+    output = 2 * hidden * vocab
+    return 3.0 * (src_per_tgt * encoder + decoder + attend + output)
+
+
+def write_fairseq_dictionary(vocab: Path, path: Path) -> Path:
+    """``vocab`` in fairseq's dictionary format, "piece count" a line. A given dictionary is
+    used as it is (its counts unread, so all 1), after fairseq's four specials."""
+    pieces = vocab.read_text(encoding="utf-8").splitlines()
+    path.write_text("".join(f"{piece} 1\n" for piece in pieces), encoding="utf-8")
+    return path
+
+
+def binarize_fairseq(
+    python: Path, prefixes: dict[str, Path], dictionary: Path, folder: Path, threads: int
+) -> None:
+    """fairseq-preprocess the pieces files ``{prefix}.de`` (and ``{prefix}.en`` where they
+    exist) into ``folder`` as the splits named by ``prefixes``' keys, with one joint
+    dictionary; its log is ``folder/preprocess.log``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [str(python), "-m", "fairseq_cli.preprocess", *FAIRSEQ_LANGS]
+    for split, prefix in prefixes.items():
+        cmd += [f"--{split}pref", str(prefix)]
+    if not all(Path(f"{prefix}.en").is_file() for prefix in prefixes.values()):
+        cmd.append("--only-source")
+    cmd += ["--srcdict", str(dictionary), "--tgtdict", str(dictionary)]
+    cmd += ["--destdir", str(folder), "--workers", str(threads)]
+    check(run_child(cmd, folder / "preprocess.log", threads), "fairseq-preprocess")
+    for lang in ("de", "en"):  # generation reads both, --only-source writes one
+        (folder / f"dict.{lang}.txt").write_text(dictionary.read_text(encoding="utf-8"))
+
+
+def fairseq_data(python: Path, data: PeerData, threads: int) -> Path:
+    """The shared training and validation pieces binarised for fairseq, once per
+    preparation of ``data``, in ``data.folder/fairseq``; that folder."""
+    folder = data.folder / "fairseq"
+    marker = folder / "prepared.json"
+    recipe = (data.folder / "prepared.json").read_text()
+    if marker.is_file() and marker.read_text() == recipe:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    dictionary = write_fairseq_dictionary(data.vocab, folder / "dict.txt")
+    binarize_fairseq(python, {"train": data.train, "valid": data.val}, dictionary, folder, threads)
+    marker.write_text(recipe)
+    return folder
+
+
+def fairseq_args(
+    data_bin: Path,
+    save_dir: Path,
+    steps: int | None,
+    setup: PeerSetup = BENCH,
+    save_every: int = FAIRSEQ_SAVE_EVERY,
+) -> list[str]:
+    """fairseq 0.12 training options: architecture ``lstm`` with a bi-LSTM 2 x 256 and an
+    LSTM 512 that starts from the encoder's final states, no validation; against the clock it
+    checkpoints every ``save_every`` updates and keeps the last two, else once at the end.
+
+    The decoder always feeds its previous output back in (input feeding). With attention it
+    is Luong's "general" score, bilinear and bias-free (OpenNMT-py and JoeyNMT use Bahdanau's
+    MLP), and a tanh layer over [context; state]; without, the output is the LSTM state and
+    the source reaches the decoder only through its initial state (our context-vector model
+    also reads a context at every step). Forward+backward per target token (see
+    :func:`fairseq_flops_per_target_token`: 8001 types, 1.035 source tokens and 17.7 attended
+    ones per target token on Multi30k): 51.6 MFLOP, 46.8 without attention; bench.py counts
+    35.2 for ours. Lengths include the end-of-sentence token, hence ``max_len + 1``; batches
+    are not rounded to multiples of 8 sentences (fairseq's default, for GPUs)."""
+    options = {
+        "--task": "translation",
+        "--arch": "lstm",
+        "--encoder-embed-dim": setup.emb_dim,
+        "--encoder-hidden-size": setup.enc_dir_dim,
+        "--encoder-layers": 1,
+        "--decoder-embed-dim": setup.emb_dim,
+        "--decoder-hidden-size": setup.hidden_dim,
+        "--decoder-layers": 1,
+        "--decoder-out-embed-dim": setup.hidden_dim,  # no extra layer before the softmax
+        "--decoder-attention": int(setup.attention),
+        "--dropout": setup.dropout,  # on embeddings, encoder outputs and decoder outputs
+        "--criterion": "label_smoothed_cross_entropy",  # summed, divided by target tokens
+        "--label-smoothing": setup.label_smoothing,
+        "--optimizer": "adam",
+        "--lr": setup.learning_rate,
+        "--lr-scheduler": "fixed",
+        "--clip-norm": setup.clip_norm,
+        "--max-tokens" if setup.batch_type == "tokens" else "--batch-size": setup.batch_size,
+        "--required-batch-size-multiple": 1,
+        "--max-source-positions": setup.max_len + 1,
+        "--max-target-positions": setup.max_len + 1,
+        "--max-update": steps or 0,  # 0: no limit
+        "--seed": setup.seed,
+        "--num-workers": 0,
+        "--log-format": "json",
+        "--log-interval": report_every(steps),
+        "--save-dir": save_dir,
+        "--save-interval-updates": steps or save_every,
+        "--keep-interval-updates": 2,
+    }
+    flags = ["--encoder-bidirectional", "--cpu", "--disable-validation"]
+    flags += ["--no-epoch-checkpoints", "--no-last-checkpoints"]  # last: a copy of each one
+    pairs = [item for option, value in options.items() for item in (option, str(value))]
+    return [str(data_bin), *FAIRSEQ_LANGS, *pairs, *flags]
+
+
+def fairseq_checkpoints(log: str) -> list[tuple[Path, int, float]]:
+    """Checkpoints fairseq has finished writing, oldest first (it logs "Saved checkpoint"
+    after the file is in place), with their updates and the seconds of its training loop at
+    the log line (whole seconds: the log's stamps are)."""
+    saved, start = [], None
+    for stamp, what, path, updates in FAIRSEQ_STAMPED.findall(log):
+        seconds = time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S"))
+        if what == FAIRSEQ_LOOP_START:
+            start = seconds if start is None else start
+        elif start is not None:
+            saved.append((Path(path), int(updates), seconds - start))
+    return saved
+
+
+def train_fairseq(
+    workdir: Path,
+    data: PeerData,
+    minutes: float | None = None,
+    steps: int | None = None,
+    threads: int = 2,
+    *,
+    setup: PeerSetup = BENCH,
+    save_every: int = FAIRSEQ_SAVE_EVERY,
+    cache: Path = DEFAULT_CACHE,
+) -> dict:
+    """Train fairseq's LSTM (see :func:`fairseq_args`) with ``setup`` for ``steps`` updates or about
+    ``minutes`` of its training loop, then interrupt it. It saves nothing on SIGINT, so the
+    model is its newest checkpoint (one every ``save_every`` updates) and ``steps`` counts the
+    updates in it. ``tgt_tokens_per_s`` comes from its log (see :func:`window_throughput`);
+    ``wall_s`` is the training process, binarising the data (once, shared) excluded."""
+    check_budget(minutes, steps)
+    python = setup_fairseq(cache)
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_bin = fairseq_data(python, data, threads)
+    save_dir = workdir / "model"
+    save_dir.mkdir(exist_ok=True)
+    shutil.copy(data_bin / "dict.txt", save_dir / "dict.txt")  # for translate_fairseq
+    options = fairseq_args(data_bin, save_dir, steps, setup, save_every)
+    (workdir / "train.args").write_text("".join(f"{option}\n" for option in options))
+    chosen: list[tuple[Path, int, float]] = []
+    out_of_time = minutes_after(minutes or 0.0, FAIRSEQ_LOOP_START)
+
+    def should_stop(elapsed: float, log: str) -> bool:
+        if not out_of_time(elapsed, log):
+            return False
+        chosen[:] = fairseq_checkpoints(log)
+        return bool(chosen)  # else wait for the first checkpoint
+
+    cmd = [str(python), "-m", "fairseq_cli.train", *options]
+    stop = should_stop if minutes is not None else None
+    run = run_child(cmd, workdir / "train.log", threads, should_stop=stop)
+    check(run, "fairseq training")
+    if not run.interrupted:
+        chosen = fairseq_checkpoints(run.log)
+    if not chosen or not chosen[-1][0].is_file():
+        raise PeerError(f"fairseq left no checkpoint; see {workdir / 'train.log'}")
+    return {
+        "tgt_tokens_per_s": window_throughput(run.log, FAIRSEQ_RATE),
+        "wall_s": run.wall_s,
+        "checkpoints": [(str(path), seconds) for path, _, seconds in chosen if path.is_file()],
+        "model": chosen[-1][0],
+        "steps": chosen[-1][1],
+        "rss_mib": run.rss_mib,
+    }
+
+
+def fairseq_hypotheses(output: str, sentences: int) -> list[str]:
+    """The best hypothesis of each sentence, in input order, from fairseq-generate's output
+    (``H-{index}\\t{score}\\t{pieces}`` lines, in its own length order)."""
+    best = {}
+    for line in output.splitlines():
+        if line.startswith("H-"):
+            index, _, pieces = line[2:].split("\t", 2)
+            best[int(index)] = pieces
+    if sorted(best) != list(range(sentences)):
+        raise PeerError(f"fairseq-generate translated {len(best)} of {sentences} sentences")
+    return [best[i] for i in range(sentences)]
+
+
+def translate_fairseq(
+    model: Path,
+    src_file: Path,
+    beam: int | None = None,
+    threads: int = 2,
+    *,
+    ref_file: Path | None = None,
+    setup: PeerSetup = BENCH,
+    cache: Path = DEFAULT_CACHE,
+) -> dict:
+    """Decode a pieces file with a fairseq checkpoint (binarised first, as fairseq-generate
+    reads; beam: ``setup``'s unless given) and score it against ``ref_file`` (default: :func:`reference_of`). fairseq's
+    ``--lenpen`` divides a hypothesis's log-probability by its length to that power, not by
+    GNMT's ((5 + length) / 6) ** alpha; 1.0 ranks by the mean per token. Speed is the
+    toolkit's own timing of its generation steps (loading and batching excluded)."""
+    python = setup_fairseq(cache)
+    beam = beam or setup.beam
+    model = Path(model).resolve()
+    src_file = Path(src_file)
+    out = model.parent / f"{src_file.stem}.beam{beam}.hyp"
+    data_bin = model.parent / f"{src_file.stem}.bin"
+    shutil.rmtree(data_bin, ignore_errors=True)
+    data_bin.mkdir()
+    shutil.copy(src_file, data_bin / "input.de")
+    dictionary = model.parent / "dict.txt"
+    binarize_fairseq(python, {"test": data_bin / "input"}, dictionary, data_bin, threads)
+    cmd = [str(python), "-m", "fairseq_cli.generate", str(data_bin), "--task", "translation"]
+    cmd += [*FAIRSEQ_LANGS, "--gen-subset", "test", "--path", str(model), "--beam", str(beam)]
+    cmd += ["--batch-size", str(setup.decode_batch), "--required-batch-size-multiple", "1"]
+    cmd += ["--lenpen", str(setup.length_penalty), "--cpu", "--num-workers", "0"]
+    # fairseq-fixed drops a last batch that is not a multiple of --required-batch-size-multiple;
+    # the training length limit would make generation fail on a longer test sentence
+    cmd += ["--model-overrides", "{'max_source_positions': 1024, 'max_target_positions': 1024}"]
+    raw = out.with_suffix(".out")
+    run = run_child(cmd, out.with_suffix(".log"), threads, stdout=raw)
+    check(run, "fairseq-generate")
+    sentences = len(src_file.read_text(encoding="utf-8").splitlines())
+    write_lines(out, fairseq_hypotheses(raw.read_text(encoding="utf-8"), sentences))
+    rate = logged_value(run, FAIRSEQ_DECODED)
+    return decoded(out, ref_file or reference_of(src_file), rate, run)
