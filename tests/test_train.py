@@ -147,3 +147,14 @@ def test_skipped_steps_do_not_lower_the_logged_loss():
     assert entry["train_loss"] == pytest.approx(12.0 / 8)  # per token of the finite steps
     assert entry["grad_norm"] == pytest.approx(2.0)
     assert entry["clipped"] == pytest.approx(1 / 3, abs=1e-3)
+
+
+def test_the_progress_bar_ends_where_the_pace_since_this_process_started_says(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(trainlog.time, "time", lambda: now[0])
+    # resumed at step 100 after 50 s; the next step takes 0.5 s: 20 minutes end at step 2400
+    progress = trainlog.Progress(100, 50.0, 4140, 20.0, show=False)
+    now[0] += 0.5
+    progress.step(101)
+    assert progress.elapsed() == 50.5
+    assert progress.bar.total == 101 + 2299

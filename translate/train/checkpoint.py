@@ -8,7 +8,6 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,15 +16,14 @@ from ..errors import UserError
 from ..model.seq2seq import Seq2Seq
 from ..modeldir import CHECKPOINT, CONFIG, atomic_save, load_tensors, read_config, write_config
 from . import distributed
-
-if TYPE_CHECKING:
-    from .loop import Run
+from .distributed import Ranks
 
 
 @dataclass
 class TrainState:
     """The loop's counters: with the weights, the optimiser and the RNG state, everything a
-    resumed run needs. Saved in the checkpoint as a plain dict (``loop``)."""
+    resumed run needs. Saved in the checkpoint as a plain dict (``loop``); the loop holds one
+    object and its phases update it in place."""
 
     step: int = 0
     epoch: int = 1
@@ -38,39 +36,51 @@ class TrainState:
     skipped: int = 0  # steps whose loss or gradient was not finite
     lr_scale: float = 1.0  # the plateau decay so far
     pairs_seen: list[int] = field(default_factory=list)  # training pairs, per corpus
+    bad_in_row: int = 0  # non-finite steps in a row; not saved: a restart clears it
 
 
-def resume(run: Run, log) -> None:
-    """Continue from ``out_dir/checkpoint.pt`` when there is one, after checking that it was
-    trained with the same data and model settings; then write this run's config.yaml."""
-    path, ranks = run.out / CHECKPOINT, run.ranks
+def resume(
+    out: Path,
+    cfg: Config,
+    ranks: Ranks,
+    device: torch.device,
+    model: Seq2Seq,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    log,
+) -> TrainState:
+    """The counters to start from: fresh ones, or those of ``out/checkpoint.pt`` with the model,
+    optimiser, scaler and random state it holds loaded in place, after checking that it was
+    trained with the same data and model settings. Writes this run's config.yaml."""
+    path, corpora = out / CHECKPOINT, len(cfg.data.train)
     if ranks.main:
         if path.is_file():
-            check_same_experiment(run.out, run.cfg)
-        write_config(run.out, run.cfg)  # upgrades the directory's files if they are older
+            check_same_experiment(out, cfg)
+        write_config(out, cfg)  # upgrades the directory's files if they are older
     distributed.barrier(ranks)
     if not path.is_file():
-        return
+        return TrainState(pairs_seen=[0] * corpora)
     saved = load_tensors(path)
-    run.model.load_state_dict(saved["model"])
-    run.optimizer.load_state_dict(saved["optimizer"])
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
     if "scaler" in saved:
-        run.scaler.load_state_dict(saved["scaler"])
-    run.state = TrainState(**saved["loop"])
-    if len(run.state.pairs_seen) != len(run.cfg.data.train):  # saved before counts were kept
-        run.state.pairs_seen = [0] * len(run.cfg.data.train)
+        scaler.load_state_dict(saved["scaler"])
+    state = TrainState(**saved["loop"])
+    if len(state.pairs_seen) != corpora:  # saved before counts were kept
+        state.pairs_seen = [0] * corpora
     rng = saved["rng"] if isinstance(saved["rng"], list) else [saved["rng"]]
     if len(rng) == ranks.world:
         torch.set_rng_state(rng[ranks.rank])
-        if "cuda_rng" in saved and run.device.type == "cuda":
-            torch.cuda.set_rng_state(saved["cuda_rng"][ranks.rank], run.device)
+        if "cuda_rng" in saved and device.type == "cuda":
+            torch.cuda.set_rng_state(saved["cuda_rng"][ranks.rank], device)
     else:  # the global batches stay the same; each rank's random draws cannot
         log(
             f"note: {path} was written by {len(rng)} process(es) and this run has "
             f"{ranks.world}: it goes on with the same global batches, but its dropout masks "
             "differ from those of an uninterrupted run"
         )
-    log(f"resuming from {path} at step {run.state.step}")
+    log(f"resuming from {path} at step {state.step}")
+    return state
 
 
 def check_same_experiment(out: Path, cfg: Config) -> None:
@@ -89,28 +99,37 @@ def check_same_experiment(out: Path, cfg: Config) -> None:
             )
 
 
-def save_checkpoint(run: Run) -> None:
-    """Everything a resumed run needs, in ``out_dir/checkpoint.pt``; under torchrun, written
-    by rank 0 with every rank's random state."""
-    ranks = run.ranks
-    run.state.elapsed = run.elapsed()
+def save_checkpoint(
+    out: Path,
+    ranks: Ranks,
+    device: torch.device,
+    model: Seq2Seq,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    state: TrainState,
+    elapsed: float,
+) -> None:
+    """Everything a resumed run needs, in ``out/checkpoint.pt``, with ``elapsed`` seconds of
+    training so far; under torchrun, written by rank 0 with every rank's random state."""
     rng = distributed.gather_to_main(ranks, torch.get_rng_state())
     cuda_rng = None
-    if run.device.type == "cuda":
-        cuda_rng = distributed.gather_to_main(ranks, torch.cuda.get_rng_state(run.device))
+    if device.type == "cuda":
+        cuda_rng = distributed.gather_to_main(ranks, torch.cuda.get_rng_state(device))
     if not ranks.main:
         return
+    loop = dataclasses.asdict(dataclasses.replace(state, elapsed=elapsed))
+    del loop["bad_in_row"]  # not saved: a restart clears it
     saved = {
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
         "rng": rng[0] if ranks.world == 1 else rng,  # one process: the format as it was
-        "loop": dataclasses.asdict(run.state),
+        "loop": loop,
     }
     if cuda_rng is not None:
         saved["cuda_rng"] = cuda_rng
-    if run.scaler.is_enabled():
-        saved["scaler"] = run.scaler.state_dict()
-    atomic_save(saved, run.out / CHECKPOINT)
+    if scaler.is_enabled():
+        saved["scaler"] = scaler.state_dict()
+    atomic_save(saved, out / CHECKPOINT)
 
 
 def keep_recent(model: Seq2Seq, folder: Path, step: int, keep: int) -> None:

@@ -1,18 +1,18 @@
-"""Training's log: running sums between log lines, the lines of metrics.jsonl, and where the
-progress bar ends."""
+"""Training's log: running sums between log lines, the lines of metrics.jsonl, and the progress
+bar with the run's clock."""
 
 from __future__ import annotations
 
 import json
 import math
 import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
+import torch
 from tqdm import tqdm
 
-if TYPE_CHECKING:
-    from .checkpoint import TrainState
-    from .loop import Run
+from ..config import CorpusConfig
+from .checkpoint import TrainState
 
 
 def last_step(step: int, total_steps: int, max_minutes: float, elapsed: float, pace: float) -> int:
@@ -24,22 +24,71 @@ def last_step(step: int, total_steps: int, max_minutes: float, elapsed: float, p
     return min(total_steps, step + math.ceil(left / pace))
 
 
-def log_window(run: Run, window: Window, metrics: TextIO, bar: tqdm) -> None:
+class Progress:
+    """The run's clock and progress bar: seconds trained in this and earlier processes, and
+    steps against whichever limit ends the run first, its end re-estimated at each step from
+    the pace since this process started."""
+
+    def __init__(self, step: int, elapsed: float, total_steps: int, max_minutes: float, show: bool):
+        self.started = time.time() - elapsed  # the time at which the run's clock reads 0
+        self.first_step, self.first_elapsed = step, elapsed
+        self.total_steps, self.max_minutes = total_steps, max_minutes
+        self.bar = tqdm(
+            total=total_steps,
+            initial=step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=1.0,
+            disable=not show,
+        )
+
+    def elapsed(self) -> float:
+        """Seconds of training so far, earlier processes' included."""
+        return time.time() - self.started
+
+    def step(self, step: int) -> None:
+        """Count the step that made ``step`` steps; move the bar's end where the limits put it."""
+        self.bar.update(1)
+        elapsed = self.elapsed()
+        pace = (elapsed - self.first_elapsed) / (step - self.first_step)
+        self.bar.total = last_step(step, self.total_steps, self.max_minutes, elapsed, pace)
+
+    def show(self, entry: dict) -> None:
+        """A log entry's loss, speed, rate and clipping beside the bar."""
+        self.bar.set_postfix(
+            loss=entry["train_loss"],
+            tok_s=entry["tgt_tok_s"],
+            lr=f"{entry['lr']:.2g}",
+            clip=entry["clipped"],
+        )
+
+    def write(self, line: str) -> None:
+        """Print a line above the bar."""
+        self.bar.write(line)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def log_window(
+    window: Window,
+    state: TrainState,
+    optimizer: torch.optim.Optimizer,
+    corpora: list[CorpusConfig],
+    metrics: TextIO,
+    progress: Progress,
+) -> None:
     """Write the window's averages to metrics.jsonl and beside the progress bar."""
-    entry = window.flush(run.state, run.optimizer, run.elapsed())
-    entry["pairs_seen"] = pairs_seen(run)
+    entry = window.flush(state, optimizer, progress.elapsed())
+    entry["pairs_seen"] = pairs_seen(corpora, state.pairs_seen)
     record(metrics, entry)
-    bar.set_postfix(
-        loss=entry["train_loss"],
-        tok_s=entry["tgt_tok_s"],
-        lr=f"{entry['lr']:.2g}",
-        clip=entry["clipped"],
-    )
+    progress.show(entry)
 
 
-def pairs_seen(run: Run) -> dict[str, int]:
-    """How many training pairs of each corpus the run has taken so far."""
-    return {corpus.path: n for corpus, n in zip(run.cfg.data.train, run.state.pairs_seen)}
+def pairs_seen(corpora: list[CorpusConfig], counts: list[int]) -> dict[str, int]:
+    """How many training pairs of each corpus the run has taken so far, by corpus path."""
+    return {corpus.path: n for corpus, n in zip(corpora, counts)}
 
 
 def record(metrics: TextIO, entry: dict) -> None:
@@ -73,7 +122,7 @@ class Window:
         self.clipped += clipped
         self.steps += 1
 
-    def flush(self, state: TrainState, optimizer, elapsed: float) -> dict:
+    def flush(self, state: TrainState, optimizer: torch.optim.Optimizer, elapsed: float) -> dict:
         """The log entry of the window so far; starts a new window."""
         seconds = max(time.time() - self.started, 1e-9)
         entry = {

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ import numpy as np
 import sacrebleu
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from ..config import Config, TrainConfig
 from ..data.batches import Batch, bucket_batches, pair_batch
@@ -38,7 +36,7 @@ from ..search import search_batches
 from . import distributed
 from .checkpoint import TrainState, keep_recent, resume, save_checkpoint
 from .distributed import Ranks
-from .log import Window, last_step, log_window, pairs_seen, record
+from .log import Progress, Window, log_window, pairs_seen, record
 
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before training gives up
 
@@ -50,9 +48,10 @@ class Interrupted(UserError):
     exit_code = 130
 
 
-@dataclass
+@dataclass(frozen=True)
 class Run:
-    """What the phases of the loop share: settings, model, optimiser, data and counters."""
+    """What setup builds once and every phase of the loop reads: settings, data, model and
+    optimiser. The counters that change live in a TrainState, passed beside it."""
 
     cfg: Config
     out: Path
@@ -61,16 +60,12 @@ class Run:
     dtype: str  # fp32, bf16 or fp16: train.dtype with "auto" decided
     data: Prepared
     model: Seq2Seq
-    trained: torch.nn.Module  # the model, wrapped by DistributedDataParallel under torchrun
+    # what forward and backward run through: the model itself, or under torchrun the
+    # DistributedDataParallel wrapper around it that averages the gradients over the ranks
+    forward_model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    state: TrainState
     total_steps: int  # the step limit: max_steps, or all epochs' batches
-    started: float = 0.0  # time.time() at which this run's clock reads 0
-    bad_in_row: int = 0  # consecutive non-finite steps (not saved: a restart clears it)
-
-    def elapsed(self) -> float:
-        return time.time() - self.started
 
 
 def train(cfg: Config, log=print) -> Path:
@@ -88,42 +83,47 @@ def train(cfg: Config, log=print) -> Path:
 
 def _train(cfg: Config, ranks: Ranks, log) -> Path:
     run = setup(cfg, ranks, log)
-    resume(run, log)
-    t, state = cfg.train, run.state
-    run.started = time.time() - state.elapsed
-    first_step, first_elapsed = state.step, state.elapsed
+    state = resume(run.out, cfg, ranks, run.device, run.model, run.optimizer, run.scaler, log)
+    t = cfg.train
+    progress = Progress(state.step, state.elapsed, run.total_steps, t.max_minutes, ranks.main)
     window = Window()
-    bar = tqdm(
-        total=run.total_steps,
-        initial=state.step,
-        desc="train",
-        unit="step",
-        dynamic_ncols=True,
-        mininterval=1.0,
-        disable=not ranks.main,
-    )
     metrics_file = open(run.out / METRICS, "a", encoding="utf-8") if ranks.main else nullcontext()
     with catch_signals() as caught, metrics_file as metrics:
-        for rows in epoch_batches(run):
+        for rows in epoch_batches(run, state):
             # one step: forward, backward, clip, update
-            loss, norm, tokens = train_step(run, rows)
+            loss, norm, tokens = train_step(run, state, rows, progress.elapsed())
             window.add(loss, norm, norm > t.clip_norm, *tokens)
-            # progress against whichever limit ends the run first
-            bar.update(1)
-            pace = (run.elapsed() - first_elapsed) / (state.step - first_step)
-            bar.total = last_step(state.step, run.total_steps, t.max_minutes, run.elapsed(), pace)
+            progress.step(state.step)
             if state.step % t.log_every == 0 and ranks.main:
-                log_window(run, window, metrics, bar)
+                log_window(window, state, run.optimizer, cfg.data.train, metrics, progress)
             # stop at the step or time limit (rank 0's clock) or a signal on any rank
-            out_of_time = ranks.main and t.max_minutes and run.elapsed() > t.max_minutes * 60
+            out_of_time = ranks.main and t.max_minutes and progress.elapsed() > t.max_minutes * 60
             signalled, out_of_time = distributed.any_rank(ranks, caught, out_of_time)
             state.finished = state.finished or state.step >= run.total_steps or out_of_time
             if state.step % t.valid_every == 0 or state.finished:
-                validate_and_keep_best(run, metrics, bar.write)
-                save_checkpoint(run)
+                validate_and_keep_best(run, state, metrics, progress)
+                save_checkpoint(
+                    run.out,
+                    ranks,
+                    run.device,
+                    run.model,
+                    run.optimizer,
+                    run.scaler,
+                    state,
+                    progress.elapsed(),
+                )
             if signalled:  # Ctrl-C or SIGTERM: save and say how to go on
-                save_checkpoint(run)
-                bar.close()
+                save_checkpoint(
+                    run.out,
+                    ranks,
+                    run.device,
+                    run.model,
+                    run.optimizer,
+                    run.scaler,
+                    state,
+                    progress.elapsed(),
+                )
+                progress.close()
                 raise Interrupted(
                     f"stopped by signal {caught[0] if caught else 'on another rank'} at step "
                     f"{state.step}; checkpoint saved in {run.out / CHECKPOINT}. Run the same "
@@ -133,12 +133,23 @@ def _train(cfg: Config, ranks: Ranks, log) -> Path:
                 break
         if not state.finished:  # the epochs ran out before the step limit came
             state.finished = True
-            validate_and_keep_best(run, metrics, bar.write)
-            save_checkpoint(run)
-    bar.close()
-    seen = ", ".join(f"{n} of {path}" for path, n in pairs_seen(run).items())
+            validate_and_keep_best(run, state, metrics, progress)
+            save_checkpoint(
+                run.out,
+                ranks,
+                run.device,
+                run.model,
+                run.optimizer,
+                run.scaler,
+                state,
+                progress.elapsed(),
+            )
+    progress.close()
+    seen = ", ".join(
+        f"{n} of {path}" for path, n in pairs_seen(cfg.data.train, state.pairs_seen).items()
+    )
     log(
-        f"finished after {state.step} steps in {run.elapsed():.0f}s "
+        f"finished after {state.step} steps in {progress.elapsed():.0f}s "
         f"({state.skipped} non-finite steps skipped; pairs seen: {seen}); "
         f"best model in {run.out / WEIGHTS}"
     )
@@ -150,7 +161,7 @@ def _train(cfg: Config, ranks: Ranks, log) -> Path:
 
 def setup(cfg: Config, ranks: Ranks, log) -> Run:
     """Threads, seed and device; the prepared data (rank 0 prepares it while the others wait);
-    a fresh model (the same on every rank), optimiser and counters."""
+    a fresh model (the same on every rank) and optimiser."""
     t = cfg.train
     set_threads(t.threads or max(1, len(os.sched_getaffinity(0)) // ranks.local_world))
     torch.manual_seed(t.seed)
@@ -162,11 +173,11 @@ def setup(cfg: Config, ranks: Ranks, log) -> Run:
     if not ranks.main:
         data = prepare(cfg, log)  # finds rank 0's preparation and opens it
     model = build_model(cfg.model, len(data.src_vocab), len(data.tgt_vocab)).to(device)
-    trained = model
+    forward_model = model
     if ranks.world > 1:
         torch.manual_seed(t.seed + 1000 * ranks.rank)  # each rank its own dropout masks
         device_ids = [device.index] if device.type == "cuda" else None
-        trained = DistributedDataParallel(model, device_ids, process_group=ranks.group)
+        forward_model = DistributedDataParallel(model, device_ids, process_group=ranks.group)
     optimizer = adam(model.parameters(), t.lr)
     # fp16 gradients underflow without loss scaling; for fp32/bf16 the scaler does nothing
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == "fp16")
@@ -180,10 +191,9 @@ def setup(cfg: Config, ranks: Ranks, log) -> Run:
         f"{n_params / 1e6:.1f}M parameters, {len(data.train)} training pairs, {where}"
         f"device {device}, dtype {dtype}" + (" (auto)" if t.dtype == "auto" else "")
     )
-    state = TrainState(pairs_seen=[0] * len(weights))
     out = Path(cfg.out_dir)
     return Run(
-        cfg, out, ranks, device, dtype, data, model, trained, optimizer, scaler, state, total_steps
+        cfg, out, ranks, device, dtype, data, model, forward_model, optimizer, scaler, total_steps
     )
 
 
@@ -200,14 +210,14 @@ def adam(params, lr: float) -> torch.optim.Adam:
 # --- one step ---------------------------------------------------------------------------------
 
 
-def epoch_batches(run: Run) -> Iterator[np.ndarray]:
+def epoch_batches(run: Run, state: TrainState) -> Iterator[np.ndarray]:
     """The global batches still to train on (arrays of row numbers), epoch after epoch, from
     the state's epoch and position; counts the pairs of each corpus they hold.
 
     Each epoch has its own seeded order, the same in every process and on resuming, so a
     resumed run sees the batches the uninterrupted one would have seen.
     """
-    t, data, state = run.cfg.train, run.data, run.state
+    t, data = run.cfg.train, run.data
     weights = [corpus.weight for corpus in run.cfg.data.train]
     while not state.finished and state.epoch <= t.max_epochs:
         batches = data.train.epoch(state.epoch, t.seed, weights, t.batch_tokens)
@@ -221,18 +231,19 @@ def epoch_batches(run: Run) -> Iterator[np.ndarray]:
 
 def my_parts(run: Run, rows: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """This process's micro-batches of a global batch, with their part numbers: the rows are
-    dealt into world x accum_steps parts, and rank r takes accum_steps of them in a row. One
-    process with accum_steps N takes the same parts as N processes with 1 each."""
+    dealt into world x accum_steps parts, and rank r takes accum_steps of them in a row (empty
+    ones left out). One process with accum_steps N takes the same parts as N processes with 1
+    each."""
     ranks, accum = run.ranks, run.cfg.train.accum_steps
     parts = ranks.world * accum
     mine = range(ranks.rank * accum, (ranks.rank + 1) * accum)
-    return [(part, rows[part::parts]) for part in mine]
+    return [(part, rows[part::parts]) for part in mine if part < len(rows)]
 
 
-def part_batch(run: Run, part: int, rows: np.ndarray) -> Batch:
+def part_batch(run: Run, state: TrainState, part: int, rows: np.ndarray) -> Batch:
     """The padded batch of one part's rows; with subword sampling, their segmentations drawn
     by a generator seeded by (seed, epoch, batch, part)."""
-    d, data, state = run.cfg.data, run.data, run.state
+    d, data = run.cfg.data, run.data
     if not d.sampling_alpha:
         return pair_batch(*data.train.ids(rows))
     key = [run.cfg.train.seed, state.epoch, state.position, part]
@@ -242,35 +253,30 @@ def part_batch(run: Run, part: int, rows: np.ndarray) -> Batch:
     return pair_batch(src, data.tgt_vocab.sample(tgt_text, d.sampling_alpha, draw))
 
 
-def train_step(run: Run, rows: np.ndarray) -> tuple[float, float, tuple[int, int]]:
+def train_step(
+    run: Run, state: TrainState, rows: np.ndarray, elapsed: float
+) -> tuple[float, float, tuple[int, int]]:
     """Forward and backward over this process's parts of a global batch, gradients averaged
-    over the processes, clip and, when loss and gradient are finite, update. Returns the loss
-    summed over the global batch's target tokens, the gradient norm before clipping, and the
-    global batch's target and source tokens."""
-    t, state, ranks, optimizer, scaler = (
-        run.cfg.train,
-        run.state,
-        run.ranks,
-        run.optimizer,
-        run.scaler,
-    )
-    parts = [
-        (part, part_batch(run, part, p_rows)) for part, p_rows in my_parts(run, rows) if len(p_rows)
-    ]
+    over the processes, clip and, when loss and gradient are finite, update; counts the step in
+    ``state``. ``elapsed`` is the run's clock (rank 0's counts) for the schedule. Returns the
+    loss summed over the global batch's target tokens, the gradient norm before clipping, and
+    the global batch's target and source tokens."""
+    t, ranks, optimizer, scaler = run.cfg.train, run.ranks, run.optimizer, run.scaler
+    parts = [(part, part_batch(run, state, part, mine)) for part, mine in my_parts(run, rows)]
     tgt = sum(batch.n_tgt_tokens for _, batch in parts)
     src = sum(batch.n_src_tokens for _, batch in parts)
     # one all-reduce: the global batch's tokens, and rank 0's clock for the schedule
-    tgt, src, elapsed = distributed.sums(ranks, tgt, src, run.elapsed() if ranks.main else 0.0)
+    tgt, src, elapsed = distributed.sums(ranks, tgt, src, elapsed if ranks.main else 0.0)
     rate = t.lr * state.lr_scale * schedule(t, state.step + 1, run.total_steps, elapsed)
     for group in optimizer.param_groups:
         group["lr"] = rate
     if not parts:  # fewer rows than parts: take part in the gradient exchange with nothing
-        parts = [(-1, part_batch(run, 0, rows[:1]))]
+        parts = [(-1, part_batch(run, state, 0, rows[:1]))]
     loss_sum = 0.0
     for number, (part, batch) in enumerate(parts):
         last = number == len(parts) - 1
-        with nullcontext() if last or ranks.world == 1 else run.trained.no_sync():
-            loss = batch_loss(run.trained, batch, run.device, run.dtype, t.label_smoothing)
+        with nullcontext() if last or ranks.world == 1 else run.forward_model.no_sync():
+            loss = batch_loss(run.forward_model, batch, run.device, run.dtype, t.label_smoothing)
             if part < 0:
                 loss = loss * 0.0
             # the mean over the global batch's tokens, once DDP has averaged over the ranks
@@ -281,12 +287,12 @@ def train_step(run: Run, rows: np.ndarray) -> tuple[float, float, tuple[int, int
     (loss_value,) = distributed.sums(ranks, loss_sum)
     if math.isfinite(norm) and math.isfinite(loss_value):
         scaler.step(optimizer)
-        run.bad_in_row = 0
+        state.bad_in_row = 0
     else:  # skip the update (on every rank alike): one bad batch must not poison the weights
         state.skipped += 1
         # an fp16 overflow in the gradients only lowers the loss scale
-        run.bad_in_row += not (math.isfinite(loss_value) and scaler.is_enabled())
-        if run.bad_in_row >= MAX_BAD_STEPS:
+        state.bad_in_row += not (math.isfinite(loss_value) and scaler.is_enabled())
+        if state.bad_in_row >= MAX_BAD_STEPS:
             raise UserError(
                 f"{MAX_BAD_STEPS} non-finite losses in a row at step {state.step}; "
                 "lower train.lr or use train.dtype=fp32"
@@ -353,18 +359,22 @@ def validate(model: Seq2Seq, data: Prepared, cfg: Config, device: torch.device, 
     return result
 
 
-def validate_and_keep_best(run: Run, metrics: TextIO | None, write) -> None:
+def validate_and_keep_best(
+    run: Run, state: TrainState, metrics: TextIO | None, progress: Progress
+) -> None:
     """Validate, save the weights when dev BLEU (or, without it, dev loss) improved, else decay
-    the rate and count towards patience; ``write`` prints the result line. Rank 0 does it
-    while the others wait, then they take its counters (patience, rate decay)."""
+    the rate and count towards patience; the result goes to metrics.jsonl and above the bar.
+    Rank 0 does it while the others wait, then they take its counters into ``state``."""
     if run.ranks.main:
-        _validate_and_keep_best(run, metrics, write)
-    synced = distributed.from_main(run.ranks, run.state)
-    run.state.__dict__.update(vars(synced))  # in place: the loop holds this object
+        _validate_and_keep_best(run, state, metrics, progress)
+    synced = distributed.from_main(run.ranks, state)
+    state.__dict__.update(vars(synced))  # in place: the loop and its batches hold this object
 
 
-def _validate_and_keep_best(run: Run, metrics: TextIO, write) -> None:
-    t, state = run.cfg.train, run.state
+def _validate_and_keep_best(
+    run: Run, state: TrainState, metrics: TextIO, progress: Progress
+) -> None:
+    t = run.cfg.train
     if not run.data.dev_src:  # nothing to compare: the latest weights are the best
         atomic_save(run.model.state_dict(), run.out / WEIGHTS)
         return
@@ -386,17 +396,9 @@ def _validate_and_keep_best(run: Run, metrics: TextIO, write) -> None:
         if t.patience and state.bad_validations >= t.patience:
             state.finished = True
     lr = run.optimizer.param_groups[0]["lr"]
-    record(
-        metrics,
-        {
-            "step": state.step,
-            "elapsed": round(run.elapsed(), 1),
-            **result,
-            "best": improved,
-            "lr": lr,
-        },
-    )
-    write(
+    elapsed = round(progress.elapsed(), 1)
+    record(metrics, {"step": state.step, "elapsed": elapsed, **result, "best": improved, "lr": lr})
+    progress.write(
         f"step {state.step}: "
         + ", ".join(f"{k} {v}" for k, v in result.items())
         + (" (best)" if improved else "")
