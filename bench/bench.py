@@ -1,9 +1,7 @@
 """Speed benchmark: ours against a hand-written naive seq2seq and, with --peers, OpenNMT-py,
 fairseq and JoeyNMT, like against like: our context-vector model against their models without
-attention, our attention model against theirs with attention, at the sizes of bench/peers.py.
-
-    python bench/bench.py --data-dir ../shared/data/multi30k [--peers] [--model CTX_DIR]
-        [--attention-model ATT_DIR] [--opennmt-trained TIME_TO_BLEU_DIR] [--smoke]
+attention, our attention model against theirs with attention, at the sizes of the peers' bench
+set-up (bench/peer_setups.py).
 
 Each measurement runs in its own process (so peak RSS is its own) with the same thread count.
 Ratios within one run are the figures of record: absolute times drift on shared machines. Each
@@ -30,7 +28,7 @@ import torch
 
 from . import ROOT
 
-# Ours at the sizes of the peers' bench set-up (bench/peers.py): embeddings 256, a
+# Ours at the sizes of the peers' bench set-up (bench/peer_setups.py): embeddings 256, a
 # bidirectional encoder of 2 x 256, a decoder of 512, untied tables, 8k joint pieces, batches
 # of 4000 tokens. Ours runs GRUs (OpenNMT-py and fairseq LSTMs: 4 gates to our 3).
 SIZES = [
@@ -217,7 +215,9 @@ def run_worker(kind: str, args: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data-dir", required=True, help="folder with the Multi30k .gz files")
     parser.add_argument("--model", help="a trained context-vector model at the bench's sizes")

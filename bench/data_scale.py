@@ -1,7 +1,5 @@
-"""Data scale: prepare and train on corpora of growing size, and show that memory does not grow.
-
-    python bench/data_scale.py --data-dir ../shared/data/tatoeba [--sizes 0.16,1,5] [--steps 200]
-        [--repeat 1]
+"""Data scale: time and peak memory of preparing and training on corpora of growing size, to
+show that memory does not grow.
 
 The corpora are Tatoeba's training pairs repeated, each line numbered on both sides so that no
 two pairs are alike ("17 Ich habe ..." / "17 I baked ..."); they are written under --work and
@@ -128,7 +126,9 @@ def folder_mib(folder: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.data_scale",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data-dir", help="folder with Tatoeba's train.de/en.gz (required)")
     parser.add_argument("--sizes", default="0.16,1,5", help="millions of pairs, comma-separated")

@@ -1,8 +1,6 @@
 """Scaling on one CPU machine: training tokens/s of 1 process against 2 gloo processes under
 torchrun, and the share of a step the gradient exchange takes.
 
-    python bench/ddp.py --data-dir ../shared/data/multi30k [--steps 60] [--work DIR]
-
 Rows, each `translate train` on Multi30k at the bench's context-vector sizes (bench/bench.py's
 SIZES, fp32) for --steps steps, the same global batches of 4000 tokens: one process with 2
 threads, one with 1 thread, and `torchrun --nproc_per_node 2` with 1 thread each (each rank
@@ -101,7 +99,9 @@ def worker(model_file: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.ddp",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data-dir", type=Path, help="folder with the Multi30k .gz files")
     parser.add_argument("--steps", type=int, default=60)

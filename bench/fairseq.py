@@ -258,10 +258,11 @@ def translate_fairseq(
     cache: Path = DEFAULT_CACHE,
 ) -> dict:
     """Decode a pieces file with a fairseq checkpoint (binarised first, as fairseq-generate
-    reads; beam: ``setup``'s unless given) and score it against ``ref_file`` (default: :func:`reference_of`). fairseq's
-    ``--lenpen`` divides a hypothesis's log-probability by its length to that power, not by
-    GNMT's ((5 + length) / 6) ** alpha; 1.0 ranks by the mean per token. Speed is the
-    toolkit's own timing of its generation steps (loading and batching excluded)."""
+    reads; beam: ``setup``'s unless given) and score it against ``ref_file`` (default:
+    :func:`reference_of`). fairseq's ``--lenpen`` divides a hypothesis's log-probability by its
+    length to that power, not by GNMT's ((5 + length) / 6) ** alpha; 1.0 ranks by the mean per
+    token. Speed is the toolkit's own timing of its generation steps (loading and batching
+    excluded)."""
     python = setup_fairseq(cache)
     beam = beam or setup.beam
     model = Path(model).resolve()

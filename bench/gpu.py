@@ -1,87 +1,13 @@
-"""One GPU, one call: training speed of the Multi30k attention recipe's model in bf16 against
-OpenNMT-py 3.0.4 on the same GPU at the same sizes, and minutes until it reaches 41 BLEU on
-test_2016_flickr (issue 14). Targets: at least 3x OpenNMT-py's training target tokens/s, and
-41 BLEU in at most 3 minutes of GPU training.
+"""Training speed on one GPU of the Multi30k attention recipe's model in bf16 against OpenNMT-py
+3.0.4 at the same sizes and batch (peer_setups' ``recipe``), and the minutes of training until
+a checkpoint of ours reaches 41 BLEU on test_2016_flickr (beam 5, cased sacreBLEU). Targets: at
+least 3x OpenNMT-py's training target tokens/s, 41 BLEU in at most 3 minutes.
 
-    bash bench/gpu.sh [--batch-tokens 16000] [--minutes 3] [--opennmt-minutes 1] [key=value ...]
-    .venv/bin/python bench/gpu.py --smoke      # the plumbing, on a CPU, in about 2.5 minutes
-
-The device call (the ``run`` tool), after the preparation below: command
-``bash bench/gpu.sh``, carry ``[".whl", ".data"]``, timeout_s 480. The command ends in about
-7.3 minutes (0.3 installing wheels, then ``--deadline 7`` bounds the script); the machine's
-start comes on top. Files back under $OUT (7 of the 8 allowed): gpu.log (all output), gpu.json
-(every number), ours_metrics.jsonl, ours_train.log, ours_config.yaml, opennmt_train.log,
-opennmt_train.yaml. Fewer minutes: ``bash bench/gpu.sh --minutes 2 --deadline 6``.
-
-Ours: ``python -m translate train recipes/multi30k/attention.yaml out_dir=... data.train=...
-data.dev=... train.dtype=bf16 train.batch_tokens=B train.max_minutes=M train.valid_every=K
-train.log_every=L train.valid_bleu_sentences=0 train.keep_checkpoints=1000000 train.threads=T``
-then any ``key=value`` given here (the device: CUDA when present). Its cosine schedule ends at
-M minutes or after the recipe's 30 epochs, whichever comes first. Tokens/s: the ``tgt_tok_s``
-of its metrics.jsonl windows (one per L steps), the first dropped and those holding a
-validation (dev loss, the step's weights and checkpoint.pt saved) left out; ``tok/s all`` in
-gpu.json keeps them. Then kept checkpoints (``checkpoints/step-N.pt``, one every K steps)
-translate test_2016_flickr with beam 5 (length penalty 1.0, bf16, ``--decode-batch`` sentences
-a batch) and are scored with cased sacreBLEU: every ``--score-every``-th from the last one
-backwards until the target is crossed, then the ones skipped just after the crossing, in order
-(see :func:`first_at_target`). Minutes to target: the ``elapsed`` of the first such step's dev
-entry in metrics.jsonl, the training loop's wall clock (start-up, data preparation and model
-building not counted; validations and checkpoint saving counted).
-
-Batch: ``--batch-tokens`` (default 16000, padding included, the longer side) for both
-systems. The recipe's CPU batch (4000) would not fill an H200: at ~63 MFLOP per target token
-a 4000-token batch is ~0.25 TFLOP, under a millisecond of its matrix units, so each step would
-be bound by kernel launches and the recurrences' sequential steps. 16000 gives 42 updates an
-epoch (1260 in the recipe's 30 epochs; the CPU run that reached 41.65 made 1088 of 4000
-tokens, 138 an epoch); 32000 gives 25 (750). A fast GPU may finish the 30 epochs before M
-minutes: ``train.max_epochs=60`` lets the schedule run to the clock instead.
-
-OpenNMT-py 3.0.4: bench/peers.py's ``recipe`` set-up at our batch, on GPU 0 (``gpu_ranks:
-[0]``, ``world_size: 1``, its default two loader processes), run by this process's python, on
-our run's SentencePiece pieces (its ``spm.model``; else an 8k model of its own). The sizes:
-embeddings 512, GRUs, a 512-wide decoder and Luong's "general" attention, as ours; its
-encoder is 2 x 256 where ours is 2 x 512, because its decoder starts from the encoder's
-concatenated final states (2 x 512 would make its decoder 1024 wide). Its decoder feeds its
-previous attentional output back in (the GRU reads 1024 wide, one step at a time), ours runs
-its RNN over the whole target and attends after it; its embeddings are untied, ours one table.
-Counting matrix products forward and backward, a target token costs it ~51 MFLOP and ours
-~63, so the tokens/s ratio understates our arithmetic rate. Training settings are the bench's
-(Adam 0.002, dropout 0.3, label smoothing 0.1, clipping at 1). Its tokens/s: the "tok/s" of
-its report windows (10 steps), the first dropped and those holding a checkpoint save (every
-``--opennmt-save-every`` steps) left out, as for ours; its first window also holds its first
-bucket of 262144 examples being read. It trains ``--opennmt-minutes`` of its training loop (then
-until its next checkpoint); its last checkpoint translates the test set (beam 5, GNMT length
-penalty 1.0, fp32) only if 45 s of the deadline remain. Dtypes: ours bf16 (autocast);
-OpenNMT-py ``model_dtype: fp16`` (3.0.4 has no bf16: fp16 autocast with a GradScaler;
-``--opennmt-dtype fp32`` for fp32); both keep fp32 weights and Adam state.
-
-Order and time: ours trains (start-up ~0.5 min, then <= ``--minutes``), OpenNMT-py trains
-(~0.5 min start-up and stopping, then ``--opennmt-minutes``), our checkpoints are scored until
-``--deadline`` minutes after the start, OpenNMT-py's if time is left. Each training process is
-stopped early when it would eat the next stages' share of the deadline. A stage that fails
-becomes a row with its error and the rest still runs; gpu.json is rewritten after each stage.
-
-Preparation, once, here, in the repository's root (``.whl`` and ``.data`` are in
-.git/info/exclude, so they travel only when carried; ~23 MB together):
-
-    printf '/.whl/\\n/.data/\\n' >> .git/info/exclude
-    mkdir -p .data/multi30k && cp ../shared/data/multi30k/*.gz .data/multi30k/   # 1.3 MB
-    opts='--no-deps --only-binary=:all: --python-version 3.12 --implementation cp
-      --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
-      --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any'
-    python3 -m pip download $opts -d .whl datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 \\
-        OpenNMT-py==3.0.4 ConfigArgParse==1.9.0 pyonmttok==1.38.1 rapidfuzz==3.14.6
-    python3 -m pip download $opts -d .whl/fallback fsspec==2026.9.0
-
-The wheels are what the GPU image (python 3.12, torch 2.11, no network) lacks. ``datasets``
-5.2.0 (the version in .venv) needs dill and multiprocess; its other needs (filelock, numpy,
-pyarrow, pandas, tqdm, xxhash, fsspec, huggingface-hub, packaging, pyyaml) are there.
-OpenNMT-py 3.0.4 needs configargparse, pyonmttok and rapidfuzz for training and translation;
-torch, pyyaml, sacrebleu, regex and tensorboard are there, and ctranslate2, flask and waitress
-are imported only by its server and converters, so they are not carried. gpu.sh installs
-fsspec 2026.9.0 (datasets wants <= 2026.9.0) only if ``import datasets`` fails with the
-image's. datasets also wants pyarrow >= 24; its wheel (55 MB) does not fit the 64 MiB that a
-call carries, so the preflight line prints the image's version.
+Tokens/s: each toolkit's logged windows, the first and those holding a save left out (see
+:func:`window_rates`). Minutes: our training loop's clock at the first checkpoint at the target
+(see :func:`first_at_target`). Stages run in turn (ours trains, OpenNMT-py trains, ours scored,
+OpenNMT-py scored), each stopped early when it would eat the next ones' share of ``--deadline``;
+one that fails becomes a row with its error, and gpu.json is rewritten after each.
 """
 
 from __future__ import annotations
@@ -564,13 +490,17 @@ def print_table(results: dict, args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.gpu",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data-dir", help="the six Multi30k .gz files (default: .data/multi30k)")
     parser.add_argument("--workdir", help="models and logs (default: a new temp dir)")
     parser.add_argument(
         "--out", help="where gpu.json and the logs go (default: $OUT, else workdir)"
     )
+    # the recipe's 4000-token batch would not fill a large GPU: each step would be bound by
+    # kernel launches and the recurrences' sequential steps
     parser.add_argument("--batch-tokens", type=int, default=16000, help="both systems' batch")
     parser.add_argument("--minutes", type=float, default=3.0, help="our training budget")
     parser.add_argument("--dtype", default="bf16", help="our training and decoding dtype")
@@ -582,7 +512,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-sentences", type=int, help="the first N test sentences")
     parser.add_argument("--opennmt-minutes", type=float, default=1.0)
     parser.add_argument("--opennmt-save-every", type=int, default=50)
-    parser.add_argument("--opennmt-dtype", choices=["fp16", "fp32"], default="fp16")
+    parser.add_argument(
+        "--opennmt-dtype",
+        choices=["fp16", "fp32"],
+        default="fp16",
+        help="OpenNMT-py's (3.0.4 has no bf16; fp16 is autocast with loss scaling)",
+    )
     parser.add_argument("--opennmt-python", help="a python that imports onmt")
     parser.add_argument("--no-opennmt", action="store_true", help="ours only")
     parser.add_argument("--threads", type=int, default=8, help="CPU threads of each system")

@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# bench/gpu.py on the lent GPU machine, in one call of the device tool:
-#   run  command: bash bench/gpu.sh   carry: [".whl", ".data"]   timeout_s: 480
-# Installs the carried wheels (.whl/, see bench/gpu.py's docstring) into /tmp/site, then runs
-# bench/gpu.py with any arguments given here; all output also goes to $OUT/gpu.log.
+# python -m bench.gpu on a GPU machine without network, in one call (about 7.5 minutes with the
+# default --deadline 7): installs the wheels carried in .whl/ into /tmp/site, then runs bench.gpu
+# with any arguments given here; all output also goes to $OUT/gpu.log. Carry .whl/ and .data/
+# (Multi30k's six .gz files in .data/multi30k/). The wheels are what an image with python 3.12
+# and torch lacks (datasets' dill and multiprocess; OpenNMT-py 3.0.4 and its configargparse,
+# pyonmttok and rapidfuzz), fetched once beforehand:
+#   opts='--no-deps --only-binary=:all: --python-version 3.12 --implementation cp
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
+#     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any'
+#   python3 -m pip download $opts -d .whl datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 \
+#       OpenNMT-py==3.0.4 ConfigArgParse==1.9.0 pyonmttok==1.38.1 rapidfuzz==3.14.6
+#   python3 -m pip download $opts -d .whl/fallback fsspec==2026.9.0  # if datasets fails without
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-bench-out}

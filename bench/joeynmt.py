@@ -116,10 +116,10 @@ def train_joeynmt(
     setup: PeerSetup = BENCH,
     cache: Path = DEFAULT_CACHE,
 ) -> dict:
-    """Train JoeyNMT with ``setup`` for ``steps`` steps or about ``minutes`` of its training loop, then
-    interrupt it (it saves the current weights on SIGINT). ``model`` is its model directory,
-    ``steps`` the steps in its latest checkpoint; ``tgt_tokens_per_s`` comes from its log
-    (see :func:`window_throughput`); ``wall_s`` is the whole process."""
+    """Train JoeyNMT with ``setup`` for ``steps`` steps or about ``minutes`` of its training
+    loop, then interrupt it (it saves the current weights on SIGINT). ``model`` is its model
+    directory, ``steps`` the steps in its latest checkpoint; ``tgt_tokens_per_s`` comes from its
+    log (see :func:`window_throughput`); ``wall_s`` is the whole process."""
     check_budget(minutes, steps)
     python = setup_joeynmt(cache)
     workdir = Path(workdir).resolve()

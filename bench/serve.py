@@ -2,8 +2,6 @@
 batched against unbatched, served translations against `translate translate`, memory over
 10,000 requests, and a soak of bad input interleaved with good requests.
 
-    python bench/serve.py -m MODEL_DIR [--quantize int8] [--beam 5] [--clients 1 8 32 128]
-
 Each client sends one Multi30k test sentence per request and waits for the answer before
 sending the next. "Unbatched" is the same load on a server started with
 `--max-batch-sentences 1 --batch-wait-ms 0`: one sentence per decode, requests queue in
@@ -218,7 +216,9 @@ async def soak(url: str, sentences: list[str], reference: list[str], rounds: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.serve",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-m", "--model", required=True, help="model directory")
     parser.add_argument("--test-set", default=str(TEST_SET), help="German sentences, .gz or not")

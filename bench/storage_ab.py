@@ -1,8 +1,6 @@
 """A/B in one run: training tokens/s with the ids gathered from the memory-mapped Arrow shards
 (the training path) against the same ids held in Python lists (how training held them before).
 
-    python bench/storage_ab.py --data-dir ../shared/data/multi30k [--reps 4] [--steps 30]
-
 The bench's context-vector model (bench/bench.py's SIZES, fp32, 2 threads) trains the same
 batches both ways, each measurement in its own process, alternating which goes first.
 """
@@ -48,7 +46,9 @@ def measure(data_dir: Path, out: Path, steps: int, lists: bool) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.storage_ab",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data-dir", type=Path, required=True, help="the Multi30k .gz files")
     parser.add_argument("--reps", type=int, default=4)

@@ -1,7 +1,5 @@
 """Peak memory of `translate translate` as the input grows: streaming keeps it flat.
 
-    python bench/stream_memory.py -m experiments/toy [--lines 10000 100000 500000]
-
 Each size runs in a fresh process; its peak RSS comes from getrusage(RUSAGE_CHILDREN).
 """
 
@@ -31,7 +29,9 @@ def peak_rss_of(command: list[str]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.stream_memory",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-m", "--model", required=True)
     parser.add_argument("--lines", type=int, nargs="+", default=[10_000, 100_000, 500_000])

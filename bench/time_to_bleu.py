@@ -1,27 +1,21 @@
 """Time to quality: training wall time until a checkpoint reaches a dev BLEU (beam 5), ours
 against OpenNMT-py, on the same machine, the same corpus and, with ``--spm``, the same pieces.
 
-    python bench/time_to_bleu.py --data-dir DIR [--corpus multi30k|tatoeba] [--target 38]
-        [--minutes 20] [--setup NAME[,NAME...]] [--spm FILE] [--config FILE]
-        [--score-every N] [--all] [--workdir DIR] [--systems opennmt,ours] [key=value ...]
-    python bench/time_to_bleu.py --data-dir DIR --sweep [--setup NAME,...] [--minutes 10]
-
 Both sides read the train and dev splits of ``--corpus`` (Multi30k: train, val; Tatoeba:
 train, valid) in ``--data-dir``. OpenNMT-py trains each set-up named by ``--setup``
 (bench/peer_setups.py's SETUPS; default: the sweep's winner, then ``bench``; a row is
-``opennmt`` for ``bench``, else ``opennmt-NAME``) for ``--minutes`` of its training loop and keeps a
-checkpoint every ``--opennmt-save-every`` steps. Ours trains ``--config`` (default: the
-corpus's attention recipe) with the ``key=value`` overrides and keeps its weights every
+``opennmt`` for ``bench``, else ``opennmt-NAME``) for ``--minutes`` of its training loop and
+keeps a checkpoint every ``--opennmt-save-every`` steps. Ours trains ``--config`` (default:
+the corpus's attention recipe) with the ``key=value`` overrides and keeps its weights every
 ``--valid-every`` steps (dev loss only, no dev BLEU, during training). ``--spm FILE`` (e.g.
 our experiment's ``spm.model``) gives both the same SentencePiece model; without it the peer
-trains an 8k one and ours its config's. Each clock
-is the toolkit's own training loop: start-up before it is not counted, and checkpoint saving
-and our dev-loss passes are. Afterwards each checkpoint (with ``--score-every N`` only every
-N-th and the last), oldest first, translates the dev split with beam 5 (length penalty 1.0)
-and is scored with cased sacreBLEU, until one reaches ``--target`` (``--all``: every one).
-The table lists every scored checkpoint, then when each system first reached the target, or
-the best it reached (a fixed-budget comparison: the same ``--minutes`` and
-``train.max_minutes``, with ``--all``).
+trains an 8k one and ours its config's. Each clock is the toolkit's own training loop:
+start-up before it is not counted, and checkpoint saving and our dev-loss passes are.
+Afterwards each checkpoint (with ``--score-every N`` only every N-th and the last), oldest
+first, translates the dev split with beam 5 (length penalty 1.0) and is scored with cased
+sacreBLEU, until one reaches ``--target`` (``--all``: every one). The table lists every scored
+checkpoint, then when each system first reached the target, or the best it reached (a
+fixed-budget comparison: the same ``--minutes`` and ``train.max_minutes``, with ``--all``).
 
 A system's checkpoints and scores are kept in ``DIR/SYSTEM.json``: a later run with the same
 ``--workdir`` does not train it again and scores only checkpoints not yet scored; it refuses
@@ -421,7 +415,9 @@ def print_sweep(results: dict[str, dict], setups: dict[str, PeerSetup]) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.time_to_bleu",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data-dir", required=True, help="folder with the corpus's .gz files")
     parser.add_argument("--corpus", choices=list(CORPORA), default="multi30k")
