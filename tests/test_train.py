@@ -1,7 +1,10 @@
 """The training loop's parts: schedule, loss, skipped steps, logging and progress."""
 
+import dataclasses
 import json
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -16,7 +19,7 @@ from translate.errors import UserError
 from translate.model.seq2seq import build_model
 from translate.train import log as trainlog
 from translate.train.checkpoint import TrainState
-from translate.train.loop import batch_loss, schedule
+from translate.train.loop import Interrupted, batch_loss, schedule
 
 VOCAB = 20
 SRC = [[5, 6, 7], [8, 9], [10, 11, 12, 13, 14]]
@@ -158,3 +161,71 @@ def test_the_progress_bar_ends_where_the_pace_since_this_process_started_says(mo
     progress.step(101)
     assert progress.elapsed() == 50.5
     assert progress.bar.total == 101 + 2299
+
+
+def counting_saves(monkeypatch) -> list[int]:
+    """The step of every checkpoint the loop saves from now on."""
+    steps = []
+    real = train_module.save_checkpoint
+
+    def save(out, ranks, device, model, optimizer, scaler, state, elapsed):
+        steps.append(state.step)
+        real(out, ranks, device, model, optimizer, scaler, state, elapsed)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save)
+    return steps
+
+
+def validated_steps(out) -> list[int]:
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [entry["step"] for entry in log if "dev_loss" in entry]
+
+
+def test_a_signal_on_a_validation_step_saves_one_checkpoint(word_corpus, tmp_path, monkeypatch):
+    saves = counting_saves(monkeypatch)
+    real = train_module.train_step
+
+    def signal_in_step_6(run, state, rows, elapsed):
+        result = real(run, state, rows, elapsed)
+        if state.step == 6:
+            os.kill(os.getpid(), signal.SIGINT)  # caught: it only sets the loop's flag
+        return result
+
+    monkeypatch.setattr(train_module, "train_step", signal_in_step_6)
+    out = tmp_path / "m"
+    cfg = tiny_config(
+        word_corpus,
+        f"out_dir={out}",
+        "train.max_steps=20",
+        "train.valid_every=3",
+        "train.valid_bleu_sentences=0",
+    )
+    with pytest.raises(Interrupted, match="at step 6"):
+        train_module.train(cfg, log=lambda message: None)
+    assert saves == [3, 6]  # step 6 validated, then saved once for both reasons
+    assert validated_steps(out) == [3, 6]
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert saved["loop"]["step"] == 6 and not saved["loop"]["finished"]
+
+
+def test_the_last_batch_ends_the_run_with_one_validation_and_one_save(
+    word_corpus, tmp_path, monkeypatch
+):
+    saves = counting_saves(monkeypatch)
+    real = train_module.setup
+
+    def more_steps_than_batches(*args):  # the epochs run out before the step limit
+        run = real(*args)
+        return dataclasses.replace(run, total_steps=run.total_steps + 10)
+
+    monkeypatch.setattr(train_module, "setup", more_steps_than_batches)
+    out = tmp_path / "m"
+    cfg = tiny_config(
+        word_corpus, f"out_dir={out}", "train.max_epochs=1", "train.valid_bleu_sentences=0"
+    )
+    train_module.train(cfg, log=lambda message: None)
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)["loop"]
+    assert saved["finished"] and saves == [saved["step"]]
+    assert validated_steps(out) == [saved["step"]]
+    train_module.train(cfg, log=lambda message: None)  # finished: nothing more to do
+    assert saves == [saved["step"]]

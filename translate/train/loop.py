@@ -89,40 +89,27 @@ def _train(cfg: Config, ranks: Ranks, log) -> Path:
     window = Window()
     metrics_file = open(run.out / METRICS, "a", encoding="utf-8") if ranks.main else nullcontext()
     with catch_signals() as caught, metrics_file as metrics:
-        for rows in epoch_batches(run, state):
+        for rows, last_batch in epoch_batches(run, state):
             # one step: forward, backward, clip, update
             loss, norm, tokens = train_step(run, state, rows, progress.elapsed())
             window.add(loss, norm, norm > t.clip_norm, *tokens)
             progress.step(state.step)
             if state.step % t.log_every == 0 and ranks.main:
                 log_window(window, state, run.optimizer, cfg.data.train, metrics, progress)
-            # stop at the step or time limit (rank 0's clock) or a signal on any rank
+            # stop after the last batch, at the step or time limit (rank 0's clock), or at a
+            # signal on any rank
             out_of_time = ranks.main and t.max_minutes and progress.elapsed() > t.max_minutes * 60
             signalled, out_of_time = distributed.any_rank(ranks, caught, out_of_time)
-            state.finished = state.finished or state.step >= run.total_steps or out_of_time
-            if state.step % t.valid_every == 0 or state.finished:
+            state.finished |= last_batch or state.step >= run.total_steps or out_of_time
+            validating = state.step % t.valid_every == 0 or state.finished
+            if validating:
                 validate_and_keep_best(run, state, metrics, progress)
+            if validating or signalled:  # once, when a signal comes on a validation step too
+                elapsed = progress.elapsed()
                 save_checkpoint(
-                    run.out,
-                    ranks,
-                    run.device,
-                    run.model,
-                    run.optimizer,
-                    run.scaler,
-                    state,
-                    progress.elapsed(),
+                    run.out, ranks, run.device, run.model, run.optimizer, run.scaler, state, elapsed
                 )
-            if signalled:  # Ctrl-C or SIGTERM: save and say how to go on
-                save_checkpoint(
-                    run.out,
-                    ranks,
-                    run.device,
-                    run.model,
-                    run.optimizer,
-                    run.scaler,
-                    state,
-                    progress.elapsed(),
-                )
+            if signalled:  # Ctrl-C or SIGTERM: say how to go on
                 progress.close()
                 raise Interrupted(
                     f"stopped by signal {caught[0] if caught else 'on another rank'} at step "
@@ -131,19 +118,6 @@ def _train(cfg: Config, ranks: Ranks, log) -> Path:
                 )
             if state.finished:
                 break
-        if not state.finished:  # the epochs ran out before the step limit came
-            state.finished = True
-            validate_and_keep_best(run, state, metrics, progress)
-            save_checkpoint(
-                run.out,
-                ranks,
-                run.device,
-                run.model,
-                run.optimizer,
-                run.scaler,
-                state,
-                progress.elapsed(),
-            )
     progress.close()
     seen = ", ".join(
         f"{n} of {path}" for path, n in pairs_seen(cfg.data.train, state.pairs_seen).items()
@@ -210,9 +184,10 @@ def adam(params, lr: float) -> torch.optim.Adam:
 # --- one step ---------------------------------------------------------------------------------
 
 
-def epoch_batches(run: Run, state: TrainState) -> Iterator[np.ndarray]:
+def epoch_batches(run: Run, state: TrainState) -> Iterator[tuple[np.ndarray, bool]]:
     """The global batches still to train on (arrays of row numbers), epoch after epoch, from
-    the state's epoch and position; counts the pairs of each corpus they hold.
+    the state's epoch and position, each with whether it is the last of the last epoch; counts
+    the pairs of each corpus they hold.
 
     Each epoch has its own seeded order, the same in every process and on resuming, so a
     resumed run sees the batches the uninterrupted one would have seen.
@@ -220,11 +195,11 @@ def epoch_batches(run: Run, state: TrainState) -> Iterator[np.ndarray]:
     t, data = run.cfg.train, run.data
     weights = [corpus.weight for corpus in run.cfg.data.train]
     while not state.finished and state.epoch <= t.max_epochs:
-        batches = data.train.epoch(state.epoch, t.seed, weights, t.batch_tokens)
-        for rows in batches[state.position :]:
+        batches = data.train.epoch(state.epoch, t.seed, weights, t.batch_tokens)[state.position :]
+        for number, rows in enumerate(batches, 1):
             counts = np.bincount(data.train.corpus_of(rows), minlength=len(weights))
             state.pairs_seen = [seen + int(n) for seen, n in zip(state.pairs_seen, counts)]
-            yield rows
+            yield rows, state.epoch == t.max_epochs and number == len(batches)
         state.epoch += 1
         state.position = 0
 
