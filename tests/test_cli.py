@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from translate.translator import finished_lines
+from translate.decoding import DecodeOptions
+from translate.output import finished_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,7 +142,8 @@ def test_scores_alignments_and_samples(attention_dir, tmp_path):
     source = tmp_path / "in.txt"
     source.write_text("hund katze\n\nbaum\n")
     translator = Translator.from_dir(attention_dir)
-    best = translator.translate_batch(["hund katze", "", "baum"], beam=3, return_attention=True)
+    options = DecodeOptions(beam=3, attention=True)
+    best = translator.translate_batch(["hund katze", "", "baum"], options)
     done = cli(
         "translate", "-m", attention_dir, "-i", source, "--beam", 3, "--scores", "--alignment"
     )

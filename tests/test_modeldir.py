@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from translate.config import Config
+from translate.decoding import DecodeOptions
 from translate.errors import UserError
 from translate.modeldir import (
     FORMAT_VERSION,
@@ -44,7 +45,7 @@ def test_directories_of_earlier_formats_translate_as_they_did(name, tmp_path):
     expected = json.loads((model_dir / "expected.json").read_text(encoding="utf-8"))
     translator = Translator.from_dir(model_dir, device="cpu")
     assert translator.translate(expected["lines"], beam=1) == expected["greedy"]
-    nbest = translator.translate_batch(expected["lines"], beam=3, n_best=2)
+    nbest = translator.translate_batch(expected["lines"], DecodeOptions(beam=3, n_best=2))
     for got, want in zip(nbest, expected["beam3"]):
         assert [c.text for c in got.candidates] == [text for text, _ in want]
         assert [c.score for c in got.candidates] == pytest.approx([s for _, s in want], abs=1e-5)

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from translate.cli import build_parser, main
-from translate.search import Sampling
+from translate.decoding import DecodeOptions, Sampling
 from translate.serve.http import build_app, serve_app
 from translate.serve.options import ServeOptions
 from translate.translator import Translator
@@ -102,7 +102,8 @@ def test_answers_equal_translator_output(attention_server, reference, beam):
     port, _ = attention_server
     status, answer = call(port, "POST", "/translate", {"text": LINES, "beam": beam})
     assert status == 200
-    wanted = [expected(t, 1) for t in reference.translate_batch(LINES, beam)]
+    options = reference.defaults.override(beam=beam)
+    wanted = [expected(t, 1) for t in reference.translate_batch(LINES, options)]
     assert answer["translations"] == wanted
     assert answer["translations"][0]["text"] == "dog cat"
     assert [a["text"] for a in answer["translations"]][1:3] == ["", ""]  # blank lines kept
@@ -113,7 +114,7 @@ def test_n_best_gives_a_list_per_line(attention_server, reference):
     request = {"text": LINES[:4], "beam": 4, "n_best": 3, "length_penalty": 0.5}
     status, answer = call(port, "POST", "/translate", request)
     assert status == 200
-    wanted = reference.translate_batch(LINES[:4], 4, 0.5, n_best=3)
+    wanted = reference.translate_batch(LINES[:4], DecodeOptions(4, 0.5, n_best=3))
     assert answer["translations"] == [expected(t, 3) for t in wanted]
     assert all(len(line) == 3 for line in answer["translations"])
 
@@ -124,7 +125,8 @@ def test_attention_pieces_and_alignment(attention_server, reference):
     request = {"text": lines, "beam": 2, "n_best": 2, "return_attention": True}
     status, answer = call(port, "POST", "/translate", request)
     assert status == 200
-    wanted = reference.translate_batch(lines, 2, n_best=2, return_attention=True)
+    options = reference.defaults.override(beam=2, n_best=2, attention=True)
+    wanted = reference.translate_batch(lines, options)
     for served, translation in zip(answer["translations"], wanted):
         for candidate, want in zip(served, translation.candidates):
             assert candidate["source_pieces"] == translation.source_pieces
@@ -141,7 +143,8 @@ def test_sampling_is_seeded_per_request(attention_server, reference):
     request = {"text": LINES[:4], "n_best": 3, "sample": {"temperature": 2.0, "seed": 7}}
     first = call(port, "POST", "/translate", request)
     assert first == call(port, "POST", "/translate", request)
-    wanted = reference.translate_batch(LINES[:4], n_best=3, sampling=Sampling(2.0, 0, 7))
+    options = DecodeOptions(n_best=3, sampling=Sampling(2.0, 0, 7))
+    wanted = reference.translate_batch(LINES[:4], options)
     assert first[1]["translations"] == [expected(t, 3) for t in wanted]
 
 
@@ -192,13 +195,20 @@ BAD = [
     (b'{"text": ["hund \xff"]}', 400, "not valid UTF-8 (a bad byte at offset 16)"),
     (b'{"text": ["\\ud800"]}', 400, "'text'[0] is not valid Unicode"),
     (b'{"text": ["hund"], "colour": 1}', 400, "unknown field(s) 'colour'; known: text, beam"),
-    (b'{"text": ["hund"], "beam": 0}', 400, "'beam' must be an integer from 1 to 64, got 0"),
+    (b'{"text": ["hund"], "beam": 0}', 400, "'beam' must be an integer >= 1, got 0"),
+    (b'{"text": ["hund"], "beam": 65}', 400, "'beam' must be at most 64, got 65"),
     (b'{"text": ["hund"], "beam": true}', 400, "'beam' must be an integer"),
     (b'{"text": ["hund"], "length_penalty": NaN}', 400, "'length_penalty' must be a number"),
-    (b'{"text": ["hund"], "beam": 2, "n_best": 3}', 400, "must not exceed the beam size (2)"),
+    (b'{"text": ["hund"], "beam": 2, "n_best": 3}', 400, "between 1 and the beam size (2)"),
     (b'{"text": ["hund"], "return_attention": 1}', 400, "'return_attention' must be true"),
     (b'{"text": ["hund"], "sample": {"top": 3}}', 400, "unknown 'sample' field(s) 'top'"),
-    (b'{"text": ["hund"], "sample": {}, "beam": 3}', 400, "takes no 'beam'"),
+    (
+        b'{"text": ["hund"], "sample": {}, "beam": 3}',
+        400,
+        "'sample' draws translations: it takes no beam",
+    ),
+    (b'{"text": ["hund"], "sample": {"temperature": 0}}', 400, "'sample.temperature' must be"),
+    (b'{"text": ["hund"], "sample": {"seed": -1}}', 400, "'sample.seed' must be an integer"),
     (
         json.dumps({"text": ["hund"] * 9}).encode(),
         413,
@@ -548,8 +558,8 @@ def test_page_translates_in_a_real_browser(served, request, tmp_path):
         url = f"http://127.0.0.1:{port}/"
         first, second = asyncio.run(use_page(devtools_port, url, "hund katze"))
     attention = served == "attention_server"
-    beam = translator.cfg.decode.beam
-    wanted = translator.translate_batch(["hund katze"], beam, n_best=3, return_attention=attention)
+    options = translator.defaults.override(n_best=3, attention=attention)  # the page's request
+    wanted = translator.translate_batch(["hund katze"], options)
     candidates = wanted[0].candidates
     assert first["error"] == "" and second["error"] == ""
     assert first["translation"] == candidates[0].text == "dog cat"

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import tiny_config
+from translate.decoding import DecodeOptions
 from translate.errors import UserError
 from translate.train.loop import train
 from translate.translator import Translator
@@ -40,14 +41,15 @@ def test_stream_keeps_line_count(trained_dir, tmp_path):
     translator = Translator.from_dir(trained_dir)
     lines = [f"{line}\n" for line in LINES * 5]
     out = io.StringIO()
-    assert translator.translate_stream(iter(lines), out, beam=1, chunk_size=4) == (len(lines), 0)
+    greedy = DecodeOptions(beam=1)
+    assert translator.translate_stream(iter(lines), out, greedy, chunk_size=4) == (len(lines), 0)
     assert out.getvalue().count("\n") == len(lines)
     assert out.getvalue().split("\n")[:-1] == translator.translate(LINES * 5, beam=1)
 
 
 def test_very_long_input_is_translated_not_crashed(trained_dir):
     translator = Translator.from_dir(trained_dir)
-    out = translator.translate_batch(["hund " * 2000, "katze"], beam=2)
+    out = translator.translate_batch(["hund " * 2000, "katze"], DecodeOptions(beam=2))
     assert len(out) == 2 and out[0].text.startswith("dog") and out[1].text == "cat"
     assert [t.truncated for t in out] == [True, False]
 
@@ -86,7 +88,7 @@ def test_any_unicode_keeps_line_count_and_order(translator, lines):
     lines = [line.replace("\n", " ") for line in lines]
     out = io.StringIO()
     count, _ = translator.translate_stream(
-        iter(f"{line}\n" for line in lines), out, beam=2, chunk_size=5
+        iter(f"{line}\n" for line in lines), out, DecodeOptions(beam=2), chunk_size=5
     )
     produced = out.getvalue().split("\n")
     assert count == len(lines) and produced[-1] == "" and len(produced) == len(lines) + 1
@@ -105,7 +107,7 @@ def test_batching_is_invariant_to_input_order(translator, lines):
 
 def test_n_best_lists(trained_dir):
     translator = Translator.from_dir(trained_dir)
-    nbest = translator.translate_batch(["hund katze", ""], n_best=3, beam=4)
+    nbest = translator.translate_batch(["hund katze", ""], DecodeOptions(beam=4, n_best=3))
     assert [len(t.candidates) for t in nbest] == [3, 3]
     texts = [c.text for c in nbest[0].candidates]
     scores = [c.score for c in nbest[0].candidates]
@@ -113,4 +115,4 @@ def test_n_best_lists(trained_dir):
     assert scores == sorted(scores, reverse=True)
     assert [(c.text, c.score) for c in nbest[1].candidates] == [("", 0.0)] * 3
     with pytest.raises(UserError, match="between 1 and the beam size"):
-        translator.translate_batch(["hund"], n_best=5, beam=4)
+        translator.translate_batch(["hund"], DecodeOptions(beam=4, n_best=5))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 
 from .config import load_config
+from .decoding import add_decoding_flags, options_from_flags
 from .errors import UserError
+from .serve.options import ServeOptions
 
 EXAMPLES = """\
 examples:
@@ -60,7 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _prepare_parser(sub)
+    _train_parser(sub)
+    _translate_parser(sub)
+    _tune_parser(sub)
+    _average_parser(sub)
+    _score_parser(sub)
+    _plot_parser(sub)
+    _serve_parser(sub)
+    _attention_parser(sub)
+    return parser
 
+
+def _prepare_parser(sub) -> None:
     prep = sub.add_parser(
         "prepare",
         help="train SentencePiece and encode/filter the training data",
@@ -70,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(prep)
 
+
+def _train_parser(sub) -> None:
     train = sub.add_parser(
         "train",
         help="train a model; out_dir becomes a self-contained model directory",
@@ -82,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(train)
 
+
+def _translate_parser(sub) -> None:
     tr = sub.add_parser(
         "translate",
         help="translate lines from a file or stdin",
@@ -91,10 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("-m", "--model", required=True, help="model directory written by 'train'")
     tr.add_argument("-i", "--input", help="input file (default: stdin)")
     tr.add_argument("-o", "--output", help="output file (default: stdout); written atomically")
-    tr.add_argument("--beam", type=int, help="beam size; 1 = greedy (default: the model's)")
-    tr.add_argument("--length-penalty", type=float, help="GNMT alpha (default: the model's)")
+    add_decoding_flags(tr)
     add_runtime_options(tr)
-
     tr.add_argument(
         "--resume",
         action="store_true",
@@ -106,34 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="translate lines with invalid UTF-8 (bad bytes become U+FFFD) instead of stopping",
     )
     tr.add_argument(
-        "--n-best",
-        type=int,
-        metavar="N",
-        help="write the N best translations of each line as 'LINE ||| TEXT ||| SCORE'",
-    )
-    tr.add_argument(
         "--scores",
         action="store_true",
         help="write 'TEXT ||| SCORE': the log-probability divided by the length penalty",
     )
-    tr.add_argument(
-        "--alignment",
-        action="store_true",
-        help="add '||| SRC-TGT ...' to each line: for every target subword piece, the source "
-        "piece it attends to most (pieces counted from 0; models with attention)",
-    )
-    tr.add_argument(
-        "--sample",
-        action="store_true",
-        help="draw translations from the model instead of searching (e.g. for back-translation); "
-        "with --n-best N, N of them; see --temperature, --top-k, --seed",
-    )
-    tr.add_argument("--temperature", type=float, default=1.0, help="sampling (default: 1.0)")
-    tr.add_argument(
-        "--top-k", type=int, default=0, help="sampling from the K most probable tokens (0: all)"
-    )
-    tr.add_argument("--seed", type=int, default=1, help="sampling seed (default: 1)")
 
+
+def _tune_parser(sub) -> None:
     tu = sub.add_parser(
         "tune",
         help="pick beam size and length penalty on the dev set",
@@ -150,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="length penalties, comma-separated (default: 0,0.5,1,1.5)",
     )
 
+
+def _average_parser(sub) -> None:
     av = sub.add_parser(
         "average",
         help="average the last N checkpoints into model.pt",
@@ -160,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("-m", "--model", required=True, help="model directory")
     av.add_argument("-n", "--last", type=int, default=5, help="how many (default: 5)")
 
+
+def _score_parser(sub) -> None:
     sc = sub.add_parser(
         "score",
         help="BLEU and chrF (and TER) of hypothesis files, with sacrebleu signatures",
@@ -183,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--src", help="source file: adds BLEU by source-length bucket")
     sc.add_argument("--plot", help="with --src: also draw the buckets as a PNG chart")
 
+
+def _plot_parser(sub) -> None:
     pl = sub.add_parser(
         "plot",
         help="training curves of a model directory as a PNG",
@@ -191,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("-m", "--model", required=True, help="model directory")
     pl.add_argument("-o", "--output", required=True, help="PNG file to write")
 
+
+def _serve_parser(sub) -> None:
     sv = sub.add_parser(
         "serve",
         help="an HTTP translation service: JSON API and a web page (pip install 'translate[serve]')",
@@ -202,54 +206,31 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("-m", "--model", required=True, help="model directory written by 'train'")
     sv.add_argument(
         "--host",
-        default="127.0.0.1",
-        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: all)",
+        help="address to listen on (default: %(default)s; 127.0.0.1: this machine "
+        "only; 0.0.0.0: all)",
     )
-    sv.add_argument("--port", type=int, default=8000, help="default: 8000; 0: any free port")
-    sv.add_argument("--beam", type=int, help="default beam of requests (default: the model's)")
-    sv.add_argument("--length-penalty", type=float, help="default GNMT alpha (the model's)")
+    sv.add_argument("--port", type=int, help="default: %(default)s; 0: any free port")
+    add_decoding_flags(sv, for_requests=True)
     add_runtime_options(sv)
-    sv.add_argument(
-        "--max-sentences", type=int, default=256, help="per request, else 413 (default: 256)"
-    )
-    sv.add_argument(
-        "--max-bytes",
-        type=int,
-        default=1_000_000,
-        help="request body size, else 413 (default: 1000000)",
-    )
-    sv.add_argument(
-        "--max-batch-sentences",
-        type=int,
-        default=64,
-        help="sentences decoded together at most (default: 64; 1: no batching)",
-    )
-    sv.add_argument(
-        "--max-batch-tokens",
-        type=int,
-        default=6000,
-        help="source subwords decoded together at most (default: 6000)",
-    )
-    sv.add_argument(
-        "--batch-wait-ms",
-        type=float,
-        default=5.0,
-        help="how long a sentence waits for others to share its batch (default: 5)",
-    )
-    sv.add_argument(
-        "--max-queued-sentences",
-        type=int,
-        default=4096,
-        help="sentences of all requests waiting to be decoded at most; a request that would go "
-        "beyond gets 503 with Retry-After (default: 4096)",
-    )
-    sv.add_argument(
-        "--shutdown-timeout",
-        type=float,
-        default=60.0,
-        help="seconds the requests in flight get to finish after SIGTERM (default: 60)",
-    )
+    for flag, kind, what in (
+        ("--max-sentences", int, "sentences per request, else 413"),
+        ("--max-bytes", int, "request body size, else 413"),
+        ("--max-batch-sentences", int, "sentences decoded together at most (1: no batching)"),
+        ("--max-batch-tokens", int, "source subwords decoded together at most"),
+        ("--batch-wait-ms", float, "how long a sentence waits for others to share its batch"),
+        (
+            "--max-queued-sentences",
+            int,
+            "sentences of all requests waiting to be decoded at most; a request that would go "
+            "beyond gets 503 with Retry-After",
+        ),
+        ("--shutdown-timeout", float, "seconds the requests in flight get after SIGTERM"),
+    ):
+        sv.add_argument(flag, type=kind, help=what + " (default: %(default)s)")
+    sv.set_defaults(**dataclasses.asdict(ServeOptions()))  # the defaults are ServeOptions'
 
+
+def _attention_parser(sub) -> None:
     at = sub.add_parser(
         "attention",
         help="attention heatmaps (PNG) for chosen sentences",
@@ -259,66 +240,47 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("-m", "--model", required=True, help="model directory with attention")
     at.add_argument("-o", "--output", required=True, help="folder for attention-N.png files")
     at.add_argument("sentences", nargs="+", help="source sentences")
-    return parser
 
 
 def _translate(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
-
+    """``translate translate``: the model's decoding options with the flags', into a file or
+    stdout."""
+    from .output import check_output, translate_file
     from .runtime import set_threads
-    from .translator import Translator, finished_lines, input_lines
+    from .translator import Translator
 
-    if args.beam is not None and args.beam < 1:
-        raise UserError(f"--beam must be >= 1, got {args.beam}")
-    if args.resume and (args.output is None or args.n_best or args.sample):
-        raise UserError("--resume continues an output file: give -o, without --n-best or --sample")
-    sampling = None
-    if args.sample:
-        from .search import Sampling
-
-        sampling = Sampling(args.temperature, args.top_k, args.seed)
-    options = dict(
-        n_best=args.n_best, scores=args.scores, alignment=args.alignment, sampling=sampling
-    )
-    out_path = Path(args.output) if args.output else None
-    if out_path is not None and not out_path.parent.is_dir():
-        raise UserError(f"cannot write {out_path}: the folder {out_path.parent} does not exist")
+    output = Path(args.output) if args.output else None
+    check_output(output)
     set_threads(args.threads)
     translator = Translator.from_dir(
         args.model, device=args.device, dtype=args.dtype, quantize=args.quantize
     )
-    if out_path is None:
-        lines = input_lines(args.input, args.replace_bad_utf8)
-        _, truncated = translator.translate_stream(lines, sys.stdout, args.beam, **options)
-        _warn_truncated(truncated, translator.max_source_len)
-        return
-    # write to OUT.tmp and rename when complete: OUT is never half-written
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    done = finished_lines(tmp) if args.resume and tmp.is_file() else 0
-    if done:
-        print(f"resuming after the {done} lines already in {tmp}", file=sys.stderr)
-    lines = input_lines(args.input, args.replace_bad_utf8, skip=done)
-    with (
-        open(tmp, "a" if done else "w", encoding="utf-8", newline="\n") as out,
-        tqdm(desc="translate", unit="line", mininterval=1.0, initial=done) as progress,
-    ):
-        count, truncated = translator.translate_stream(
-            lines, out, args.beam, progress=progress, **options
-        )
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, out_path)
-    print(f"translated {done + count} lines into {out_path}", file=sys.stderr)
-    _warn_truncated(truncated, translator.max_source_len)
+    options = options_from_flags(args, translator.defaults)
+    translate_file(
+        translator,
+        args.input,
+        output,
+        options,
+        numbered=args.n_best is not None,
+        scores=args.scores,
+        resume=args.resume,
+        replace_bad_utf8=args.replace_bad_utf8,
+        log=_log,
+    )
 
 
-def _warn_truncated(truncated: int, limit: int) -> None:
-    if truncated:
-        print(
-            f"translate: warning: {truncated} input line(s) longer than {limit} subwords "
-            "were truncated to that length",
-            file=sys.stderr,
-        )
+def _tune(args: argparse.Namespace) -> None:
+    from .score import read_same_length
+    from .tune import tune_decoding
+
+    sources, refs = read_same_length([args.src, args.ref])
+    beams = _numbers(args.beams, int, "--beams")
+    alphas = _numbers(args.alphas, float, "--alphas")
+    best = tune_decoding(args.model, sources, refs, beams, alphas, progress=_log)["best"]
+    print(
+        f"best: beam {best['beam']}, length_penalty {best['length_penalty']}, "
+        f"BLEU {best['bleu']} (written to {args.model}/config.yaml)"
+    )
 
 
 def _numbers(text: str, kind: type, option: str) -> list:
@@ -326,8 +288,8 @@ def _numbers(text: str, kind: type, option: str) -> list:
         values = [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise UserError(f"{option} takes comma-separated numbers, got {text!r}") from None
-    if not values or (kind is int and min(values) < 1):
-        raise UserError(f"{option} takes numbers >= 1, got {text!r}")
+    if not values:
+        raise UserError(f"{option} takes at least one number, got {text!r}")
     return values
 
 
@@ -392,17 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "score":
             _score(args)
         elif args.command == "tune":
-            from .score import read_same_length
-            from .tune import tune_decoding
-
-            sources, refs = read_same_length([args.src, args.ref])
-            beams = _numbers(args.beams, int, "--beams")
-            alphas = _numbers(args.alphas, float, "--alphas")
-            best = tune_decoding(args.model, sources, refs, beams, alphas, progress=_log)["best"]
-            print(
-                f"best: beam {best['beam']}, length_penalty {best['length_penalty']}, "
-                f"BLEU {best['bleu']} (written to {args.model}/config.yaml)"
-            )
+            _tune(args)
         elif args.command == "average":
             from .train.average import average_checkpoints
 
@@ -417,7 +369,6 @@ def main(argv: list[str] | None = None) -> int:
             plot_training_curves(metrics, args.output)
         elif args.command == "serve":
             from .serve.http import serve
-            from .serve.options import ServeOptions
 
             serve(args.model, ServeOptions.from_namespace(args))
         elif args.command == "attention":

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from .decoding import DecodeOptions, DecodingError
 from .errors import UserError
 
 
@@ -101,10 +102,11 @@ class TrainConfig:
 
 @dataclass
 class DecodeConfig:
-    """Search settings used by ``translate`` unless overridden on the command line."""
+    """Search settings used by ``translate`` unless overridden on the command line: the beam
+    and length penalty are the model's :class:`~translate.decoding.DecodeOptions`."""
 
-    beam: int = 5
-    length_penalty: float = 1.0  # GNMT alpha; 0 = raw log-probability
+    beam: int = DecodeOptions.beam
+    length_penalty: float = DecodeOptions.length_penalty  # GNMT alpha; 0 = raw log-probability
     max_len_a: float = 1.5  # maximum output length = a * source_length + b
     max_len_b: int = 10
     batch_size: int = 64  # sentences per batch
@@ -188,12 +190,15 @@ def _check_ranges(cfg: Config) -> None:
         "train.lr": cfg.train.lr,
         "train.clip_norm": cfg.train.clip_norm,
         "train.valid_every": cfg.train.valid_every,
-        "decode.beam": cfg.decode.beam,
         "decode.batch_size": cfg.decode.batch_size,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"'{key}' must be > 0, got {value}")
+    try:
+        DecodeOptions.from_config(cfg.decode)
+    except DecodingError as err:
+        raise ConfigError(err.naming(f"'decode.{err.setting}'")) from None
     if cfg.model.tie_source_embedding and not (cfg.model.tie_embeddings and cfg.data.joint_vocab):
         raise ConfigError(
             "'model.tie_source_embedding' needs 'model.tie_embeddings' and 'data.joint_vocab'"

@@ -6,13 +6,18 @@ Both searches are batched over sentences (and beams) and stop early once every r
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import torch
 
-from .config import DecodeConfig
 from .data.batches import source_batch
 from .data.vocab import BOS, EOS, PAD
+from .decoding import DecodeOptions, Sampling
+
+if TYPE_CHECKING:
+    from .config import DecodeConfig
 
 NEG_INF = float("-inf")
 
@@ -157,17 +162,6 @@ def beam_search(
     return _best_first(retired, batch, beam, n_best)
 
 
-@dataclass
-class Sampling:
-    """Settings of sampled decoding (e.g. for back-translation): each token drawn from the
-    model's distribution sharpened or flattened by ``temperature``, from the ``top_k`` most
-    probable (0: all), with a generator seeded by ``seed``."""
-
-    temperature: float = 1.0
-    top_k: int = 0
-    seed: int = 1
-
-
 @torch.no_grad()
 def sample_search(
     model,
@@ -259,17 +253,21 @@ def search_batches(
     src_ids: list[list[int]],
     decode: DecodeConfig,
     device: torch.device,
+    options: DecodeOptions | None = None,
+    *,
     beam: int | None = None,
-    n_best: int = 1,
-    sampling: Sampling | None = None,
 ) -> list[list[Hypothesis]]:
-    """The ``n_best`` hypotheses of each source (id lists), in input order: sources are sorted
-    by length into batches of ``decode.batch_size``; beam 1 with one hypothesis is greedy, and
-    with ``sampling`` the hypotheses are drawn (one generator, seeded once, for all batches)."""
-    beam = beam or decode.beam
+    """The ``options.n_best`` hypotheses of each source (id lists), in input order: sources are
+    sorted by length into batches of ``decode.batch_size``, each searched as ``options`` ask
+    (default: the config's; ``beam`` in place of theirs, as validation asks for greedy): beam
+    1 with one hypothesis is greedy; sampling draws from one generator, seeded once."""
+    options = options if options is not None else DecodeOptions.from_config(decode)
+    if beam is not None:
+        options = dataclasses.replace(options, beam=beam)
     order = sorted(range(len(src_ids)), key=lambda i: len(src_ids[i]), reverse=True)
     results: list = [None] * len(src_ids)
     model.eval()
+    sampling = options.sampling
     generator = torch.Generator().manual_seed(sampling.seed) if sampling else None
     for start in range(0, len(order), decode.batch_size):
         chunk = order[start : start + decode.batch_size]
@@ -278,9 +276,9 @@ def search_batches(
         max_len = max_lengths(batch.src_lengths, decode.max_len_a, decode.max_len_b).to(device)
         if sampling is not None:
             hyps = sample_search(
-                model, src_tokens, src_lengths, max_len, sampling, n_best, generator
+                model, src_tokens, src_lengths, max_len, sampling, options.n_best, generator
             )
-        elif beam == 1 and n_best == 1:
+        elif options.beam == 1 and options.n_best == 1:
             hyps = [[h] for h in greedy_search(model, src_tokens, src_lengths, max_len)]
         else:
             hyps = beam_search(
@@ -288,9 +286,9 @@ def search_batches(
                 src_tokens,
                 src_lengths,
                 max_len,
-                beam=beam,
-                length_penalty=decode.length_penalty,
-                n_best=n_best,
+                beam=options.beam,
+                length_penalty=options.length_penalty,
+                n_best=options.n_best,
                 drop_finished=decode.drop_finished,
             )
         for index, hyp in zip(chunk, hyps):

@@ -14,15 +14,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config, DecodeConfig
+from .config import Config
 from .data.batches import pair_batch
 from .data.corpus import utf8_lines
 from .data.vocab import EOS, Vocab
+from .decoding import DecodeOptions
 from .errors import UserError
 from .model.seq2seq import Seq2Seq, build_model
 from .modeldir import ModelDirError, read_model_dir
 from .runtime import autocast, pick_device, resolve_dtype
-from .search import Sampling, search_batches
+from .search import search_batches
 
 
 @dataclass
@@ -114,49 +115,44 @@ class Translator:
             model = quantize_int8(model)
         return cls(files.cfg, model, files.src_vocab, files.tgt_vocab, dev, dtype)
 
+    @property
+    def defaults(self) -> DecodeOptions:
+        """The model's decoding options, from its config's decode section (read at each use, so
+        that a changed ``cfg.decode`` applies)."""
+        return DecodeOptions.from_config(self.cfg.decode)
+
+    def check(self, options: DecodeOptions) -> None:
+        """Refuse options this model cannot follow: attention from a model without it."""
+        if options.attention and self.model.decoder.attention is None:
+            raise UserError("this model has no attention (model.attention is none)")
+
     def translate(
         self, lines: list[str], beam: int | None = None, length_penalty: float | None = None
     ) -> list[str]:
         """Translations of ``lines``, one per line, in order; blank lines stay blank."""
-        return [t.text for t in self.translate_batch(lines, beam, length_penalty)]
+        options = self.defaults.override(beam=beam, length_penalty=length_penalty)
+        return [t.text for t in self.translate_batch(lines, options)]
 
     def translate_batch(
-        self,
-        lines: list[str],
-        beam: int | None = None,
-        length_penalty: float | None = None,
-        n_best: int = 1,
-        return_attention: bool = False,
-        sampling: Sampling | None = None,
+        self, lines: list[str], options: DecodeOptions | None = None
     ) -> list[Translation]:
-        """The ``n_best`` best candidates of each line (blank lines: blank candidates of score
-        0), decoded in length-sorted batches; with ``sampling``, ``n_best`` drawn ones."""
-        decode = self.decode_config(beam, length_penalty)
-        if sampling is None and not 1 <= n_best <= decode.beam:
-            raise UserError(
-                f"n-best must be between 1 and the beam size ({decode.beam}), got {n_best}"
-            )
-        if sampling is not None and (n_best < 1 or sampling.temperature <= 0 or sampling.top_k < 0):
-            raise UserError(
-                "sampling needs n-best >= 1, a temperature > 0 and top-k >= 0 (0: all tokens)"
-            )
-        if return_attention and self.model.decoder.attention is None:
-            raise UserError("this model has no attention (model.attention is none)")
+        """The ``options.n_best`` candidates of each line (default options: the model's;
+        blank lines: blank candidates of score 0), decoded in length-sorted batches."""
+        options = options if options is not None else self.defaults
+        self.check(options)
         keep = [i for i, line in enumerate(lines) if line.strip()]
         src_ids = self.src_vocab.encode([lines[i] for i in keep])
         truncated = [len(ids) > self.max_source_len for ids in src_ids]
         src_ids = [ids[: self.max_source_len] for ids in src_ids]
         with autocast(self.device, self.dtype):
-            hyps = search_batches(
-                self.model, src_ids, decode, self.device, n_best=n_best, sampling=sampling
-            )
-        out = [Translation([Candidate("", 0.0)] * n_best) for _ in lines]
+            hyps = search_batches(self.model, src_ids, self.cfg.decode, self.device, options)
+        out = [Translation([Candidate("", 0.0)] * options.n_best) for _ in lines]
         for index, ids, nbest, cut in zip(keep, src_ids, hyps, truncated):
             candidates = [
                 Candidate(self.tgt_vocab.decode(h.tokens), h.score, h.log_prob) for h in nbest
             ]
             out[index] = Translation(candidates, cut)
-            if return_attention:
+            if options.attention:
                 self._attach_attention(out[index], ids, [h.tokens for h in nbest])
         return out
 
@@ -182,7 +178,8 @@ class Translator:
     def attention(self, sentence: str, beam: int | None = None):
         """Source pieces, translated pieces (EOS included) and the attention weights
         (tgt_len, src_len) the model used to produce its translation of ``sentence``."""
-        translation = self.translate_batch([sentence], beam or 1, return_attention=True)[0]
+        options = self.defaults.override(beam=beam or 1, attention=True)
+        translation = self.translate_batch([sentence], options)[0]
         best = translation.candidates[0]
         return translation.source_pieces, best.pieces, torch.tensor(best.attention)
 
@@ -190,36 +187,27 @@ class Translator:
         self,
         lines: Iterable[str],
         out: TextIO,
-        beam: int | None = None,
+        options: DecodeOptions | None = None,
         chunk_size: int = 2000,
         progress=None,
-        n_best: int | None = None,
+        numbered: bool = False,
         scores: bool = False,
-        alignment: bool = False,
-        sampling: Sampling | None = None,
     ) -> tuple[int, int]:
         """Translate an iterable of lines in chunks, writing one line out per line in, or with
-        ``n_best`` N lines ``LINE ||| TEXT ||| SCORE`` (LINE counted from 0). ``scores`` adds
-        ``||| SCORE`` to one-line output, ``alignment`` ``||| SRC-TGT ...`` (subword pieces,
-        from 0, EOS left out) to every line. Returns how many lines were translated and how
-        many of them were cut to the length limit."""
+        ``numbered`` ``options.n_best`` lines ``LINE ||| TEXT ||| SCORE`` (LINE counted from
+        0). ``scores`` adds ``||| SCORE`` to one-line output; attention in the options adds
+        ``||| SRC-TGT ...`` (subword pieces, from 0, EOS left out) to every line. Returns how
+        many lines were translated and how many of them were cut to the length limit."""
+        options = options if options is not None else self.defaults
         count, truncated, chunk = 0, 0, []
         for line in itertools.chain(lines, [None]):  # None: the end, to flush the last chunk
             if line is not None:
                 chunk.append(line.rstrip("\n").removesuffix("\r"))
             if len(chunk) == chunk_size or (line is None and chunk):
-                drawn = None
-                if sampling is not None:  # each chunk its own stream of the seed
-                    key = np.random.SeedSequence([sampling.seed, count // chunk_size])
-                    drawn = dataclasses.replace(sampling, seed=int(key.generate_state(1)[0]))
                 translations = self.translate_batch(
-                    chunk,
-                    beam,
-                    n_best=n_best or 1,
-                    return_attention=alignment,
-                    sampling=drawn,
+                    chunk, _chunk_seeded(options, count, chunk_size)
                 )
-                _write(translations, count, out, n_best, scores, alignment)
+                _write(translations, count, out, numbered, scores, options.attention)
                 if progress is not None:
                     progress.update(len(chunk))
                 count += len(chunk)
@@ -227,25 +215,23 @@ class Translator:
                 chunk = []
         return count, truncated
 
-    def decode_config(self, beam: int | None, length_penalty: float | None) -> DecodeConfig:
-        """The model's decoding settings with the given ones (when not None) in their place."""
-        decode = dataclasses.replace(self.cfg.decode)
-        if beam is not None and beam < 1:
-            raise UserError(f"the beam size must be >= 1, got {beam}")
-        if beam is not None:
-            decode.beam = beam
-        if length_penalty is not None:
-            decode.length_penalty = length_penalty
-        return decode
+
+def _chunk_seeded(options: DecodeOptions, first: int, chunk_size: int) -> DecodeOptions:
+    """With sampling, each chunk of a stream draws from its own stream of the seed."""
+    if options.sampling is None:
+        return options
+    key = np.random.SeedSequence([options.sampling.seed, first // chunk_size])
+    sampling = dataclasses.replace(options.sampling, seed=int(key.generate_state(1)[0]))
+    return dataclasses.replace(options, sampling=sampling)
 
 
-def _write(translations: list[Translation], first: int, out: TextIO, n_best, scores, alignment):
+def _write(translations: list[Translation], first: int, out: TextIO, numbered, scores, alignment):
     for offset, translation in enumerate(translations):
         for candidate in translation.candidates:
             fields = [" ".join(candidate.text.split())]  # no newline may shift later lines
-            if n_best:
+            if numbered:
                 fields.insert(0, str(first + offset))
-            if n_best or scores:
+            if numbered or scores:
                 fields.append(f"{candidate.score:.4f}")
             if alignment:
                 pairs = enumerate((candidate.alignment or [])[:-1])  # EOS has no piece
@@ -268,13 +254,3 @@ def input_lines(path: str | None, replace_bad_utf8: bool = False, skip: int = 0)
         raise UserError(f"input file not found: {path}")
     with open(path, "rb") as stream:
         yield from utf8_lines(stream, path, replace_bad_utf8, hint, skip)
-
-
-def finished_lines(partial: Path) -> int:
-    """How many whole lines a partly written output holds; a cut-off last line is removed."""
-    data = partial.read_bytes()
-    whole = data[: data.rfind(b"\n") + 1]
-    if len(whole) != len(data):
-        with open(partial, "r+b") as f:
-            f.truncate(len(whole))
-    return whole.count(b"\n")

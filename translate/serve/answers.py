@@ -7,11 +7,12 @@ from pathlib import Path
 
 import torch
 
+from ..decoding import DecodeOptions
 from ..model.seq2seq import build_model
 from ..modeldir import CONFIG, METRICS, read_config
 from ..translator import Translation, Translator
 from .options import MAX_BEAM, ServeOptions
-from .requests import default_decoding, is_number
+from .requests import is_number
 
 
 def translation_json(translation: Translation, n_best: int, max_source_len: int):
@@ -37,9 +38,11 @@ def translation_json(translation: Translation, n_best: int, max_source_len: int)
     return candidates if n_best > 1 else candidates[0]
 
 
-def model_json(translator: Translator, model_dir: Path, options: ServeOptions) -> dict:
+def model_json(
+    translator: Translator, model_dir: Path, options: ServeOptions, defaults: DecodeOptions
+) -> dict:
     """What ``GET /model`` says: languages, sizes, vocabularies, decoding defaults, dev BLEU."""
-    cfg, defaults = translator.cfg, default_decoding(translator, options)
+    cfg = translator.cfg
     with torch.device("meta"):  # the parameter count without memory (int8 hides the weights)
         shape = build_model(cfg.model, len(translator.src_vocab), len(translator.tgt_vocab))
     sizes = {

@@ -1,30 +1,33 @@
 """Dynamic batching for ``translate serve``: sentences of concurrent requests wait in queues
-by decoding options; one batcher task takes the oldest group when it is full or its first
-sentence has waited long enough, and decodes it as one length-sorted batch in a single worker
-thread, so that the event loop keeps answering and two decodes never compete for the cores."""
+by decoding options (a sampled request in a queue of its own); one batcher task takes the
+oldest queue when it is full or its first sentence has waited long enough, and decodes it as
+one length-sorted batch in a single worker thread, so that the event loop keeps answering and
+two decodes never compete for the cores."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ..search import Sampling
+from ..decoding import DecodeOptions
 from ..translator import Translation, Translator
 
 
 @dataclass(frozen=True)
-class DecodeOptions:
-    """What a request asks of the search; sentences are batched only with equal options."""
+class Group:
+    """The queue a sentence waits in: sentences are batched only with equal options, and
+    those of a sampled request only with each other (its sampling is seeded per request)."""
 
-    beam: int
-    length_penalty: float
-    n_best: int = 1
-    attention: bool = False
-    sample: tuple[float, int, int] | None = None  # temperature, top_k, seed
-    alone: int = 0  # > 0: a request decoded on its own (sampling: seeded per request)
+    options: DecodeOptions
+    request: int = 0  # > 0: the number of a request decoded on its own
+
+    @property
+    def alone(self) -> bool:
+        return self.request > 0
 
 
 @dataclass
@@ -32,7 +35,6 @@ class Job:
     """One request's sentences on their way through the batcher."""
 
     lines: list[str]
-    options: DecodeOptions
     future: asyncio.Future
     results: list
     remaining: int
@@ -67,8 +69,9 @@ class Batcher:
         self.translator = translator
         self.max_sentences, self.max_tokens, self.wait_s = max_sentences, max_tokens, wait_s
         self.max_queued = max_queued  # sentences waiting at most (0: no limit)
-        self.queues: dict[DecodeOptions, deque[Waiting]] = {}  # oldest options first
-        self.queued_tokens: dict[DecodeOptions, int] = {}
+        self.queues: dict[Group, deque[Waiting]] = {}  # oldest group first
+        self.queued_tokens: dict[Group, int] = {}
+        self.requests_alone = itertools.count(1)  # numbers the groups of sampled requests
         self.arrived = asyncio.Event()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
         self.decoding = 0  # sentences in the batch being decoded
@@ -95,12 +98,13 @@ class Batcher:
                 f"{self.max_queued} (--max-queued-sentences); retry later"
             )
         loop = asyncio.get_running_loop()
-        job = Job(lines, options, loop.create_future(), [None] * len(lines), len(lines))
+        group = Group(options, next(self.requests_alone) if options.sampling else 0)
+        job = Job(lines, loop.create_future(), [None] * len(lines), len(lines))
         limit, now = self.translator.max_source_len, loop.time()
         tokens = [min(len(ids), limit) + 1 for ids in self.translator.src_vocab.encode(lines)]
-        queue = self.queues.setdefault(options, deque())
+        queue = self.queues.setdefault(group, deque())
         queue.extend(Waiting(job, index, count, now) for index, count in enumerate(tokens))
-        self.queued_tokens[options] = self.queued_tokens.get(options, 0) + sum(tokens)
+        self.queued_tokens[group] = self.queued_tokens.get(group, 0) + sum(tokens)
         self.arrived.set()
         return await job.future
 
@@ -118,68 +122,59 @@ class Batcher:
     async def _run(self) -> None:
         while True:
             await self._wait_for_batch()
-            options, batch = self._take()
+            group, batch = self._take()
             if batch:
-                await self._decode(options, batch)
+                await self._decode(group.options, batch)
 
     async def _wait_for_batch(self) -> None:
-        """Until something waits, then until the oldest options have a full batch or their
-        first sentence has waited ``wait_s``."""
+        """Until something waits, then until the oldest group has a full batch or its first
+        sentence has waited ``wait_s``."""
         while not self.queues:
             self.arrived.clear()
             await self.arrived.wait()
-        options = self._oldest()
-        first = self.queues[options][0].arrived
+        group = self._oldest()
+        first = self.queues[group][0].arrived
         loop = asyncio.get_running_loop()
-        while not self._full(options) and loop.time() < first + self.wait_s:
+        while not self._full(group) and loop.time() < first + self.wait_s:
             self.arrived.clear()
             try:
                 await asyncio.wait_for(self.arrived.wait(), first + self.wait_s - loop.time())
             except asyncio.TimeoutError:
                 break
 
-    def _oldest(self) -> DecodeOptions:
-        return min(self.queues, key=lambda options: self.queues[options][0].arrived)
+    def _oldest(self) -> Group:
+        return min(self.queues, key=lambda group: self.queues[group][0].arrived)
 
-    def _full(self, options: DecodeOptions) -> bool:
+    def _full(self, group: Group) -> bool:
         return (
-            options.alone > 0  # a request decoded on its own has all its sentences here
-            or len(self.queues[options]) >= self.max_sentences
-            or self.queued_tokens[options] >= self.max_tokens
+            group.alone  # a request decoded on its own has all its sentences here
+            or len(self.queues[group]) >= self.max_sentences
+            or self.queued_tokens[group] >= self.max_tokens
         )
 
-    def _take(self) -> tuple[DecodeOptions, list[Waiting]]:
-        """The oldest options' waiting sentences, up to the caps (at least one; all of a
+    def _take(self) -> tuple[Group, list[Waiting]]:
+        """The oldest group's waiting sentences, up to the caps (at least one; all of a
         request decoded on its own), skipping those of requests already answered."""
-        options = self._oldest()
-        queue, batch, tokens = self.queues[options], [], 0
+        group = self._oldest()
+        queue, batch, tokens = self.queues[group], [], 0
         while queue and (
-            options.alone
+            group.alone
             or not batch
             or (len(batch) < self.max_sentences and tokens + queue[0].tokens <= self.max_tokens)
         ):
             waiting = queue.popleft()
-            self.queued_tokens[options] -= waiting.tokens
+            self.queued_tokens[group] -= waiting.tokens
             if not waiting.job.future.done():  # not failed or cancelled meanwhile
                 batch.append(waiting)
                 tokens += waiting.tokens
         if not queue:
-            del self.queues[options], self.queued_tokens[options]
-        return options, batch
+            del self.queues[group], self.queued_tokens[group]
+        return group, batch
 
     async def _decode(self, options: DecodeOptions, batch: list[Waiting]) -> None:
         """Translate one batch in the worker thread and hand each request its lines."""
         lines = [waiting.job.lines[waiting.index] for waiting in batch]
-        sampling = Sampling(*options.sample) if options.sample else None
-        decode = functools.partial(
-            self.translator.translate_batch,
-            lines,
-            options.beam,
-            options.length_penalty,
-            options.n_best,
-            options.attention,
-            sampling,
-        )
+        decode = functools.partial(self.translator.translate_batch, lines, options)
         self.decoding = len(batch)
         try:
             translations = await asyncio.get_running_loop().run_in_executor(self.executor, decode)

@@ -45,9 +45,8 @@ class Service:
             wait_s,
             options.max_queued_sentences,
         )
-        self.model = model_json(translator, model_dir, options)
         self.defaults = default_decoding(translator, options)
-        self.has_attention = translator.model.decoder.attention is not None
+        self.description = model_json(translator, model_dir, options, self.defaults)  # GET /model
         self.page = PAGE.read_bytes()
 
     async def index(self, request: web.Request) -> web.Response:
@@ -57,16 +56,15 @@ class Service:
         return web.json_response({"status": "ok", **self.batcher.health()})
 
     async def describe(self, request: web.Request) -> web.Response:
-        return web.json_response(self.model)
+        return web.json_response(self.description)
 
     async def translate(self, request: web.Request) -> web.Response:
         body = await self._body(request)
-        lines, options = parse_request(
-            body, self.defaults, self.options.max_sentences, self.has_attention
-        )
+        lines, options = parse_request(body, self.defaults, self.options.max_sentences)
         try:
+            self.translator.check(options)  # what this model cannot do, before queueing
             translations = await self.batcher.translate(lines, options)
-        except UserError as err:  # an option the translator refused after all
+        except UserError as err:
             raise ApiError(400, str(err)) from None
         except Overloaded as err:  # back-pressure: a client should wait, not pile on
             raise ApiError(503, str(err), {"Retry-After": "1"}) from None

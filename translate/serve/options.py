@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..errors import UserError
 
-MAX_BEAM = 64  # beam sizes (and samples per line) a request may ask for
+MAX_BEAM = 64  # beam sizes (and samples per line) a request may ask for; the defaults may be more
 
 
 @dataclass
@@ -17,7 +17,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8000  # 0: any free port (printed at start)
     beam: int | None = None  # the default beam of requests; None: the model's
-    length_penalty: float | None = None
+    length_penalty: float | None = None  # the default length penalty of requests; None: the model's
     max_sentences: int = 256  # per request
     max_bytes: int = 1_000_000  # per request body
     max_batch_sentences: int = 64  # per decoded batch
@@ -54,5 +54,3 @@ def check_options(options: ServeOptions) -> None:
         )
     if options.batch_wait_ms < 0:
         raise UserError(f"--batch-wait-ms must be >= 0, got {options.batch_wait_ms}")
-    if options.beam is not None and not 1 <= options.beam <= MAX_BEAM:
-        raise UserError(f"--beam must be from 1 to {MAX_BEAM}, got {options.beam}")

@@ -3,17 +3,17 @@ sentences and decoding options, or an :class:`ApiError` naming what is wrong."""
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import json
 import math
 
+from ..decoding import DecodeOptions, DecodingError, Sampling, flag_name
+from ..errors import UserError
 from ..translator import Translator
-from .batching import DecodeOptions
 from .options import MAX_BEAM, ServeOptions
 
 REQUEST_FIELDS = ("text", "beam", "length_penalty", "n_best", "return_attention", "sample")
-SAMPLE_FIELDS = ("temperature", "top_k", "seed")
-_SERIAL = itertools.count(1)  # numbers the requests that are decoded alone
+SAMPLE_FIELDS = tuple(field.name for field in dataclasses.fields(Sampling))
 
 
 class ApiError(Exception):
@@ -26,15 +26,18 @@ class ApiError(Exception):
 
 
 def default_decoding(translator: Translator, options: ServeOptions) -> DecodeOptions:
-    """The beam and length penalty of requests that do not name them: the flags' or the
-    model's."""
-    decode = translator.cfg.decode
-    alpha = decode.length_penalty if options.length_penalty is None else options.length_penalty
-    return DecodeOptions(options.beam or decode.beam, alpha)
+    """The options of requests that name none: the model's, with the flags' beam and length
+    penalty in their place."""
+    try:
+        return translator.defaults.override(
+            beam=options.beam, length_penalty=options.length_penalty
+        )
+    except DecodingError as err:
+        raise UserError(err.naming(flag_name(err.setting))) from None
 
 
 def parse_request(
-    body: bytes, defaults: DecodeOptions, max_sentences: int, has_attention: bool
+    body: bytes, defaults: DecodeOptions, max_sentences: int
 ) -> tuple[list[str], DecodeOptions]:
     """The sentences and decoding options of a ``POST /translate`` body, or an ApiError
     naming what is wrong with it."""
@@ -54,30 +57,37 @@ def parse_request(
         raise ApiError(400, 'the body must be a JSON object such as {"text": ["Hallo Welt!"]}')
     _reject_unknown(request, REQUEST_FIELDS, "field")
     lines = _sentences(request.get("text"), max_sentences)
-    beam = _integer(request, "beam", defaults.beam, MAX_BEAM)
-    n_best = _integer(request, "n_best", 1, MAX_BEAM)
-    length_penalty = request.get("length_penalty", defaults.length_penalty)
-    if not is_number(length_penalty) or not 0 <= length_penalty <= 100:
-        raise ApiError(
-            400, f"'length_penalty' must be a number from 0 to 100, got {length_penalty!r}"
+    try:
+        options = defaults.override(
+            beam=request.get("beam"),
+            length_penalty=request.get("length_penalty"),
+            n_best=request.get("n_best"),
+            attention=request.get("return_attention"),
+            sampling=_sampling(request.get("sample")),
         )
-    attention = request.get("return_attention", False)
-    if not isinstance(attention, bool):
-        raise ApiError(400, f"'return_attention' must be true or false, got {attention!r}")
-    if attention and not has_attention:
-        raise ApiError(
-            400, "'return_attention': this model has no attention (model.attention is none)"
-        )
-    if "sample" in request:
-        if "beam" in request or "length_penalty" in request:
-            raise ApiError(
-                400, "'sample' draws translations: it takes no 'beam' or 'length_penalty'"
-            )
-        sample = _sampling(request["sample"])
-        return lines, DecodeOptions(1, 0.0, n_best, attention, sample, alone=next(_SERIAL))
-    if n_best > beam:
-        raise ApiError(400, f"'n_best' ({n_best}) must not exceed the beam size ({beam})")
-    return lines, DecodeOptions(beam, float(length_penalty), n_best, attention)
+    except DecodingError as err:
+        raise ApiError(400, err.naming(_field_name(err.setting))) from None
+    for key in ("beam", "n_best"):  # what one request may cost
+        if request.get(key) is not None and getattr(options, key) > MAX_BEAM:
+            raise ApiError(400, f"'{key}' must be at most {MAX_BEAM}, got {request[key]!r}")
+    return lines, options
+
+
+def _field_name(setting: str) -> str:
+    """The request field that sets a decoding setting, as an error names it."""
+    if setting in SAMPLE_FIELDS:
+        return f"'sample.{setting}'"
+    return repr({"attention": "return_attention", "sampling": "sample"}.get(setting, setting))
+
+
+def _sampling(sample) -> Sampling | None:
+    """The ``sample`` field: an object of Sampling's fields (checked there), or None."""
+    if sample is None:
+        return None
+    if not isinstance(sample, dict):
+        raise ApiError(400, '\'sample\' must be an object such as {"temperature": 1, "seed": 1}')
+    _reject_unknown(sample, SAMPLE_FIELDS, "'sample' field")
+    return Sampling(**sample)
 
 
 def _reject_unknown(values: dict, known: tuple[str, ...], what: str) -> None:
@@ -110,26 +120,3 @@ def _sentences(text, limit: int) -> list[str]:
 
 def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _integer(values: dict, key: str, default: int, most: int) -> int:
-    value = values.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
-        raise ApiError(400, f"'{key}' must be an integer from 1 to {most}, got {value!r}")
-    return value
-
-
-def _sampling(sample) -> tuple[float, int, int]:
-    """The ``sample`` field checked: temperature > 0, top_k >= 0, an integer seed."""
-    if not isinstance(sample, dict):
-        raise ApiError(400, '\'sample\' must be an object such as {"temperature": 1, "seed": 1}')
-    _reject_unknown(sample, SAMPLE_FIELDS, "'sample' field")
-    temperature, top_k, seed = (
-        sample.get(key, default) for key, default in zip(SAMPLE_FIELDS, (1.0, 0, 1))
-    )
-    if not is_number(temperature) or temperature <= 0:
-        raise ApiError(400, f"'sample.temperature' must be a number > 0, got {temperature!r}")
-    for key, value in (("top_k", top_k), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-            raise ApiError(400, f"'sample.{key}' must be an integer >= 0, got {value!r}")
-    return float(temperature), top_k, seed
