@@ -35,6 +35,9 @@ def test_unknown_key_suggests_the_closest():
         ({"train": {"lr": -1}}, "'train.lr' must be > 0"),
         ({"model": {"dropout": 1.5}}, r"'model.dropout' must be in \[0, 1\)"),
         ({"train": 3}, "'train' must be a mapping"),
+        ({"decode": {"beam": 0}}, "'decode.beam' must be an integer >= 1, got 0"),
+        ({"decode": {"length_penalty": -1}}, "'decode.length_penalty' must be a number from 0"),
+        ({"decode": {"batch_size": 0}}, "'decode.batch_size' must be > 0"),
     ],
 )
 def test_bad_values_name_the_key(values, message):

@@ -238,3 +238,37 @@ def test_a_forced_end_costs_its_probability():
     assert greedy.tokens == best.tokens == [A, A]
     assert greedy.log_prob == pytest.approx(expected, abs=1e-5)
     assert best.log_prob == pytest.approx(expected, abs=1e-5)
+
+
+def test_search_batches_follows_the_options(trained_dir):
+    """Sorted into batches and back, the hypotheses are those of one search over all with the
+    options' beam, length penalty and n-best; the config's options are the default, and
+    ``beam=1`` (the training loop's validation) is greedy."""
+    from translate.config import DecodeConfig
+    from translate.decoding import DecodeOptions
+    from translate.search import search_batches
+    from translate.translator import Translator
+
+    translator = Translator.from_dir(trained_dir, device="cpu")  # CPU tensors below
+    model = translator.model
+    sentences = ["hund katze", "haus", "baum auto buch tisch stuhl", "katze katze hund auto"]
+    ids = translator.src_vocab.encode(sentences)
+    decode = DecodeConfig(batch_size=2, length_penalty=0.0)
+    cpu = torch.device("cpu")
+    batch = source_batch(ids)
+    limit = max_lengths(batch.src_lengths, decode.max_len_a, decode.max_len_b)
+    args = (model, batch.src_tokens, batch.src_lengths, limit)
+    options = DecodeOptions(beam=4, length_penalty=2.0, n_best=3)
+    searched = search_batches(model, ids, decode, cpu, options)
+    direct = beam_search(*args, beam=4, length_penalty=2.0, n_best=3)
+    assert [[h.tokens for h in hyps] for hyps in searched] == [
+        [h.tokens for h in hyps] for hyps in direct
+    ]
+    assert [h.score for hyps in searched for h in hyps] == pytest.approx(
+        [h.score for hyps in direct for h in hyps], abs=1e-5
+    )
+    by_config = search_batches(model, ids, decode, cpu)  # beam 5, length penalty 0
+    direct = beam_search(*args, beam=5, length_penalty=0.0)
+    assert [h[0].score for h in by_config] == pytest.approx([h[0].score for h in direct], abs=1e-5)
+    greedy = search_batches(model, ids, decode, cpu, beam=1)
+    assert [h[0].tokens for h in greedy] == [h.tokens for h in greedy_search(*args)]

@@ -148,6 +148,28 @@ def test_sampling_is_seeded_per_request(attention_server, reference):
     assert first[1]["translations"] == [expected(t, 3) for t in wanted]
 
 
+def test_concurrent_sampled_requests_are_each_decoded_alone(attention_server, reference):
+    """Equal sampled requests arriving together are not merged into one batch: each draws
+    from its own generator, seeded by its own seed, as it would alone."""
+    port, _ = attention_server
+    request = {"text": LINES[:4], "n_best": 2, "sample": {"temperature": 3.0, "seed": 3}}
+    answers: list = [None] * 4
+    barrier = threading.Barrier(len(answers))
+
+    def client(i: int) -> None:
+        barrier.wait()
+        answers[i] = call(port, "POST", "/translate", request)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(answers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    options = DecodeOptions(n_best=2, sampling=Sampling(3.0, 0, 3))
+    wanted = [expected(t, 2) for t in reference.translate_batch(LINES[:4], options)]
+    assert answers == [(200, {"translations": wanted})] * len(answers)
+
+
 def test_concurrent_requests_get_their_own_lines_in_order(attention_server, reference):
     port, _ = attention_server
     words = "haus hund katze baum auto buch tisch stuhl".split()

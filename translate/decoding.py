@@ -71,6 +71,9 @@ class Sampling:
         _require("seed", self.seed, ok, "an integer from 0 to 2**63 - 1")
 
 
+SAMPLING_FIELDS = tuple(field.name for field in dataclasses.fields(Sampling))
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
     """What a search is asked: the ``n_best`` best translations of each line from a beam of
@@ -131,8 +134,6 @@ class DecodeOptions:
 
 # --- the flags of translate translate and translate serve ---------------------------------------
 
-SAMPLING_FLAGS = ("temperature", "top_k", "seed")  # fields of Sampling, flags of --sample
-
 
 def flag_name(setting: str) -> str:
     """The command-line flag that sets a decoding setting (a field name)."""
@@ -189,7 +190,7 @@ def add_decoding_flags(parser: argparse.ArgumentParser, for_requests: bool = Fal
         "--top-k",
         type=int,
         metavar="K",
-        help="--sample: draw from the K most probable tokens (default: 0: all)",
+        help=f"--sample: draw from the K most probable tokens; 0: all (default: {Sampling.top_k})",
     )
     group.add_argument("--seed", type=int, help=f"--sample: seed (default: {Sampling.seed})")
 
@@ -197,14 +198,12 @@ def add_decoding_flags(parser: argparse.ArgumentParser, for_requests: bool = Fal
 def options_from_flags(args: argparse.Namespace, defaults: DecodeOptions) -> DecodeOptions:
     """``defaults`` with the decoding flags of ``translate translate`` given in their place; a
     flag that cannot apply (a sampling flag without --sample) is refused, naming it."""
-    tuning = {name: getattr(args, name) for name in SAMPLING_FLAGS}
+    tuning = {name: getattr(args, name) for name in SAMPLING_FIELDS}  # the flags of --sample
+    given = {name: value for name, value in tuning.items() if value is not None}
     try:
-        if not args.sample and any(value is not None for value in tuning.values()):
-            given = next(name for name, value in tuning.items() if value is not None)
-            raise DecodingError(given, "{name} applies to sampling: add --sample")
-        sampling = None
-        if args.sample:
-            sampling = Sampling(**{k: v for k, v in tuning.items() if v is not None})
+        if given and not args.sample:
+            raise DecodingError(next(iter(given)), "{name} applies to sampling: add --sample")
+        sampling = Sampling(**given) if args.sample else None
         return defaults.override(
             beam=args.beam,
             length_penalty=args.length_penalty,

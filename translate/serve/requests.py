@@ -3,17 +3,15 @@ sentences and decoding options, or an :class:`ApiError` naming what is wrong."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
-from ..decoding import DecodeOptions, DecodingError, Sampling, flag_name
+from ..decoding import SAMPLING_FIELDS, DecodeOptions, DecodingError, Sampling, flag_name
 from ..errors import UserError
 from ..translator import Translator
 from .options import MAX_BEAM, ServeOptions
 
 REQUEST_FIELDS = ("text", "beam", "length_penalty", "n_best", "return_attention", "sample")
-SAMPLE_FIELDS = tuple(field.name for field in dataclasses.fields(Sampling))
 
 
 class ApiError(Exception):
@@ -75,7 +73,7 @@ def parse_request(
 
 def _field_name(setting: str) -> str:
     """The request field that sets a decoding setting, as an error names it."""
-    if setting in SAMPLE_FIELDS:
+    if setting in SAMPLING_FIELDS:
         return f"'sample.{setting}'"
     return repr({"attention": "return_attention", "sampling": "sample"}.get(setting, setting))
 
@@ -86,7 +84,7 @@ def _sampling(sample) -> Sampling | None:
         return None
     if not isinstance(sample, dict):
         raise ApiError(400, '\'sample\' must be an object such as {"temperature": 1, "seed": 1}')
-    _reject_unknown(sample, SAMPLE_FIELDS, "'sample' field")
+    _reject_unknown(sample, SAMPLING_FIELDS, "'sample' field")
     return Sampling(**sample)
 
 
