@@ -243,7 +243,7 @@ def test_a_forced_end_costs_its_probability():
 def test_search_batches_follows_the_options(trained_dir):
     """Sorted into batches and back, the hypotheses are those of one search over all with the
     options' beam, length penalty and n-best; the config's options are the default, and
-    ``beam=1`` (the training loop's validation) is greedy."""
+    beam 1 (the training loop's validation) is greedy."""
     from translate.config import DecodeConfig
     from translate.decoding import DecodeOptions
     from translate.search import search_batches
@@ -270,5 +270,5 @@ def test_search_batches_follows_the_options(trained_dir):
     by_config = search_batches(model, ids, decode, cpu)  # beam 5, length penalty 0
     direct = beam_search(*args, beam=5, length_penalty=0.0)
     assert [h[0].score for h in by_config] == pytest.approx([h[0].score for h in direct], abs=1e-5)
-    greedy = search_batches(model, ids, decode, cpu, beam=1)
+    greedy = search_batches(model, ids, decode, cpu, DecodeOptions(beam=1))
     assert [h[0].tokens for h in greedy] == [h.tokens for h in greedy_search(*args)]

@@ -6,7 +6,6 @@ Both searches are batched over sentences (and beams) and stop early once every r
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
@@ -254,16 +253,12 @@ def search_batches(
     decode: DecodeConfig,
     device: torch.device,
     options: DecodeOptions | None = None,
-    *,
-    beam: int | None = None,
 ) -> list[list[Hypothesis]]:
     """The ``options.n_best`` hypotheses of each source (id lists), in input order: sources are
     sorted by length into batches of ``decode.batch_size``, each searched as ``options`` ask
-    (default: the config's; ``beam`` in place of theirs, as validation asks for greedy): beam
-    1 with one hypothesis is greedy; sampling draws from one generator, seeded once."""
+    (default: the config's): beam 1 with one hypothesis is greedy; sampling draws from one
+    generator, seeded once."""
     options = options if options is not None else DecodeOptions.from_config(decode)
-    if beam is not None:
-        options = dataclasses.replace(options, beam=beam)
     order = sorted(range(len(src_ids)), key=lambda i: len(src_ids[i]), reverse=True)
     results: list = [None] * len(src_ids)
     model.eval()

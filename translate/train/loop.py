@@ -27,6 +27,7 @@ from ..config import Config, TrainConfig
 from ..data.batches import Batch, bucket_batches, pair_batch
 from ..data.prepare import Prepared, prepare
 from ..data.vocab import PAD
+from ..decoding import DecodeOptions
 from ..errors import UserError
 from ..model.loss import smoothed_cross_entropy
 from ..model.seq2seq import Seq2Seq, build_model
@@ -326,7 +327,8 @@ def validate(model: Seq2Seq, data: Prepared, cfg: Config, device: torch.device, 
     if n:
         chosen = pairs[:n]
         with autocast(device, dtype):
-            hyps = search_batches(model, [src_ids[i] for i in chosen], cfg.decode, device, beam=1)
+            greedy = DecodeOptions(beam=1)
+            hyps = search_batches(model, [src_ids[i] for i in chosen], cfg.decode, device, greedy)
         texts = [data.tgt_vocab.decode(h[0].tokens) for h in hyps]
         refs = [data.dev_tgt[i] for i in chosen]
         result["dev_bleu"] = round(sacrebleu.corpus_bleu(texts, [refs]).score, 2)
