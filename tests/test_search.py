@@ -272,3 +272,67 @@ def test_search_batches_follows_the_options(trained_dir):
     assert [h[0].score for h in by_config] == pytest.approx([h[0].score for h in direct], abs=1e-5)
     greedy = search_batches(model, ids, decode, cpu, DecodeOptions(beam=1))
     assert [h[0].tokens for h in greedy] == [h.tokens for h in greedy_search(*args)]
+
+
+def test_greedy_and_sampling_scores_are_divided_by_the_length_penalty():
+    """Every search reports log_prob / ((5 + len) / 6) ** alpha, len counting EOS: greedy's
+    "A" then EOS is two tokens long, a drawn "B" then EOS too."""
+    from translate.decoding import Sampling
+    from translate.search import sample_search
+
+    src, lengths, limit = torch.ones(1, 2, dtype=torch.long), torch.tensor([2]), torch.tensor([6])
+    for alpha in (0.0, 1.0, 2.5):
+        greedy = greedy_search(ScriptedModel([GREEDY_TRAP]), src, lengths, limit, alpha)[0]
+        assert greedy.log_prob == pytest.approx(math.log(0.24), abs=1e-5)
+        assert greedy.score == pytest.approx(math.log(0.24) / (7 / 6) ** alpha, abs=1e-5)
+        drawn = sample_search(
+            ScriptedModel([GREEDY_TRAP]),
+            src,
+            lengths,
+            limit,
+            Sampling(),
+            n=40,
+            generator=torch.Generator().manual_seed(0),
+            length_penalty=alpha,
+        )[0]
+        for hyp in drawn:
+            penalty = ((5 + len(hyp.tokens) + 1) / 6) ** alpha
+            assert hyp.score == pytest.approx(hyp.log_prob / penalty, abs=1e-5)
+        assert [h.score for h in drawn] == sorted((h.score for h in drawn), reverse=True)
+        assert {tuple(h.tokens) for h in drawn} >= {(A,), (B,)}  # both lengths were drawn
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 3.0])
+def test_every_search_reports_the_models_score_over_the_length_penalty(trained_dir, alpha):
+    """Greedy equals beam 1 to the bit, score and all; and the score of each hypothesis of
+    greedy, beam (n-best) and sampling is the model's teacher-forced log-probability of its
+    tokens and EOS, divided by the penalty of that length."""
+    from translate.decoding import Sampling
+    from translate.search import sample_search
+    from translate.translator import Translator
+
+    translator = Translator.from_dir(trained_dir, device="cpu")  # CPU tensors below
+    model = translator.model
+    sources = translator.src_vocab.encode(
+        ["hund katze", "haus baum baum", "stuhl", "katze auto buch tisch stuhl hund haus baum"]
+    )
+    src = source_batch(sources)
+    args = (model, src.src_tokens, src.src_lengths, max_lengths(src.src_lengths, 1.5, 10))
+    greedy = greedy_search(*args, alpha)
+    beam1 = beam_search(*args, beam=1, length_penalty=alpha)
+    assert [(h.tokens, h.score, h.log_prob) for h in greedy] == [
+        (h[0].tokens, h[0].score, h[0].log_prob) for h in beam1
+    ]
+    beam = beam_search(*args, beam=4, length_penalty=alpha, n_best=3)
+    generator = torch.Generator().manual_seed(3)
+    drawn = sample_search(*args, Sampling(temperature=2.0), 3, generator, alpha)
+    for source, found in zip(sources, zip(greedy, beam, drawn)):
+        hyps = [found[0], *found[1], *found[2]]
+        pair = pair_batch([source] * len(hyps), [h.tokens for h in hyps])
+        with torch.no_grad():
+            log_probs = model(pair.src_tokens, pair.src_lengths, pair.tgt_in).log_softmax(-1)
+        for row, hyp in enumerate(hyps):
+            n = len(hyp.tokens) + 1  # EOS included
+            rescored = float(log_probs[row, :n].gather(1, pair.tgt_out[row, :n, None]).sum())
+            assert hyp.log_prob == pytest.approx(rescored, abs=1e-4)
+            assert hyp.score == pytest.approx(rescored / ((5 + n) / 6) ** alpha, abs=1e-4)

@@ -1,7 +1,9 @@
-"""Greedy and beam search over the small model interface of :mod:`translate.model`, and the
-length-sorted batching that feeds them.
+"""Greedy, beam and sampled search over the small model interface of :mod:`translate.model`,
+and the length-sorted batching that feeds them.
 
-Both searches are batched over sentences (and beams) and stop early once every row has ended.
+Every search is batched over sentences (and beams) and stops early once every row has ended.
+Every search reports the same score: the summed log-probability of the tokens, EOS included,
+divided by the GNMT length penalty ((5 + length) / 6) ** alpha, length counting EOS.
 """
 
 from __future__ import annotations
@@ -28,6 +30,15 @@ class Hypothesis:
     tokens: list[int]
     score: float  # log_prob divided by the length penalty (log_prob itself when alpha = 0)
     log_prob: float  # sum of the token log-probabilities, EOS included
+
+
+def _finished(tokens: list[int], log_prob: float, alpha: float) -> Hypothesis:
+    """A hypothesis from a row of produced ids (EOS, then PAD, after its end), scored as the
+    beam search scores: ``log_prob`` divided by the length penalty of its tokens and EOS."""
+    kept = _strip(tokens)
+    # in float32, as the beam divides: beam 1 and greedy report the very same number
+    score = torch.tensor(log_prob) / gnmt_length_penalty(torch.tensor(len(kept) + 1), alpha)
+    return Hypothesis(kept, float(score), log_prob)
 
 
 def gnmt_length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -57,9 +68,15 @@ def mask_step(log_probs: torch.Tensor, at_limit: torch.Tensor, finished: torch.T
 
 @torch.no_grad()
 def greedy_search(
-    model, src_tokens: torch.Tensor, src_lengths: torch.Tensor, max_len: torch.Tensor
+    model,
+    src_tokens: torch.Tensor,
+    src_lengths: torch.Tensor,
+    max_len: torch.Tensor,
+    length_penalty: float = DecodeOptions.length_penalty,
 ) -> list[Hypothesis]:
-    """The most probable token at every step, for each sentence of the batch."""
+    """The most probable token at every step, for each sentence of the batch; scored with
+    ``length_penalty`` as beam search scores (which it does not change: all rows of one
+    sentence have the same length)."""
     memory = model.encode(src_tokens, src_lengths)
     state = model.init_state(memory)
     batch = src_tokens.size(0)
@@ -77,9 +94,7 @@ def greedy_search(
         if finished.all():
             break
     tokens = torch.stack(steps, dim=1).tolist()  # (batch, steps)
-    return [
-        Hypothesis(_strip(row), float(lp), float(lp)) for row, lp in zip(tokens, log_prob.tolist())
-    ]
+    return [_finished(row, lp, length_penalty) for row, lp in zip(tokens, log_prob.tolist())]
 
 
 @dataclass
@@ -170,9 +185,11 @@ def sample_search(
     sampling: Sampling,
     n: int = 1,
     generator: torch.Generator | None = None,
+    length_penalty: float = DecodeOptions.length_penalty,
 ) -> list[list[Hypothesis]]:
-    """``n`` translations of each sentence drawn token by token; their scores are the model's
-    log-probabilities (at temperature 1), best first."""
+    """``n`` translations of each sentence drawn token by token, best first; scored as beam
+    search scores, from the model's log-probabilities at temperature 1 and the length penalty
+    ``length_penalty``."""
     batch, device = src_tokens.size(0), src_tokens.device
     memory = model.encode(src_tokens, src_lengths)
     tile = torch.arange(batch, device=device).repeat_interleave(n)
@@ -196,7 +213,7 @@ def sample_search(
         if finished.all():
             break
     tokens = torch.stack(steps, dim=1).tolist()
-    hyps = [Hypothesis(_strip(row), lp, lp) for row, lp in zip(tokens, log_prob.tolist())]
+    hyps = [_finished(row, lp, length_penalty) for row, lp in zip(tokens, log_prob.tolist())]
     return [
         sorted(hyps[i * n : (i + 1) * n], key=lambda h: h.score, reverse=True) for i in range(batch)
     ]
@@ -271,10 +288,18 @@ def search_batches(
         max_len = max_lengths(batch.src_lengths, decode.max_len_a, decode.max_len_b).to(device)
         if sampling is not None:
             hyps = sample_search(
-                model, src_tokens, src_lengths, max_len, sampling, options.n_best, generator
+                model,
+                src_tokens,
+                src_lengths,
+                max_len,
+                sampling,
+                options.n_best,
+                generator,
+                options.length_penalty,
             )
         elif options.beam == 1 and options.n_best == 1:
-            hyps = [[h] for h in greedy_search(model, src_tokens, src_lengths, max_len)]
+            greedy = greedy_search(model, src_tokens, src_lengths, max_len, options.length_penalty)
+            hyps = [[h] for h in greedy]
         else:
             hyps = beam_search(
                 model,
