@@ -65,6 +65,19 @@ def quantize_int8(model: Seq2Seq) -> Seq2Seq:
         return quantize_dynamic(model, {nn.Linear, nn.GRU, nn.LSTM}, dtype=torch.qint8)
 
 
+def _usable_device(name: str | None) -> torch.device:
+    """The device asked for (None: CUDA when present, else the CPU), refused in one line where
+    torch would not know it or has no such GPU, before the model is moved to it."""
+    try:
+        device = pick_device(name)
+    except RuntimeError:
+        raise UserError(f"device {name!r} is not a torch device (cpu, cuda, cuda:1 ...)") from None
+    gpus = torch.cuda.device_count()
+    if device.type == "cuda" and (device.index or 0) >= gpus:
+        raise UserError(f"device {name!r}: this machine has {gpus} CUDA GPU(s) torch can use")
+    return device
+
+
 class Translator:
     """A trained model with its vocabularies and decoding defaults."""
 
@@ -106,7 +119,7 @@ class Translator:
             raise ModelDirError(
                 f"the weights in {path} do not match its config and vocabularies: {err}"
             ) from None
-        dev = pick_device(device)
+        dev = _usable_device(device)
         dtype = resolve_dtype(dtype, dev, log=lambda message: print(message, file=sys.stderr))
         model = model.to(dev).eval()
         if quantize == "int8":
@@ -243,14 +256,36 @@ def _write(translations: list[Translation], first: int, out: TextIO, numbered, s
 def input_lines(path: str | None, replace_bad_utf8: bool = False, skip: int = 0) -> Iterator[str]:
     """Lines of a file (or stdin for None / '-'), split on ``\\n`` only, read as they come.
 
-    A line that is not UTF-8 is an error naming its number, or with ``replace_bad_utf8`` is
-    decoded with U+FFFD for the bad bytes. The first ``skip`` lines are passed over.
+    An input that cannot be read (missing, a directory, a closed stdin) is refused at once; a
+    line that is not UTF-8 is an error naming its number when it is reached, or with
+    ``replace_bad_utf8`` is decoded with U+FFFD for the bad bytes. The first ``skip`` lines are
+    passed over.
     """
     hint = "--replace-bad-utf8 translates it with U+FFFD for the bad bytes"
     if path in (None, "-"):
-        yield from utf8_lines(sys.stdin.buffer, "stdin", replace_bad_utf8, hint, skip)
-        return
-    if not Path(path).is_file():
+        if sys.stdin is None:
+            raise UserError("cannot read stdin: it is closed")
+        return _read(
+            None, "stdin", utf8_lines(sys.stdin.buffer, "stdin", replace_bad_utf8, hint, skip)
+        )
+    if Path(path).is_dir():
+        raise UserError(f"cannot read {path}: it is a directory")
+    if not Path(path).exists():
         raise UserError(f"input file not found: {path}")
-    with open(path, "rb") as stream:
-        yield from utf8_lines(stream, path, replace_bad_utf8, hint, skip)
+    try:
+        stream = open(path, "rb")
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror or err}") from None
+    return _read(stream, path, utf8_lines(stream, path, replace_bad_utf8, hint, skip))
+
+
+def _read(stream, name: str, lines: Iterator[str]) -> Iterator[str]:
+    """``lines``, with a failed read a one-line error naming ``name``, and ``stream`` (if any)
+    closed when they end or are abandoned."""
+    try:
+        yield from lines
+    except OSError as err:
+        raise UserError(f"cannot read {name}: {err.strerror or err}") from None
+    finally:
+        if stream is not None:
+            stream.close()
