@@ -243,8 +243,20 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{item}': '{part}' is not a section")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(
+                f"override '{item}': the value is not valid YAML ({_why(err)})"
+            ) from None
     return values
+
+
+def _why(err: yaml.YAMLError) -> str:
+    """What a YAML parser found wrong, and where, in one line (its own message takes several)."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
@@ -257,7 +269,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {err}") from None
+            raise ConfigError(f"{path} is not valid YAML: {_why(err)}") from None
         if not isinstance(values, dict):
             raise ConfigError(
                 f"{path} must hold a mapping of sections, not {type(values).__name__}"
