@@ -87,3 +87,19 @@ def test_sampling_alpha_is_checked():
         load_config(None, ["data.sampling_alpha=-1"])
     with pytest.raises(ConfigError, match="unigram"):
         load_config(None, ["data.spm_type=bpe", "data.sampling_alpha=0.1"])
+
+
+def test_yaml_that_does_not_parse_is_one_line_naming_where(tmp_path):
+    with pytest.raises(ConfigError) as refused:
+        load_config(None, ["train.lr=[1"])
+    assert str(refused.value) == (
+        "override 'train.lr=[1': the value is not valid YAML "
+        "(expected ',' or ']', but got '<stream end>' at line 1, column 3)"
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: [1\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert str(refused.value) == (
+        f"{path} is not valid YAML: expected ',' or ']', but got '<stream end>' at line 3, column 1"
+    )
