@@ -2,9 +2,11 @@
 earlier versions that still load and translate as they did."""
 
 import errno
+import io
 import json
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -104,14 +106,32 @@ class Planted:
         return (exec, ("open('PWNED', 'w').write('x')",))
 
 
-def test_a_planted_pickle_is_refused_without_running(trained_dir, tmp_path, monkeypatch):
-    bad = tmp_path / "bad"
-    shutil.copytree(trained_dir, bad)
-    (bad / "model.pt").write_bytes(pickle.dumps({"weights": Planted()}))
+def test_a_planted_pickle_is_refused_without_running(trained_dir, tmp_path, monkeypatch, recwarn):
+    """The refusal says what the file holds and never passes on torch's advice to load it with
+    weights_only=False, which would run the planted code."""
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ModelDirError, match="cannot be loaded safely"):
-        Translator.from_dir(bad)
+    for name, data in [
+        ("raw", pickle.dumps({"weights": Planted()})),  # a plain pickle, not a torch archive
+        ("archive", _torch_bytes({"weights": Planted()})),  # torch.save's zip with a pickle
+    ]:
+        bad = tmp_path / name
+        shutil.copytree(trained_dir, bad)
+        (bad / "model.pt").write_bytes(data)
+        with pytest.raises(ModelDirError) as refused:
+            Translator.from_dir(bad)
+        message = str(refused.value)
+        assert message.startswith(f"{bad / 'model.pt'} holds something other than tensors")
+        assert "was not loaded" in message and "\n" not in message
+        assert "weights_only" not in message and "trust" not in message
+    assert "(it refers to exec)" in message  # the archive names what it asked for
     assert not (tmp_path / "PWNED").exists()
+    assert not recwarn.list  # torch's warning about the pickle protocol is not passed on
+
+
+def _torch_bytes(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -135,8 +155,90 @@ def test_a_truncated_weight_file_is_named(trained_dir, tmp_path):
     shutil.copytree(trained_dir, broken)
     data = (broken / "model.pt").read_bytes()
     (broken / "model.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelDirError, match="model.pt cannot be loaded"):
+    with pytest.raises(ModelDirError, match=r"model.pt cannot be loaded: it is truncated or dam"):
         Translator.from_dir(broken)
+
+
+@pytest.fixture
+def keep_threads():
+    """translate sets torch's thread count: put it back for the tests that follow."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _not_yaml(folder: Path) -> None:
+    (folder / "config.yaml").write_text("model: {cell: [gru\n")
+
+
+def _unknown_cell(folder: Path) -> None:
+    (folder / "config.yaml").write_text("format_version: 3\nmodel: {cell: foo}\n")
+
+
+def _not_sentencepiece(folder: Path) -> None:
+    (folder / "spm.model").write_text("not a model\n")
+
+
+def _empty_weights(folder: Path) -> None:
+    (folder / "model.pt").write_bytes(b"")
+
+
+def _text_weights(folder: Path) -> None:
+    (folder / "model.pt").write_text("hello\n")
+
+
+def _list_in_weights(folder: Path) -> None:
+    weights = torch.load(folder / "model.pt", weights_only=True)
+    weights["encoder.embed.weight"] = [1, 2, 3]
+    atomic_save(weights, folder / "model.pt")
+
+
+def _directory_is_a_file(folder: Path) -> None:
+    shutil.rmtree(folder)
+    folder.write_text("a file\n")
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (_directory_is_a_file, r"^{dir} is a file, not a model directory$"),
+        (_not_yaml, r"^{dir}/config.yaml is not valid YAML \(line 2, column 1: expected "),
+        (_unknown_cell, r"^{dir}/config.yaml: 'model.cell' must be one of rnn, gru, lstm"),
+        (_not_sentencepiece, r"^{dir}/spm.model is not a SentencePiece model \(damaged, or "),
+        (_empty_weights, r"^{dir}/model.pt cannot be loaded: it is empty$"),
+        (_text_weights, r"^{dir}/model.pt cannot be loaded: it is not a weight file$"),
+        (_list_in_weights, r"^{dir}/model.pt does not hold model weights \(named tensors\)$"),
+    ],
+)
+def test_a_broken_directory_is_one_line_from_the_cli(
+    damage, message, trained_dir, tmp_path, capsys, keep_threads
+):
+    """What a user can do to a model directory (edit, truncate, copy the wrong file) ends in one
+    line naming the file, from every command that reads one, not in a traceback."""
+    from translate.cli import main
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_dir, broken)
+    damage(broken)
+    (tmp_path / "dev.de").write_text("hund\n")
+    (tmp_path / "dev.en").write_text("dog\n")
+    pattern = message.format(dir=re.escape(str(broken)))
+    for command in (
+        ["translate", "-m", str(broken), "-i", str(tmp_path / "dev.de"), "--threads", "1"],
+        [
+            "tune",
+            "-m",
+            str(broken),
+            "--src",
+            str(tmp_path / "dev.de"),
+            "--ref",
+            str(tmp_path / "dev.en"),
+        ],
+    ):
+        assert main(command) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and err.startswith("translate: error: ")
+        assert re.search(pattern, err.removeprefix("translate: error: ").rstrip("\n")), err
 
 
 def test_a_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):

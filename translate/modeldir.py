@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,11 +80,40 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 def load_tensors(path: Path) -> Any:
     """``torch.load`` onto the CPU without running code from the file; a truncated, planted or
-    foreign file is a :class:`ModelDirError` naming it."""
+    foreign file is a :class:`ModelDirError` naming it, in one line."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated file, planted pickle, not a torch file at all
-        raise ModelDirError(f"{path} cannot be loaded safely: {err}") from None
+        with warnings.catch_warnings():  # torch warns of pickle protocols: the error says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message advises weights_only=False, which would run the file's code: never
+        # pass that on; name what the file asked for instead
+        if "Weights only load failed" not in str(err):
+            raise ModelDirError(f"{path} cannot be loaded: it is not a weight file") from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f" (it refers to {found.group(1)})" if found else ""
+        raise ModelDirError(
+            f"{path} holds something other than tensors{what} and was not loaded: a weight "
+            "file written by translate holds tensors only"
+        ) from None
+    except OSError as err:
+        raise ModelDirError(f"{path} cannot be read ({err.strerror or err})") from None
+    except EOFError:
+        raise ModelDirError(f"{path} cannot be loaded: it is empty") from None
+    except RuntimeError as err:
+        if "zip archive" not in str(err):
+            raise ModelDirError(f"{path} cannot be loaded: {_first_line(err)}") from None
+        raise ModelDirError(
+            f"{path} cannot be loaded: it is truncated or damaged (not a complete torch archive)"
+        ) from None
+    except Exception:  # a foreign format fails inside the unpickler in many ways
+        raise ModelDirError(f"{path} cannot be loaded: it is not a weight file") from None
+
+
+def _first_line(err: Exception) -> str:
+    """An exception's message cut to its first line: the CLI prints errors as one line."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 # --- config.yaml ------------------------------------------------------------------------------
@@ -94,11 +126,16 @@ def dump_config(cfg: Config) -> bytes:
 
 
 def read_config(path: Path) -> tuple[Config, int]:
-    """A model directory's config, upgraded to the current format, and the format it had."""
+    """A model directory's config, upgraded to the current format, and the format it had; any
+    fault is a one-line :class:`ConfigError` naming ``path``."""
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"{path} cannot be read ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not valid YAML: it is not UTF-8 text") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML ({_yaml_problem(err)})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path} does not hold a config")
     version = values.pop("format_version", 1)
@@ -109,7 +146,18 @@ def read_config(path: Path) -> tuple[Config, int]:
         )
     if version < 2 and isinstance(values.get("model"), dict):
         values["model"].setdefault("scale_embeddings", False)
-    return config_from_dict(values), version
+    try:
+        return config_from_dict(values), version
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """Where and what PyYAML found wrong, in one line (its own message spans several)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or _first_line(err)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + problem
 
 
 def write_config(model_dir: Path, cfg: Config) -> None:
@@ -198,6 +246,8 @@ class ModelFiles:
 def read_model_dir(path: str | Path) -> ModelFiles:
     """Read config.yaml, the SentencePiece model(s) and model.pt, naming any file at fault."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ModelDirError(f"{path} is a file, not a model directory")
     if not path.is_dir():
         raise ModelDirError(f"model directory not found: {path}")
     config_path = path / CONFIG
@@ -206,7 +256,7 @@ def read_model_dir(path: str | Path) -> ModelFiles:
     try:
         cfg, version = read_config(config_path)
     except ConfigError as err:
-        raise ModelDirError(f"{config_path} cannot be used: {err}") from None
+        raise ModelDirError(str(err)) from None
     paths = vocab_paths(path, cfg.data.joint_vocab)
     vocabs = []
     for vocab_path in paths:
@@ -214,15 +264,27 @@ def read_model_dir(path: str | Path) -> ModelFiles:
             raise ModelDirError(f"{vocab_path} is missing")
         try:
             vocabs.append(Vocab.load(vocab_path))
-        except ValueError as err:
-            raise ModelDirError(str(err)) from None
+        except OSError as err:
+            raise ModelDirError(f"{vocab_path} cannot be read ({err.strerror or err})") from None
+        except ValueError:  # SentencePiece's own words name its C++ source, not the file
+            raise ModelDirError(
+                f"{vocab_path} is not a SentencePiece model (damaged, or another kind of file)"
+            ) from None
     weights_path = path / WEIGHTS
     if not weights_path.is_file():
         raise ModelDirError(f"{weights_path} is missing (has training saved a model yet?)")
     weights = load_tensors(weights_path)
-    if not isinstance(weights, dict):
-        raise ModelDirError(f"{weights_path} does not hold model weights")
-    weights = upgrade_weights(weights, cfg, version)
+    if not isinstance(weights, dict) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in weights.items()
+    ):
+        raise ModelDirError(f"{weights_path} does not hold model weights (named tensors)")
+    try:
+        weights = upgrade_weights(weights, cfg, version)
+    except (KeyError, IndexError, ValueError, RuntimeError):
+        raise ModelDirError(
+            f"{weights_path} does not match {config_path} (format {version}): the weights of "
+            "another model, or a damaged config"
+        ) from None
     sides = ("source", "encoder.embed.weight"), ("target", "decoder.embed.weight")
     for (side, key), vocab, vocab_path in zip(sides, vocabs, paths):
         rows = weights[key].shape[0] if key in weights else None
