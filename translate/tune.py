@@ -21,27 +21,37 @@ def tune_decoding(
     alphas: list[float],
     progress=print,
 ) -> dict:
-    """Dev BLEU for each (beam, alpha); the best pair is written to the model's decode config."""
+    """Dev BLEU for each (beam, alpha); the best pair is written to the model's decode config.
+
+    Of pairs with equal BLEU the smaller beam wins (the cheaper search), then the alpha listed
+    first. Greedy search (beam 1) uses no length penalty: it is tried once and, if it wins, the
+    model's length penalty is left as it was.
+    """
     if len(sources) != len(refs):
         raise UserError(f"{len(sources)} sources but {len(refs)} references")
-    # every choice checked before any is tried; greedy ignores the penalty: one alpha for it
-    grid = [
-        DecodeOptions(beam=beam, length_penalty=alpha)
-        for beam in beams
-        for alpha in (alphas if beam > 1 else alphas[:1])
-    ]
+    if not sources:
+        raise UserError("the dev set is empty: tune needs sentences to score")
+    if not beams or not alphas:
+        raise UserError("tune needs at least one beam size and one length penalty")
+    # every choice checked before any is tried (and before the model is read)
+    for beam in beams:
+        for alpha in alphas:
+            DecodeOptions(beam=beam, length_penalty=alpha)
     translator = Translator.from_dir(model_dir)
+    kept = translator.cfg.decode.length_penalty  # what greedy leaves in the config
+    grid = list(  # in the order given, each pair once
+        dict.fromkeys((beam, alpha if beam > 1 else kept) for beam in beams for alpha in alphas)
+    )
     results = []
-    for options in grid:
+    for beam, alpha in grid:
+        options = DecodeOptions(beam=beam, length_penalty=alpha)
         hyps = [t.text for t in translator.translate_batch(sources, options)]
         bleu = score(hyps, refs)["bleu"]
-        results.append(
-            {"beam": options.beam, "length_penalty": options.length_penalty, "bleu": bleu}
-        )
-        progress(
-            f"beam {options.beam:2d}  length_penalty {options.length_penalty:4.2f}  BLEU {bleu:6.2f}"
-        )
-    best = max(results, key=lambda r: (r["bleu"], -r["beam"]))  # ties: the cheaper search
+        results.append({"beam": beam, "length_penalty": alpha, "bleu": bleu})
+        penalty = f"{alpha:4.2f}" if beam > 1 else "  - "
+        progress(f"beam {beam:2d}  length_penalty {penalty}  BLEU {bleu:6.2f}")
+    # max keeps the first of equals: the order of the grid breaks ties between alphas
+    best = max(results, key=lambda r: (r["bleu"], -r["beam"]))
     decode = dataclasses.replace(
         translator.cfg.decode, beam=best["beam"], length_penalty=best["length_penalty"]
     )
