@@ -175,6 +175,11 @@ def _unknown_cell(folder: Path) -> None:
     (folder / "config.yaml").write_text("format_version: 3\nmodel: {cell: foo}\n")
 
 
+def _format_as_text(folder: Path) -> None:
+    config = folder / "config.yaml"
+    config.write_text(config.read_text().replace("format_version: 3", "format_version: '3'"))
+
+
 def _not_sentencepiece(folder: Path) -> None:
     (folder / "spm.model").write_text("not a model\n")
 
@@ -204,6 +209,7 @@ def _directory_is_a_file(folder: Path) -> None:
         (_directory_is_a_file, r"^{dir} is a file, not a model directory$"),
         (_not_yaml, r"^{dir}/config.yaml is not valid YAML \(line 2, column 1: expected "),
         (_unknown_cell, r"^{dir}/config.yaml: 'model.cell' must be one of rnn, gru, lstm"),
+        (_format_as_text, r"^{dir}/config.yaml: format_version must be an integer >= 1, got '3'$"),
         (_not_sentencepiece, r"^{dir}/spm.model is not a SentencePiece model \(damaged, or "),
         (_empty_weights, r"^{dir}/model.pt cannot be loaded: it is empty$"),
         (_text_weights, r"^{dir}/model.pt cannot be loaded: it is not a weight file$"),

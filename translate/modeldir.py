@@ -139,7 +139,9 @@ def read_config(path: Path) -> tuple[Config, int]:
     if not isinstance(values, dict):
         raise ConfigError(f"{path} does not hold a config")
     version = values.pop("format_version", 1)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigError(f"{path}: format_version must be an integer >= 1, got {version!r}")
+    if version > FORMAT_VERSION:
         raise ConfigError(
             f"{path} has model-directory format {version!r}; this translate reads format "
             f"{FORMAT_VERSION} or older: upgrade translate"
