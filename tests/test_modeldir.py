@@ -207,7 +207,11 @@ def _directory_is_a_file(folder: Path) -> None:
     "damage, message",
     [
         (_directory_is_a_file, r"^{dir} is a file, not a model directory$"),
-        (_not_yaml, r"^{dir}/config.yaml is not valid YAML \(line 2, column 1: expected "),
+        (
+            _not_yaml,
+            r"^{dir}/config.yaml is not valid YAML: expected ',' or ']', but got '<stream end>' "
+            r"at line 2, column 1$",
+        ),
         (_unknown_cell, r"^{dir}/config.yaml: 'model.cell' must be one of rnn, gru, lstm"),
         (_format_as_text, r"^{dir}/config.yaml: format_version must be an integer >= 1, got '3'$"),
         (_not_sentencepiece, r"^{dir}/spm.model is not a SentencePiece model \(damaged, or "),

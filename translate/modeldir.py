@@ -135,7 +135,7 @@ def read_config(path: Path) -> tuple[Config, int]:
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not valid YAML: it is not UTF-8 text") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML ({_yaml_problem(err)})") from None
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(err)}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path} does not hold a config")
     version = values.pop("format_version", 1)
@@ -155,11 +155,11 @@ def read_config(path: Path) -> tuple[Config, int]:
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:
-    """Where and what PyYAML found wrong, in one line (its own message spans several)."""
-    mark = getattr(err, "problem_mark", None)
+    """What PyYAML found wrong and where, in one line (its own message spans several), worded
+    as the config loader words it."""
     problem = getattr(err, "problem", None) or _first_line(err)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    return where + problem
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def write_config(model_dir: Path, cfg: Config) -> None:
