@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -38,15 +37,9 @@ from . import distributed
 from .checkpoint import TrainState, keep_recent, resume, save_checkpoint
 from .distributed import Ranks
 from .log import Progress, Window, log_window, pairs_seen, record
+from .signals import Interrupted, catch_signals
 
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before training gives up
-
-
-class Interrupted(UserError):
-    """Training stopped by a signal after saving a resumable checkpoint."""
-
-    label = "interrupted"
-    exit_code = 130
 
 
 @dataclass(frozen=True)
@@ -380,20 +373,3 @@ def _validate_and_keep_best(
         + ", ".join(f"{k} {v}" for k, v in result.items())
         + (" (best)" if improved else "")
     )
-
-
-@contextmanager
-def catch_signals():
-    """While active, SIGINT and SIGTERM only set a flag that the loop checks after each step."""
-    caught: list[int] = []
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[sig] = signal.signal(sig, lambda number, frame: caught.append(number))
-        except ValueError:  # not the main thread: leave signals alone
-            pass
-    try:
-        yield caught
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
