@@ -14,7 +14,8 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -31,9 +32,28 @@ LINES = ["hund katze", "", "   ", "baum auto buch", "haus", "stuhl tisch hund ka
 LIMITS = {"max_sentences": 8, "max_bytes": 4000}
 
 
+@dataclass
+class Server:
+    """A server running in a thread of this process (see :func:`running`)."""
+
+    port: int
+    translator: Translator
+    loop: asyncio.AbstractEventLoop
+    stopping: asyncio.Event
+    thread: threading.Thread
+
+    def stop(self, timeout: float = 60) -> bool:
+        """Ask it to stop as SIGTERM does; whether it stopped within ``timeout`` seconds."""
+        if self.thread.is_alive():
+            with suppress(RuntimeError):  # its loop closed meanwhile: it has stopped
+                self.loop.call_soon_threadsafe(self.stopping.set)
+            self.thread.join(timeout=timeout)
+        return not self.thread.is_alive()
+
+
 @contextmanager
 def running(model_dir: Path, **changes):
-    """A server on a free loopback port, in a thread of this process; yields (port, translator)."""
+    """A server on a free loopback port, in a thread of this process; yields a Server."""
     translator = Translator.from_dir(model_dir)
     options = ServeOptions(host="127.0.0.1", port=0, **changes)
     app = build_app(translator, options, model_dir)
@@ -46,11 +66,11 @@ def running(model_dir: Path, **changes):
     thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
     thread.start()
     loop, stop, port = started.get(timeout=60)
+    server = Server(port, translator, loop, stop, thread)
     try:
-        yield port, translator
+        yield server
     finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=60)
+        server.stop()
 
 
 def call(
@@ -99,7 +119,7 @@ def expected(translation, n_best: int):
 
 @pytest.mark.parametrize("beam", [1, 3])
 def test_answers_equal_translator_output(attention_server, reference, beam):
-    port, _ = attention_server
+    port = attention_server.port
     status, answer = call(port, "POST", "/translate", {"text": LINES, "beam": beam})
     assert status == 200
     options = reference.defaults.override(beam=beam)
@@ -110,7 +130,7 @@ def test_answers_equal_translator_output(attention_server, reference, beam):
 
 
 def test_n_best_gives_a_list_per_line(attention_server, reference):
-    port, _ = attention_server
+    port = attention_server.port
     request = {"text": LINES[:4], "beam": 4, "n_best": 3, "length_penalty": 0.5}
     status, answer = call(port, "POST", "/translate", request)
     assert status == 200
@@ -120,7 +140,7 @@ def test_n_best_gives_a_list_per_line(attention_server, reference):
 
 
 def test_attention_pieces_and_alignment(attention_server, reference):
-    port, _ = attention_server
+    port = attention_server.port
     lines = ["hund katze baum", "auto"]
     request = {"text": lines, "beam": 2, "n_best": 2, "return_attention": True}
     status, answer = call(port, "POST", "/translate", request)
@@ -139,7 +159,7 @@ def test_attention_pieces_and_alignment(attention_server, reference):
 
 
 def test_sampling_is_seeded_per_request(attention_server, reference):
-    port, _ = attention_server
+    port = attention_server.port
     request = {"text": LINES[:4], "n_best": 3, "sample": {"temperature": 2.0, "seed": 7}}
     first = call(port, "POST", "/translate", request)
     assert first == call(port, "POST", "/translate", request)
@@ -151,7 +171,7 @@ def test_sampling_is_seeded_per_request(attention_server, reference):
 def test_concurrent_sampled_requests_are_each_decoded_alone(attention_server, reference):
     """Equal sampled requests arriving together are not merged into one batch: each draws
     from its own generator, seeded by its own seed, as it would alone."""
-    port, _ = attention_server
+    port = attention_server.port
     request = {"text": LINES[:4], "n_best": 2, "sample": {"temperature": 3.0, "seed": 3}}
     answers: list = [None] * 4
     barrier = threading.Barrier(len(answers))
@@ -171,7 +191,7 @@ def test_concurrent_sampled_requests_are_each_decoded_alone(attention_server, re
 
 
 def test_concurrent_requests_get_their_own_lines_in_order(attention_server, reference):
-    port, _ = attention_server
+    port = attention_server.port
     words = "haus hund katze baum auto buch tisch stuhl".split()
     requests = [
         {
@@ -231,6 +251,18 @@ BAD = [
     ),
     (b'{"text": ["hund"], "sample": {"temperature": 0}}', 400, "'sample.temperature' must be"),
     (b'{"text": ["hund"], "sample": {"seed": -1}}', 400, "'sample.seed' must be an integer"),
+    # the values that once gave 500: each is a 400 naming the field
+    (b'{"text": ["hund"], "sample": {"temperature": 1e-300}}', 400, "from 0.001 to 1000, got"),
+    (b'{"text": ["hund"], "sample": {"temperature": 1e300}}', 400, "'sample.temperature' must"),
+    (b'{"text": ["hund"], "sample": {"temperature": NaN}}', 400, "'sample.temperature' must"),
+    (b'{"text": ["hund"], "sample": {"top_k": 1.5}}', 400, "'sample.top_k' must be an integer"),
+    (b'{"text": ["hund"], "sample": 3}', 400, "'sample' must be an object"),
+    (b'{"text": ["hund"], "sample": {"seed": 1e300}}', 400, "'sample.seed' must be an integer"),
+    (b'{"text": ["hund"], "sample": {}, "n_best": 65}', 400, "'n_best' must be at most 64"),
+    (b'{"text": ["hund"], "beam": 1e300}', 400, "'beam' must be an integer >= 1"),
+    (b'{"text": ["hund"], "length_penalty": 1e300}', 400, "'length_penalty' must be a number"),
+    (b'{"text": ["hund"], "length_penalty": Infinity}', 400, "'length_penalty' must be a number"),
+    (b'{"text": ["hund"], "n_best": 0}', 400, "'n_best' must be between 1 and the beam size"),
     (
         json.dumps({"text": ["hund"] * 9}).encode(),
         413,
@@ -242,7 +274,7 @@ BAD = [
 
 @pytest.mark.parametrize("body, status, message", BAD, ids=[m for _, _, m in BAD])
 def test_bad_input_is_a_4xx_naming_the_problem(attention_server, body, status, message):
-    port, _ = attention_server
+    port = attention_server.port
     _error_contains(call(port, "POST", "/translate", body), status, message)
     # and the server goes on serving
     assert (
@@ -264,12 +296,12 @@ def _error_contains(answer: tuple[int, dict], status: int, message: str) -> None
     ],
 )
 def test_unknown_routes_and_methods(attention_server, method, path, status, message):
-    port, _ = attention_server
+    port = attention_server.port
     _error_contains(call(port, method, path), status, message)
 
 
 def test_long_sentence_is_truncated_with_a_warning(attention_server, reference):
-    port, _ = attention_server
+    port = attention_server.port
     long_line = "hund " * 300
     status, answer = call(port, "POST", "/translate", {"text": ["katze", long_line]})
     assert status == 200
@@ -283,13 +315,13 @@ def test_long_sentence_is_truncated_with_a_warning(attention_server, reference):
 
 
 def test_model_without_attention_refuses_attention(plain_server):
-    port, _ = plain_server
+    port = plain_server.port
     request = {"text": ["hund"], "return_attention": True}
     _error_contains(call(port, "POST", "/translate", request), 400, "this model has no attention")
 
 
 def test_model_description(attention_server, attention_dir):
-    port, translator = attention_server
+    port, translator = attention_server.port, attention_server.translator
     status, model = call(port, "GET", "/model")
     assert status == 200
     assert (model["source_language"], model["target_language"]) == ("de", "en")
@@ -317,14 +349,14 @@ def hold_decoding(translator: Translator, monkeypatch) -> tuple[threading.Event,
 
 
 def test_health_answers_while_a_batch_is_decoded(plain_server, monkeypatch):
-    port, translator = plain_server
+    port, translator = plain_server.port, plain_server.translator
     gate, decode = hold_decoding(translator, monkeypatch)
     answers = []
     request = threading.Thread(
         target=lambda: answers.append(call(port, "POST", "/translate", {"text": ["hund", "baum"]}))
     )
     request.start()
-    health = _wait_for_decoding(port)
+    health = wait_for_decoding(port)
     assert health["decoding_sentences"] == 2 and not answers
     gate.set()
     request.join(timeout=30)
@@ -337,10 +369,9 @@ def test_health_answers_while_a_batch_is_decoded(plain_server, monkeypatch):
 def test_a_full_queue_answers_503_and_keeps_serving(trained_dir, monkeypatch):
     """Back-pressure: while one batch is decoded and another waits, a request that would go
     beyond --max-queued-sentences gets 503 with Retry-After; the queued ones are answered."""
-    with running(trained_dir, max_sentences=2, max_batch_sentences=2, max_queued_sentences=3) as (
-        port,
-        translator,
-    ):
+    limits = dict(max_sentences=2, max_batch_sentences=2, max_queued_sentences=3)
+    with running(trained_dir, **limits) as served:
+        port, translator = served.port, served.translator
         gate, decode = hold_decoding(translator, monkeypatch)
         answers: dict = {}
 
@@ -349,10 +380,10 @@ def test_a_full_queue_answers_503_and_keeps_serving(trained_dir, monkeypatch):
 
         first = threading.Thread(target=send, args=("first", ["hund", "baum"]))
         first.start()
-        _wait_for_decoding(port)  # the first batch holds the worker: the next ones wait
+        wait_for_decoding(port)  # the first batch holds the worker: the next ones wait
         second = threading.Thread(target=send, args=("second", ["katze", "haus"]))
         second.start()
-        _wait_for_health(port, lambda health: health["queued_sentences"] >= 2)
+        wait_for_health(port, lambda health: health["queued_sentences"] >= 2)
         headers: dict = {}
         status, refused = call(port, "POST", "/translate", {"text": ["auto", "buch"]}, headers)
         assert status == 503 and headers["Retry-After"] == "1"
@@ -360,7 +391,7 @@ def test_a_full_queue_answers_503_and_keeps_serving(trained_dir, monkeypatch):
         assert call(port, "GET", "/health")[1]["queued_sentences"] == 2  # nothing of it queued
         third = threading.Thread(target=send, args=("third", ["auto"]))  # 3 sentences fit
         third.start()
-        _wait_for_health(port, lambda health: health["queued_sentences"] >= 3)
+        wait_for_health(port, lambda health: health["queued_sentences"] >= 3)
         gate.set()
         for thread in (first, second, third):
             thread.join(timeout=30)
@@ -383,12 +414,12 @@ def test_queue_smaller_than_a_request_is_refused_at_start(trained_dir, capsys):
     )
 
 
-def _wait_for_decoding(port: int) -> dict:
+def wait_for_decoding(port: int) -> dict:
     """/health, as soon as it says a batch is being decoded."""
-    return _wait_for_health(port, lambda health: health["decoding_sentences"] > 0)
+    return wait_for_health(port, lambda health: health["decoding_sentences"] > 0)
 
 
-def _wait_for_health(port: int, ready) -> dict:
+def wait_for_health(port: int, ready) -> dict:
     """/health, as soon as ``ready`` holds for it (30 s at most)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -422,8 +453,11 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(trained_dir, tmp_path
     release = tmp_path / "release"
     env = {**os.environ, "RELEASE": str(release)}
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    lines: queue.Queue = queue.Queue()  # its stderr, read aside so that no read can hang
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in server.stderr])
+    reader.start()
     try:
-        started = server.stderr.readline()
+        started = lines.get(timeout=60)
         assert "serving on http://127.0.0.1:" in started, started
         port = int(started.split("127.0.0.1:")[1].split()[0])
         answers = []
@@ -431,7 +465,7 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(trained_dir, tmp_path
             target=lambda: answers.append(call(port, "POST", "/translate", {"text": ["hund"]}))
         )
         request.start()
-        _wait_for_decoding(port)
+        wait_for_decoding(port)
         server.send_signal(signal.SIGTERM)
         # No longer accepting: refused, reset, or (landed in the closing listener's backlog)
         # never answered; the time-out keeps such a call from outliving the held batch.
@@ -444,10 +478,165 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(trained_dir, tmp_path
         request.join(timeout=30)
         assert answers[0][0] == 200 and answers[0][1]["translations"][0]["text"] == "dog"
         assert server.wait(timeout=30) == 0
-        assert "stopping: finishing the requests in flight" in server.stderr.read()
+        reader.join(timeout=30)
+        rest = []
+        while not lines.empty():
+            rest.append(lines.get())
+        assert rest == [  # all it said after it started: no error, no traceback
+            "translate: stopping: finishing the requests in flight\n",
+            "translate: stopped\n",
+        ]
     finally:
         server.kill()
-        server.wait()
+        server.wait(timeout=30)
+        reader.join(timeout=30)
+
+
+# --- clients that stall or leave, and the shutdown ---------------------------------------------
+
+HEAD = b"POST /translate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+
+
+async def send_and_read(port: int, data: bytes, trickle: bytes = b"", seconds: float = 30):
+    """Connect, send ``data``, then ``trickle`` one byte every 0.05 s; whatever the server sends
+    until it closes the connection (``seconds`` at most, else TimeoutError) and whether the
+    trickle was cut short."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+
+    async def dribble() -> bool:
+        for byte in trickle:
+            await asyncio.sleep(0.05)
+            if writer.is_closing() or reader.at_eof():
+                return True
+            writer.write(bytes([byte]))
+        return False
+
+    try:
+        dribbling = asyncio.ensure_future(dribble())
+        received = await asyncio.wait_for(reader.read(), seconds)
+        return received, await dribbling
+    finally:
+        writer.close()
+
+
+@pytest.fixture(scope="module")
+def impatient_server(trained_dir):
+    """A server that gives clients half a second to send a request's head, and its body."""
+    with running(trained_dir, read_timeout=0.5) as served:
+        yield served
+
+
+def test_a_client_slow_to_send_its_head_is_dropped(impatient_server):
+    """A head trickled a byte at a time (slowloris) for up to 25 s: the server closes the
+    connection after --read-timeout, whatever arrives meanwhile."""
+    port = impatient_server.port
+    trickle = b"X-Slow: " + b"a" * 500  # 25 s at 0.05 s a byte
+    received, cut_short = asyncio.run(send_and_read(port, b"POST /translate HTTP/1.1\r\n", trickle))
+    assert received == b"" and cut_short  # closed without an answer, before the head ended
+    # and the server goes on answering prompt clients
+    assert call(port, "POST", "/translate", {"text": ["hund"]})[0] == 200
+
+
+def test_a_stalled_body_is_answered_408(impatient_server):
+    port = impatient_server.port
+    head = HEAD + b"Content-Length: 100\r\n\r\n"
+    received, _ = asyncio.run(send_and_read(port, head + b'{"text": ['))
+    status, _, rest = received.partition(b"\r\n")
+    assert status == b"HTTP/1.1 408 Request Timeout", received
+    error = json.loads(rest.partition(b"\r\n\r\n")[2])["error"]
+    assert error == "the body did not arrive within --read-timeout (0.5 s)"
+
+
+def test_many_half_requests_are_all_let_go(impatient_server):
+    """Forty clients stalled in a request's head and forty in its body (the issue's 800
+    stayed open past 70 s): every connection is closed, the bodies answered 408, and a
+    prompt client is answered meanwhile."""
+    port = impatient_server.port
+
+    async def stall_many() -> tuple[list, tuple]:
+        half_body = HEAD + b"Content-Length: 50\r\n\r\n{"
+        clients = [send_and_read(port, data) for data in [HEAD] * 40 + [half_body] * 40]
+        stalled = asyncio.gather(*clients)
+        await asyncio.sleep(0.1)  # all connected, none done
+        prompt = asyncio.get_running_loop().run_in_executor(
+            None, call, port, "POST", "/translate", {"text": ["hund"]}
+        )
+        return await stalled, await prompt
+
+    answers, prompt = asyncio.run(stall_many())
+    assert [received for received, _ in answers[:40]] == [b""] * 40
+    assert all(received.startswith(b"HTTP/1.1 408 ") for received, _ in answers[40:])
+    assert prompt[0] == 200 and prompt[1]["translations"][0]["text"] == "dog"
+
+
+def test_stalled_clients_do_not_hold_the_shutdown(trained_dir):
+    """Clients stalled in a request's head and in its body, then the server stops with a
+    60 s --shutdown-timeout: it is done within --read-timeout (1 s), not 60 s."""
+    with running(trained_dir, read_timeout=1.0, shutdown_timeout=60.0) as served:
+
+        async def stall_then_stop() -> list:
+            clients = [
+                asyncio.ensure_future(send_and_read(served.port, HEAD)),
+                asyncio.ensure_future(
+                    send_and_read(served.port, HEAD + b"Content-Length: 50\r\n\r\n{")
+                ),
+            ]
+            await asyncio.sleep(0.3)  # both connected; neither can finish its request
+            stopped = await asyncio.get_running_loop().run_in_executor(None, served.stop, 30)
+            return [stopped, *[(await client)[0] for client in clients]]
+
+        stopped, head_answer, body_answer = asyncio.run(stall_then_stop())
+        assert stopped, "the shutdown waited for the stalled clients"
+        assert head_answer == b""  # closed: no request to answer
+        assert body_answer.startswith(b"HTTP/1.1 408 ")
+
+
+def test_requests_past_the_shutdown_timeout_are_answered_503(trained_dir, monkeypatch):
+    """A request being decoded and one queued behind it when the server stops with a 0.5 s
+    --shutdown-timeout: both get a JSON 503 saying so, none a cut connection."""
+    with running(trained_dir, shutdown_timeout=0.5, max_batch_sentences=1) as served:
+        gate, _ = hold_decoding(served.translator, monkeypatch)
+        answers: dict = {}
+
+        def send(name: str, lines: list[str]) -> None:
+            try:
+                answers[name] = call(served.port, "POST", "/translate", {"text": lines})
+            except OSError as err:  # what a cut connection looks like to the client
+                answers[name] = err
+
+        decoded = threading.Thread(target=send, args=("decoded", ["hund"]))
+        decoded.start()
+        wait_for_decoding(served.port)
+        queued = threading.Thread(target=send, args=("queued", ["katze"]))
+        queued.start()
+        wait_for_health(served.port, lambda health: health["queued_sentences"] >= 1)
+        served.loop.call_soon_threadsafe(served.stopping.set)
+        decoded.join(timeout=30)
+        queued.join(timeout=30)
+        gate.set()  # the worker may finish its batch now; nobody waits for it
+        assert served.stop(timeout=30)
+    message = "the server is stopping and this request did not finish within --shutdown-timeout"
+    for name in ("decoded", "queued"):
+        status, answer = answers[name]
+        assert status == 503 and answer["error"].startswith(message), answers
+        assert "(0.5 s)" in answer["error"]
+
+
+def test_a_client_leaving_mid_body_is_not_reported_as_a_bug(trained_dir, capfd):
+    with running(trained_dir) as served:
+
+        async def leave() -> None:
+            _, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            writer.write(HEAD + b"Content-Length: 100\r\n\r\n{")
+            await writer.drain()
+            await asyncio.sleep(0.2)  # its handler is reading the body
+            writer.close()
+
+        asyncio.run(leave())
+        assert call(served.port, "POST", "/translate", {"text": ["hund"]})[0] == 200
+        assert served.stop(timeout=30)  # every handler has ended, the one left behind too
+    assert capfd.readouterr().err == ""
 
 
 def test_serve_without_aiohttp_says_how_to_install(trained_dir, monkeypatch, capsys):
@@ -537,7 +726,7 @@ def chromium(profile: Path):
             browser.wait(timeout=10)
         except subprocess.TimeoutExpired:
             browser.kill()
-            browser.wait()
+            browser.wait(timeout=30)
 
 
 SHOWN = """({
@@ -575,7 +764,8 @@ async def use_page(devtools_port: int, url: str, sentence: str) -> list[dict]:
 
 @pytest.mark.parametrize("served", ["attention_server", "plain_server"])
 def test_page_translates_in_a_real_browser(served, request, tmp_path):
-    port, translator = request.getfixturevalue(served)
+    server = request.getfixturevalue(served)
+    port, translator = server.port, server.translator
     with chromium(tmp_path) as devtools_port:
         url = f"http://127.0.0.1:{port}/"
         first, second = asyncio.run(use_page(devtools_port, url, "hund katze"))

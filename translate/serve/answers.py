@@ -82,10 +82,14 @@ def model_json(
             "max_sentences": options.max_sentences,
             "max_bytes": options.max_bytes,
             "max_beam": MAX_BEAM,
+            "max_request_work": options.max_request_work,
+            "max_attention_cells": options.max_attention_cells,
             "max_batch_sentences": options.max_batch_sentences,
             "max_batch_tokens": options.max_batch_tokens,
             "batch_wait_ms": options.batch_wait_ms,
             "max_queued_sentences": options.max_queued_sentences,
+            "read_timeout": options.read_timeout,
+            "shutdown_timeout": options.shutdown_timeout,
         },
     }
 

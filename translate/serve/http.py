@@ -17,9 +17,9 @@ from ..errors import UserError
 from ..runtime import set_threads
 from ..translator import Translator
 from .answers import model_json, translation_json
-from .batching import Batcher, Overloaded
+from .batching import Batcher, Overloaded, search_rows
 from .options import ServeOptions, check_options
-from .requests import ApiError, default_decoding, parse_request
+from .requests import ApiError, check_work, default_decoding, parse_request
 
 try:
     from aiohttp import web
@@ -32,22 +32,31 @@ PAGE = Path(__file__).parent / "static" / "index.html"
 ROUTES = "GET /, GET /health, GET /model, POST /translate"
 
 
+class ClientGone(Exception):
+    """The client closed its connection before its request was read: nobody to answer."""
+
+
 class Service:
-    """The handlers of the routes, over one translator and its batcher."""
+    """The handlers of the routes, over one translator and its batcher, and the requests in
+    flight, which :meth:`finish` waits for at shutdown."""
 
     def __init__(self, translator: Translator, options: ServeOptions, model_dir: Path):
         self.translator, self.options = translator, options
-        wait_s = options.batch_wait_ms / 1000
+        self.defaults = default_decoding(translator, options)
         self.batcher = Batcher(
             translator,
             options.max_batch_sentences,
             options.max_batch_tokens,
-            wait_s,
+            options.batch_wait_ms / 1000,
             options.max_queued_sentences,
+            default_rows=search_rows(self.defaults),
         )
-        self.defaults = default_decoding(translator, options)
         self.description = model_json(translator, model_dir, options, self.defaults)  # GET /model
         self.page = PAGE.read_bytes()
+        self.in_flight = 0  # POST /translate requests being read, queued or decoded
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.abandoned: asyncio.Future | None = None  # done: answer what is in flight 503
 
     async def index(self, request: web.Request) -> web.Response:
         return web.Response(body=self.page, content_type="text/html", charset="utf-8")
@@ -59,11 +68,44 @@ class Service:
         return web.json_response(self.description)
 
     async def translate(self, request: web.Request) -> web.Response:
+        """``POST /translate``, answered 503 if the server stops before it is done."""
+        self.in_flight += 1
+        self.idle.clear()
+        work = asyncio.ensure_future(self._translate(request))
+        try:
+            await asyncio.wait((work, self.abandoned), return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                work.cancel()  # its sentences are skipped by the batcher
+                await asyncio.gather(work, return_exceptions=True)
+                raise ApiError(
+                    503,
+                    "the server is stopping and this request did not finish within "
+                    f"--shutdown-timeout ({self.options.shutdown_timeout:g} s); retry it",
+                )
+            return work.result()
+        finally:
+            work.cancel()  # when this handler itself was cancelled
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.idle.set()
+
+    async def finish(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the requests in flight, then answer those still
+        unfinished 503 rather than cut their connections."""
+        try:
+            await asyncio.wait_for(self.idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            self.abandoned.set_result(None)
+            await self.idle.wait()  # each handler answers as soon as it runs
+
+    async def _translate(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         lines, options = parse_request(body, self.defaults, self.options.max_sentences)
         try:
             self.translator.check(options)  # what this model cannot do, before queueing
-            translations = await self.batcher.translate(lines, options)
+            tokens = self.batcher.source_tokens(lines)
+            check_work(tokens, options, self.translator.cfg.decode, self.options)
+            translations = await self.batcher.translate(lines, options, tokens)
         except UserError as err:
             raise ApiError(400, str(err)) from None
         except Overloaded as err:  # back-pressure: a client should wait, not pile on
@@ -73,14 +115,25 @@ class Service:
         return web.json_response({"translations": answers}, dumps=_dumps)
 
     async def _body(self, request: web.Request) -> bytes:
-        """The request body, refused with 413 beyond --max-bytes."""
+        """The request body: 413 beyond --max-bytes, 408 when it does not arrive within
+        --read-timeout (a stalled client must not hold a handler, nor the shutdown)."""
         too_large = ApiError(413, f"the body is larger than --max-bytes ({self.options.max_bytes})")
         if (request.content_length or 0) > self.options.max_bytes:
             raise too_large
+        timeout = self.options.read_timeout
         try:
-            return await request.read()
+            return await asyncio.wait_for(request.read(), timeout)
         except web.HTTPRequestEntityTooLarge:
             raise too_large from None
+        except asyncio.TimeoutError:
+            raise ApiError(
+                408, f"the body did not arrive within --read-timeout ({timeout:g} s)"
+            ) from None
+        except ConnectionError:  # the client left mid-body
+            raise ClientGone() from None
+
+
+SERVICE = web.AppKey("service", Service) if web is not None else None
 
 
 def _dumps(value) -> str:
@@ -92,6 +145,8 @@ async def _json_errors(request: web.Request, handler):
     headers = {}
     try:
         return await handler(request)
+    except ClientGone:  # not a bug, and nobody to tell: an empty answer that goes nowhere
+        return web.Response(status=400)
     except ApiError as err:
         status, message, headers = err.status, str(err), err.headers
     except web.HTTPNotFound:
@@ -115,6 +170,7 @@ def build_app(
     translator: Translator, options: ServeOptions, model_dir: str | Path
 ) -> web.Application:
     """The aiohttp application: routes, JSON errors, the batcher started and stopped with it."""
+    check_options(options)
     service = Service(translator, options, Path(model_dir))
     app = web.Application(
         client_max_size=options.max_bytes, middlewares=[web.middleware(_json_errors)]
@@ -123,8 +179,10 @@ def build_app(
     app.router.add_get("/health", service.health)
     app.router.add_get("/model", service.describe)
     app.router.add_post("/translate", service.translate)
+    app[SERVICE] = service
 
     async def batcher_running(app):
+        service.abandoned = asyncio.get_running_loop().create_future()
         service.batcher.start()
         yield
         await service.batcher.stop()
@@ -137,9 +195,19 @@ async def serve_app(
     app: web.Application, options: ServeOptions, stop: asyncio.Event, on_ready=None
 ) -> None:
     """Listen until ``stop`` is set, then stop accepting connections, let the requests in
-    flight finish (up to ``shutdown_timeout``) and stop the batcher."""
+    flight finish (up to ``shutdown_timeout``; those left are answered 503) and stop the
+    batcher. A client gets ``read_timeout`` seconds for a request's head and again for its
+    body, so a stalled one holds neither a handler nor the shutdown."""
     runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=options.shutdown_timeout, access_log=None
+        app,
+        handle_signals=False,
+        shutdown_timeout=options.shutdown_timeout,
+        access_log=None,
+        # aiohttp closes a connection whose request head is not complete this long after it
+        # opened or after its last answer (its default is an hour)
+        keepalive_timeout=options.read_timeout,
+        # and reads what is left of an unread body (after a 408 or 413) no longer than this
+        lingering_time=min(10.0, options.read_timeout),
     )
     await runner.setup()
     try:
@@ -157,18 +225,25 @@ async def serve_app(
     # aiohttp's cleanup closes the connections with no request started: give one accepted just
     # before the listener closed time to be read, so that its request is answered, not dropped
     await asyncio.sleep(0.2)
+    await app[SERVICE].finish(options.shutdown_timeout)
     await runner.cleanup()
 
 
-def serve(model_dir: str | Path, options: ServeOptions) -> None:
-    """``translate serve``: load the model, then serve until SIGTERM or Ctrl-C, finishing the
-    requests in flight before returning."""
+def load_app(model_dir: str | Path, options: ServeOptions) -> web.Application:
+    """What ``translate serve`` does before it listens: check the options, set the threads,
+    load the model as they say and build the application."""
     if web is None:
         raise UserError("translate serve needs aiohttp: pip install 'translate[serve]'")
     check_options(options)
     set_threads(options.threads)
     translator = Translator.from_dir(model_dir, options.device, options.dtype, options.quantize)
-    asyncio.run(_serve_until_signalled(build_app(translator, options, model_dir), options))
+    return build_app(translator, options, model_dir)
+
+
+def serve(model_dir: str | Path, options: ServeOptions) -> None:
+    """``translate serve``: load the model, then serve until SIGTERM or Ctrl-C, finishing the
+    requests in flight before returning."""
+    asyncio.run(_serve_until_signalled(load_app(model_dir, options), options))
 
 
 async def _serve_until_signalled(app: web.Application, options: ServeOptions) -> None:

@@ -1,8 +1,10 @@
-"""The settings of ``translate serve``: where it listens, its request limits and batching."""
+"""The settings of ``translate serve``: where it listens, its request limits, batching and
+time-outs (the command line imports this, without torch, for its flags' defaults)."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from ..errors import UserError
@@ -12,7 +14,7 @@ MAX_BEAM = 64  # beam sizes (and samples per line) a request may ask for; the de
 
 @dataclass
 class ServeOptions:
-    """Where to listen, the request limits and the batching settings."""
+    """Where to listen, the request limits, the batching settings and the time-outs."""
 
     host: str = "127.0.0.1"
     port: int = 8000  # 0: any free port (printed at start)
@@ -20,12 +22,15 @@ class ServeOptions:
     length_penalty: float | None = None  # the default length penalty of requests; None: the model's
     max_sentences: int = 256  # per request
     max_bytes: int = 1_000_000  # per request body
+    max_request_work: int = 100_000  # per request: beam (or samples) x (source subwords + 1)
+    max_attention_cells: int = 1_000_000  # per request: attention weights it may ask back
     max_batch_sentences: int = 64  # per decoded batch
-    max_batch_tokens: int = 6000  # source subwords per decoded batch
+    max_batch_tokens: int = 6000  # source subwords per decoded batch, at the default beam
     batch_wait_ms: float = 5.0  # how long the first waiting sentence waits for company
     max_queued_sentences: int = 4096  # waiting sentences of all requests; beyond: 503
+    read_timeout: float = 15.0  # seconds a client has to send a request's head, and its body
+    shutdown_timeout: float = 60.0  # seconds in-flight requests get after SIGTERM; then 503
     threads: int = 0  # torch threads; 0: all cores
-    shutdown_timeout: float = 60.0  # seconds in-flight requests get after SIGTERM
     device: str | None = None  # None: CUDA when present, else the CPU
     dtype: str = "fp32"  # as for translate translate: fp32, bf16, fp16, auto
     quantize: str | None = None  # int8: dynamic quantization (CPU)
@@ -36,21 +41,40 @@ class ServeOptions:
         return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
+def flag(field: str) -> str:
+    """The ``translate serve`` flag of a ServeOptions field."""
+    return "--" + field.replace("_", "-")
+
+
 def check_options(options: ServeOptions) -> None:
     """Refuse settings that cannot work, naming the flag."""
-    for flag, value, least in (
-        ("--max-sentences", options.max_sentences, 1),
-        ("--max-bytes", options.max_bytes, 1),
-        ("--max-batch-sentences", options.max_batch_sentences, 1),
-        ("--max-batch-tokens", options.max_batch_tokens, 1),
-        ("--port", options.port, 0),
+    for field, least in (
+        ("max_sentences", 1),
+        ("max_bytes", 1),
+        ("max_request_work", 1),
+        ("max_attention_cells", 1),
+        ("max_batch_sentences", 1),
+        ("max_batch_tokens", 1),
+        ("threads", 0),
     ):
-        if value < least:
-            raise UserError(f"{flag} must be >= {least}, got {value}")
+        value = getattr(options, field)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise UserError(f"{flag(field)} must be an integer >= {least}, got {value!r}")
+    port = options.port
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise UserError(f"--port must be an integer from 0 to 65535, got {port!r}")
+    for field, positive in (
+        ("batch_wait_ms", False),
+        ("read_timeout", True),
+        ("shutdown_timeout", False),
+    ):
+        value = getattr(options, field)
+        finite = isinstance(value, (int, float)) and math.isfinite(value)
+        if not finite or value < 0 or (positive and value == 0):
+            least = "> 0" if positive else ">= 0"
+            raise UserError(f"{flag(field)} must be a finite number {least}, got {value!r}")
     if options.max_queued_sentences < options.max_sentences:
         raise UserError(
             f"--max-queued-sentences ({options.max_queued_sentences}) must be at least "
             f"--max-sentences ({options.max_sentences}), or a full request could never be queued"
         )
-    if options.batch_wait_ms < 0:
-        raise UserError(f"--batch-wait-ms must be >= 0, got {options.batch_wait_ms}")

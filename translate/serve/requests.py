@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+from typing import TYPE_CHECKING
 
 from ..decoding import SAMPLING_FIELDS, DecodeOptions, DecodingError, Sampling, flag_name
 from ..errors import UserError
 from ..translator import Translator
+from .batching import search_rows
 from .options import MAX_BEAM, ServeOptions
+
+if TYPE_CHECKING:
+    from ..config import DecodeConfig
 
 REQUEST_FIELDS = ("text", "beam", "length_penalty", "n_best", "return_attention", "sample")
 
@@ -69,6 +74,37 @@ def parse_request(
         if request.get(key) is not None and getattr(options, key) > MAX_BEAM:
             raise ApiError(400, f"'{key}' must be at most {MAX_BEAM}, got {request[key]!r}")
     return lines, options
+
+
+def check_work(
+    tokens: list[int], options: DecodeOptions, decode: DecodeConfig, limits: ServeOptions
+) -> None:
+    """Refuse (413, naming the flag that raises the limit) a request of lines of ``tokens``
+    source subwords (EOS included) that asks for more decoding, or more attention weights,
+    than one request may: the cost grows with beam x length, and attention with length
+    squared, so a few long lines could otherwise hold the worker for minutes."""
+    work = search_rows(options) * sum(tokens)
+    if work > limits.max_request_work:
+        raise ApiError(
+            413,
+            f"the request asks for {work} units of work (beam, or samples, x (source subwords "
+            f"+ 1), over its sentences): more than --max-request-work "
+            f"({limits.max_request_work}); send fewer or shorter sentences or a smaller beam",
+        )
+    if not options.attention:
+        return
+    cells = sum(
+        options.n_best * max(1, int(decode.max_len_a * count + decode.max_len_b)) * count
+        for count in tokens
+    )
+    if cells > limits.max_attention_cells:
+        raise ApiError(
+            413,
+            f"the request may ask back {cells} attention weights (n_best x the longest allowed "
+            f"translation x (source subwords + 1), over its sentences): more than "
+            f"--max-attention-cells ({limits.max_attention_cells}); send fewer or shorter "
+            "sentences or a smaller n_best",
+        )
 
 
 def _field_name(setting: str) -> str:
