@@ -1,5 +1,6 @@
 """Training with torchrun: 2 gloo processes equal 1 process accumulating 2 parts, only rank 0
-writes, and a signal to either rank stops both with a checkpoint that resumes exactly."""
+writes, a signal to either rank stops both with a checkpoint that resumes exactly, and an
+out_dir another process holds is refused by both ranks at once."""
 
 import json
 import os
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from translate.data import outdir
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
@@ -75,6 +78,7 @@ def test_two_processes_equal_one_process_with_two_accumulation_steps(two_process
 def test_only_rank_0_writes(two_processes):
     names = sorted(p.name for p in two_processes.iterdir())
     assert names == [
+        ".lock",
         "checkpoint.pt",
         "config.yaml",
         "metrics.jsonl",
@@ -132,3 +136,17 @@ def test_a_signal_to_one_rank_stops_both_and_they_resume_exactly(two_processes, 
     done = run(elsewhere, 1, "train.max_steps=30", "train.accum_steps=2")
     assert done.returncode == 0, done.stderr
     assert "written by 2 process(es) and this run has 1" in done.stderr
+
+
+def test_an_out_dir_in_use_is_refused_by_every_rank_at_once(tmp_path):
+    out = tmp_path / "busy"
+    with outdir.hold(out):  # this process is "the first trainer"
+        done = run(out, 2, "train.max_steps=30")
+    assert done.returncode != 0
+    # rank 0 names the holder; rank 1 stops with it instead of waiting for it
+    assert (
+        f"translate: error: {out} is in use by another translate process (PID {os.getpid()})"
+        in done.stderr
+    )
+    assert "translate: error: rank 0 stopped the run; its message says why" in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]

@@ -2,10 +2,10 @@
 worker processes, atomically, and read back as batches; several corpora by weight."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import numpy as np
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import tiny_config, write_word_corpus
+from translate.data import outdir
 from translate.data.batches import bucket_batches
 from translate.data.corpus import filter_pairs, read_pairs, read_parallel
 from translate.data.prepare import _chunks, _sample_pairs, prepare
@@ -112,7 +113,7 @@ def test_a_bad_line_in_chunk_3_is_named_and_leaves_no_prepared_data(tmp_path, ki
     (tmp_path / "model" / "spm.model").write_bytes(_vocab_for(["hund katze", "dog cat"]))
     with pytest.raises(UserError, match=message):
         prepare(cfg, workers=2, chunk_pairs=10, **QUIET)
-    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["spm.model"]
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [".lock", "spm.model"]
 
 
 def _vocab_for(lines: list[str]) -> bytes:
@@ -121,24 +122,42 @@ def _vocab_for(lines: list[str]) -> bytes:
     return train_vocab(lines * 20, vocab_size=25).model_proto
 
 
+# ``translate prepare`` that kills itself (SIGKILL: no clean-up) once it has written the
+# second of its chunks into prepared.tmp/, whatever the machine's speed
+KILLED_AFTER_TWO_CHUNKS = """
+import os, signal, sys
+from translate.data import shards
+from translate.cli import main
+
+real, written = shards._write_chunk, []
+def write_chunk(*args):
+    real(*args)
+    written.append(1)
+    if len(written) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+shards._write_chunk = write_chunk
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_an_interrupted_prepare_is_not_taken_for_finished(tmp_path):
-    write_word_corpus(tmp_path, n_train=150_000, n_dev=10)
+    write_word_corpus(tmp_path, n_train=50_000, n_dev=10)  # 3 chunks of 20,000 pairs
     config = tmp_path / "c.yaml"
     config.write_text(f"data: {{train: {tmp_path / 'train'}, vocab_size: 40}}\n")
     out = tmp_path / "model"
-    command = [sys.executable, "-m", "translate", "prepare", str(config), f"out_dir={out}"]
-    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not list(out.glob("prepared.tmp/*.arrow")):
-        assert run.poll() is None and time.time() < deadline, run.communicate()
-        time.sleep(0.01)
-    run.send_signal(signal.SIGKILL)
-    run.wait()
-    assert not (out / "prepared").exists()
+    arguments = ["prepare", str(config), f"out_dir={out}"]
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_TWO_CHUNKS, *arguments],
+        capture_output=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (out / "prepared").exists() and list(out.glob("prepared.tmp/*.arrow"))
+    command = [sys.executable, "-m", "translate", *arguments]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     manifest = json.loads((out / "prepared" / "manifest.json").read_text())
-    assert manifest["corpora"][0]["lines"] == 150_000
+    assert manifest["corpora"][0]["lines"] == 50_000
     assert not (out / "prepared.tmp").exists()
 
 
@@ -154,6 +173,35 @@ def test_a_corpus_emptied_by_the_filter_is_named(tmp_path):
     )
     with pytest.raises(UserError, match=r"no pair of '.*t' is left after filtering"):
         train(cfg, **QUIET)
+    # the SentencePiece model trained on it is saved only with data it encoded: a rerun on
+    # a corrected corpus trains its own
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [".lock"]
+
+
+@pytest.mark.parametrize("blank", ["de", "en", "both"])
+def test_a_corpus_of_blank_lines_is_one_error_before_anything_is_written(tmp_path, blank):
+    for side in ("de", "en"):
+        text = "  \n\n\t\n" * 10 if blank in (side, "both") else "hund\nkatze\nbaum\n" * 10
+        (tmp_path / f"t.{side}").write_text(text)
+    cfg = tiny_config(tmp_path, f"data.train={tmp_path / 't'}", "data.dev=")
+    side = "target" if blank == "en" else "source"
+    with pytest.raises(UserError) as refused:
+        prepare(cfg, **QUIET)
+    message = str(refused.value)
+    assert message == f"the training data has no {side} text: all 30 pairs are blank there"
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [".lock"]
+
+
+def test_prepare_is_refused_while_another_process_holds_the_out_dir(word_corpus, tmp_path):
+    cfg = tiny_config(word_corpus, f"out_dir={tmp_path / 'model'}")
+    with outdir.hold(tmp_path / "model"):
+        with pytest.raises(
+            outdir.Busy, match=rf"in use by another translate process \(PID {os.getpid()}\)"
+        ):
+            prepare(cfg, **QUIET)
+        assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [".lock"]
+    prepare(cfg, **QUIET)  # free again once the holder lets go
+    assert (tmp_path / "model" / "prepared" / "manifest.json").is_file()
 
 
 def test_an_experiment_prepared_by_an_older_version_is_prepared_again(word_corpus, tmp_path):

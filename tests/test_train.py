@@ -5,15 +5,22 @@ import json
 import math
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import translate.train.loop as train_module
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, write_word_corpus
 from tests.conftest import tiny_model as tiny
-from translate.config import Config, TrainConfig
+from translate.config import Config, TrainConfig, config_to_dict
+from translate.data import outdir
 from translate.data.batches import pair_batch
+from translate.data.prepare import prepare
 from translate.data.vocab import PAD
 from translate.errors import UserError
 from translate.model.seq2seq import build_model
@@ -119,19 +126,6 @@ def test_many_non_finite_losses_in_a_row_stop_training(word_corpus, tmp_path, mo
     assert not (tmp_path / "m" / "model.pt").exists()  # nothing non-finite saved as best
 
 
-def test_resuming_with_another_model_is_refused(word_corpus, tmp_path):
-    cfg = tiny_config(
-        word_corpus,
-        f"out_dir={tmp_path / 'm'}",
-        "train.max_steps=5",
-        "train.valid_bleu_sentences=0",
-    )
-    train_module.train(cfg, log=lambda message: None)
-    changed = tiny_config(word_corpus, f"out_dir={tmp_path / 'm'}", "model.hidden_dim=48")
-    with pytest.raises(UserError, match=r"other model settings \(model.hidden_dim\)"):
-        train_module.train(changed, log=lambda message: None)
-
-
 def test_the_progress_bar_ends_at_whichever_limit_comes_first():
     # 4140 steps allowed, but 20 minutes at 0.5 s a step end the run at step 2400
     assert trainlog.last_step(100, 4140, 20.0, 50.0, 0.5) == 100 + 2300
@@ -229,3 +223,124 @@ def test_the_last_batch_ends_the_run_with_one_validation_and_one_save(
     assert validated_steps(out) == [saved["step"]]
     train_module.train(cfg, log=lambda message: None)  # finished: nothing more to do
     assert saves == [saved["step"]]
+
+
+# --- one trainer per out_dir, refusals before any write -----------------------------------------
+
+
+def files_of(out) -> dict:
+    """Every file under ``out`` but the lock: its bytes, inode and modification time."""
+    return {
+        str(path.relative_to(out)): (path.read_bytes(), path.stat().st_ino, path.stat().st_mtime_ns)
+        for path in sorted(out.rglob("*"))
+        if path.is_file() and path.name != outdir.LOCK
+    }
+
+
+def train_command(tmp_path, word_corpus, *overrides: str) -> list[str]:
+    """``translate train`` of the tiny config in ``tmp_path/m``, as a command line."""
+    config = tiny_config(word_corpus, f"out_dir={tmp_path / 'm'}", *overrides)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config_to_dict(config)))
+    return [sys.executable, "-m", "translate", "train", str(tmp_path / "c.yaml")]
+
+
+def test_a_second_trainer_is_refused_at_once_naming_the_first(word_corpus, tmp_path):
+    out, command = tmp_path / "m", train_command(tmp_path, word_corpus, "train.max_steps=5")
+    with outdir.hold(out):  # this process is "the first trainer"
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1
+        assert done.stderr == (
+            f"translate: error: {out} is in use by another translate process (PID {os.getpid()}); "
+            "wait for it to end or stop it (a stopped train resumes), or use another out_dir\n"
+        )
+        assert files_of(out) == {}  # refused before writing anything
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err  # the lock went with its holder
+    assert (out / "model.pt").is_file()
+    assert (out / outdir.LOCK).read_text() == f"{second.pid}\n"  # the holder's PID, for the next
+
+
+def test_the_kernel_releases_the_lock_of_a_killed_trainer(tmp_path):
+    out = tmp_path / "m"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_FOREVER, str(out)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "workers-started").is_file():
+            assert holder.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        with pytest.raises(outdir.Busy, match=rf"\(PID {holder.pid}\)"):
+            with outdir.hold(out):
+                pass
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    with outdir.hold(out):  # SIGKILL ran no clean-up: the kernel let the lock go at once
+        assert (out / outdir.LOCK).read_text() == f"{os.getpid()}\n"
+
+
+# holds the lock with forked workers alive, as prepare's encoding does: a worker outlives a
+# killed parent for a while, and must not hold the lock for it
+HOLD_FOREVER = """
+import multiprocessing, time, sys
+from translate.data import outdir
+with outdir.hold(sys.argv[1]) as out:
+    workers = multiprocessing.get_context("fork").Pool(2)
+    workers.map(abs, range(2))  # both started
+    (out / "workers-started").touch()
+    time.sleep(60)  # killed long before
+"""
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "not writable"])
+def test_an_out_dir_that_cannot_be_written_is_one_error(word_corpus, tmp_path, where):
+    (tmp_path / "file").write_text("not a directory")
+    out = {"a file": tmp_path / "file", "under a file": tmp_path / "file" / "m"}.get(where)
+    if where == "not writable":
+        out = unwritable_folder(tmp_path)
+    cfg = tiny_config(word_corpus, f"out_dir={out}")
+    message = {
+        "a file": f"out_dir {out} is a file, not a directory",
+        "under a file": f"cannot use {out} as out_dir: Not a directory",
+        "not writable": f"cannot use {out} as out_dir: Permission denied",
+    }[where]
+    with pytest.raises(UserError) as refused:
+        train_module.train(cfg, log=lambda message: None)
+    assert str(refused.value) == message
+
+
+def unwritable_folder(tmp_path):
+    """A folder this process cannot create files in. root writes through file modes, so as
+    root it is sysfs's root, which refuses new files to anyone."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir(mode=0o500)
+        return folder
+    mounts = open("/proc/mounts").read().split("\n")
+    if not any(line.split()[1:3] == ["/sys", "sysfs"] for line in mounts if line):
+        pytest.skip("running as root without sysfs at /sys: no folder root cannot write")
+    return Path("/sys")
+
+
+@pytest.mark.parametrize("change", ["data", "model"])
+def test_a_run_refused_for_other_settings_writes_nothing(word_corpus, tmp_path, change):
+    out = tmp_path / "m"
+    quiet = {"log": lambda message: None}
+    cfg = tiny_config(word_corpus, f"out_dir={out}", "train.max_steps=5", "train.log_every=1")
+    train_module.train(cfg, **quiet)
+    before = files_of(out)
+    assert {"prepared/manifest.json", "spm.model", "config.yaml", "checkpoint.pt"} <= set(before)
+    if change == "data":  # another corpus: it used to be encoded over prepared/ first
+        (tmp_path / "other").mkdir()
+        write_word_corpus(tmp_path / "other", n_train=300, n_dev=10, seed=1)
+        changed = [f"data.train={tmp_path / 'other' / 'train'}", "data.max_len=20"]
+        refusal = r"other data settings \(data.train, data.max_len\)"
+    else:
+        changed, refusal = ["model.hidden_dim=48"], r"other model settings \(model.hidden_dim\)"
+    other = tiny_config(word_corpus, f"out_dir={out}", "train.max_steps=5", *changed)
+    with pytest.raises(UserError, match=refusal):
+        train_module.train(other, **quiet)
+    assert files_of(out) == before  # not one byte, not one file replaced
+    with pytest.raises(UserError, match=refusal):  # translate prepare refuses alike
+        prepare(other, **quiet)
+    assert files_of(out) == before

@@ -14,11 +14,13 @@ import math
 import os
 import random
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, DataConfig
 from ..modeldir import CACHE, PREPARED, atomic_write, vocab_paths
+from . import outdir
 from .corpus import (
     DataError,
     FilterReport,
@@ -48,16 +50,35 @@ class Prepared:
     dev_tgt_ids: list[list[int]]
 
 
-def prepare(cfg: Config, log=print, workers: int = 0, chunk_pairs: int = CHUNK_PAIRS) -> Prepared:
+def prepare(
+    cfg: Config,
+    log=print,
+    workers: int = 0,
+    chunk_pairs: int = CHUNK_PAIRS,
+    lock: bool = True,
+) -> Prepared:
     """Train (or reuse) the SentencePiece model(s), and encode and filter the training corpora
     into ``out_dir/prepared`` (or reuse it when it was made from the same files and settings).
-    ``workers`` encoding processes (0: one per core)."""
+    ``workers`` encoding processes (0: one per core).
+
+    It holds out_dir's lock (``lock=False``: the caller holds it) and writes nothing before
+    every check that can refuse has passed: a directory in use, a checkpoint of another
+    experiment, data that cannot be used."""
+    if not cfg.data.train:
+        raise DataError("no training data given (set data.train)")
+    with outdir.hold(cfg.out_dir) if lock else nullcontext():
+        outdir.check_same_experiment(cfg)
+        return _prepare(cfg, log, workers, chunk_pairs)
+
+
+def _prepare(cfg: Config, log, workers: int, chunk_pairs: int) -> Prepared:
     d = cfg.data
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if not d.train:
-        raise DataError("no training data given (set data.train)")
-    src_vocab, tgt_vocab = _vocabularies(cfg, log)
+    dev_src, dev_tgt = [], []
+    if d.dev:  # read first: a dev set that cannot be read refuses the run before any write
+        pairs = list(read_pairs(d.dev, d.src_lang, d.tgt_lang, d.replace_bad_utf8))
+        dev_src, dev_tgt = [s for s, _ in pairs], [t for _, t in pairs]
+    src_vocab, tgt_vocab, trained = _vocabularies(cfg, log)
     key = _key(d, src_vocab, tgt_vocab)
     folder = out / PREPARED
     if _manifest(folder).get("key") != key:
@@ -71,14 +92,14 @@ def prepare(cfg: Config, log=print, workers: int = 0, chunk_pairs: int = CHUNK_P
         encode_corpora(
             d, chunks, src_vocab, tgt_vocab, folder, {"format": FORMAT, "key": key}, workers, log
         )
+    if trained:  # saved once the data they encode has passed its checks
+        paths = vocab_paths(out, d.joint_vocab)
+        for path, vocab in dict(zip(paths, (src_vocab, tgt_vocab))).items():  # joint: once
+            atomic_write(path, vocab.model_proto)
     train = TrainSet(folder)
     for corpus in train.corpora if len(train.corpora) > 1 else []:
         log(f"{corpus['path']}: {FilterReport(**corpus['report']).summary()}")
     log(f"training data in {folder}: {train.report.summary()}")
-    dev_src, dev_tgt = [], []
-    if d.dev:
-        pairs = list(read_pairs(d.dev, d.src_lang, d.tgt_lang, d.replace_bad_utf8))
-        dev_src, dev_tgt = [s for s, _ in pairs], [t for _, t in pairs]
     return Prepared(
         src_vocab,
         tgt_vocab,
@@ -118,43 +139,44 @@ def _key(d: DataConfig, src_vocab: Vocab, tgt_vocab: Vocab) -> str:
 # --- SentencePiece ----------------------------------------------------------------------------
 
 
-def _vocabularies(cfg: Config, log) -> tuple[Vocab, Vocab]:
-    """The SentencePiece model(s) in ``out_dir``, trained first on a random sample of the
-    corpora when they are not there yet."""
+def _vocabularies(cfg: Config, log) -> tuple[Vocab, Vocab, bool]:
+    """The SentencePiece model(s) in ``out_dir``, or trained (not yet saved) on a random
+    sample of the corpora when they are not there yet; and whether they were trained."""
     d = cfg.data
     src_path, tgt_path = vocab_paths(cfg.out_dir, d.joint_vocab)
     if src_path.is_file() and tgt_path.is_file():
         log(f"using SentencePiece model(s) in {cfg.out_dir}")
-        return Vocab.load(src_path), Vocab.load(tgt_path)
+        return Vocab.load(src_path), Vocab.load(tgt_path), False
     pairs = d.spm_sample_size // 2 if d.joint_vocab else d.spm_sample_size
     sample, total = _sample_pairs(_chunks(d, CHUNK_PAIRS), pairs, seed=cfg.train.seed)
     if not total:
         raise DataError("the training data is empty")
     which = "all" if len(sample) == total else f"a random sample of {len(sample)} of the"
+    src = [s for _, s, _ in sample]
+    tgt = [t for _, _, t in sample]
+    for side, lines in (("source", src), ("target", tgt)):
+        if not any(line.strip() for line in lines):  # SentencePiece would fail on no text
+            raise DataError(
+                f"the training data has no {side} text: {which} {total} pairs are blank there"
+            )
     options = dict(
         vocab_size=d.vocab_size,
         model_type=d.spm_type,
         character_coverage=d.character_coverage,
         sample_size=d.spm_sample_size,
     )
-    src = [s for _, s, _ in sample]
-    tgt = [t for _, _, t in sample]
     if d.joint_vocab:
         log(
             f"training a joint {d.spm_type} SentencePiece model ({d.vocab_size} pieces) on "
             f"{which} {total} training pairs"
         )
         vocab = train_vocab(src + tgt, **options)
-        atomic_write(src_path, vocab.model_proto)
-        return vocab, vocab
+        return vocab, vocab, True
     log(
         f"training {d.spm_type} SentencePiece models ({d.vocab_size} pieces each) on {which} "
         f"{total} training pairs"
     )
-    src_vocab, tgt_vocab = train_vocab(src, **options), train_vocab(tgt, **options)
-    atomic_write(src_path, src_vocab.model_proto)
-    atomic_write(tgt_path, tgt_vocab.model_proto)
-    return src_vocab, tgt_vocab
+    return train_vocab(src, **options), train_vocab(tgt, **options), True
 
 
 def _sample_pairs(

@@ -1,6 +1,7 @@
 """What a training run saves and resumes from: its counters (TrainState), the checkpoint
-with every process's random state, the check that a checkpoint belongs to this experiment,
-and the weights of recent validations kept for averaging."""
+with every process's random state, and the weights of recent validations kept for averaging.
+(That a checkpoint belongs to this experiment is checked before prepare writes anything:
+:func:`translate.data.outdir.check_same_experiment`.)"""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, config_to_dict
-from ..errors import UserError
+from ..config import Config
 from ..model.seq2seq import Seq2Seq
-from ..modeldir import CHECKPOINT, CONFIG, atomic_save, load_tensors, read_config, write_config
+from ..modeldir import CHECKPOINT, atomic_save, load_tensors, write_config
 from . import distributed
 from .distributed import Ranks
 
@@ -50,12 +50,10 @@ def resume(
     log,
 ) -> TrainState:
     """The counters to start from: fresh ones, or those of ``out/checkpoint.pt`` with the model,
-    optimiser, scaler and random state it holds loaded in place, after checking that it was
-    trained with the same data and model settings. Writes this run's config.yaml."""
+    optimiser, scaler and random state it holds loaded in place. Writes this run's
+    config.yaml."""
     path, corpora = out / CHECKPOINT, len(cfg.data.train)
-    if ranks.main:
-        if path.is_file():
-            check_same_experiment(out, cfg)
+    if ranks.main:  # prepare has checked that a checkpoint here is of this experiment
         write_config(out, cfg)  # upgrades the directory's files if they are older
     distributed.barrier(ranks)
     if not path.is_file():
@@ -81,22 +79,6 @@ def resume(
         )
     log(f"resuming from {path} at step {state.step}")
     return state
-
-
-def check_same_experiment(out: Path, cfg: Config) -> None:
-    """A checkpoint may only be resumed with the data and model it was trained with."""
-    if not (out / CONFIG).is_file():
-        return
-    saved = config_to_dict(read_config(out / CONFIG)[0])  # keys added since get defaults
-    now = config_to_dict(cfg)
-    for section in ("data", "model"):
-        if saved[section] != now[section]:
-            changed = [k for k in now[section] if saved[section][k] != now[section][k]]
-            raise UserError(
-                f"{out} holds a checkpoint trained with other {section} settings "
-                f"({', '.join(f'{section}.{k}' for k in changed)}); "
-                "use a new out_dir, or delete the old one to start over"
-            )
 
 
 def save_checkpoint(

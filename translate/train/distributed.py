@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -18,6 +20,7 @@ from ..errors import UserError
 
 # generous: rank 0 alone prepares the data and validates while the others wait for it
 TIMEOUT = datetime.timedelta(hours=3)
+T = TypeVar("T")
 
 
 @dataclass
@@ -82,6 +85,24 @@ def any_rank(ranks: Ranks, *flags: bool) -> list[bool]:
     values = torch.tensor([int(bool(flag)) for flag in flags])
     dist.all_reduce(values, op=dist.ReduceOp.MAX)
     return [bool(v) for v in values.tolist()]
+
+
+def main_first(ranks: Ranks, work: Callable[[], T]) -> T | None:
+    """``work()`` on rank 0 while the others wait (its result there, None elsewhere). When it
+    fails, every rank raises: rank 0 its error, the others one pointing to it, so that none
+    is left waiting for a partner that has gone."""
+    result, error = None, None
+    if ranks.main:
+        try:
+            result = work()
+        except Exception as err:  # re-raised below, once the others know
+            error = err
+    (failed,) = any_rank(ranks, error is not None)
+    if error is not None:
+        raise error
+    if failed:
+        raise UserError("rank 0 stopped the run; its message says why")
+    return result
 
 
 def sums(ranks: Ranks, *values: float) -> list[float]:

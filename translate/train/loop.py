@@ -4,7 +4,8 @@
 validate and keep the best, checkpoint, and stop at the first limit reached. A run resumes by
 itself when ``out_dir`` holds a checkpoint: model, optimiser, RNG state, position in the epoch
 and best score are restored, so the resumed run takes exactly the steps the uninterrupted one
-would have taken. SIGINT/SIGTERM save a checkpoint before exiting.
+would have taken. SIGINT/SIGTERM save a checkpoint before exiting. One run at a time: rank 0
+holds ``out_dir``'s lock (:mod:`translate.data.outdir`) for the run's life.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -23,6 +24,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config import Config, TrainConfig
+from ..data import outdir
 from ..data.batches import Batch, bucket_batches, pair_batch
 from ..data.prepare import Prepared, prepare
 from ..data.vocab import PAD
@@ -70,7 +72,10 @@ def train(cfg: Config, log=print) -> Path:
     """
     ranks = distributed.start()
     try:
-        return _train(cfg, ranks, log if ranks.main else lambda message: None)
+        with ExitStack() as held:
+            # one trainer per out_dir: rank 0 holds its lock for the run's life
+            distributed.main_first(ranks, lambda: held.enter_context(outdir.hold(cfg.out_dir)))
+            return _train(cfg, ranks, log if ranks.main else lambda message: None)
     finally:
         distributed.finish(ranks)
 
@@ -135,11 +140,10 @@ def setup(cfg: Config, ranks: Ranks, log) -> Run:
     torch.manual_seed(t.seed)
     device = distributed.device_of(ranks) or pick_device()
     dtype = resolve_dtype(t.dtype, device, log)
-    if ranks.main:
-        data = prepare(cfg, log)
-    distributed.barrier(ranks)
+    # rank 0 prepares while the others wait (train holds out_dir's lock); a refusal stops all
+    data = distributed.main_first(ranks, lambda: prepare(cfg, log, lock=False))
     if not ranks.main:
-        data = prepare(cfg, log)  # finds rank 0's preparation and opens it
+        data = prepare(cfg, log, lock=False)  # finds rank 0's preparation and opens it
     model = build_model(cfg.model, len(data.src_vocab), len(data.tgt_vocab)).to(device)
     forward_model = model
     if ranks.world > 1:
