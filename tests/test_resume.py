@@ -1,7 +1,8 @@
-"""A killed or interrupted training run resumes to exactly the weights of an uninterrupted one."""
+"""A killed or interrupted training run resumes to exactly the weights, and the log, of an
+uninterrupted one."""
 
 import json
-import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +28,25 @@ TRAIN = {
         "valid_bleu_sentences": 20,
     },
 }
+# what differs between two runs of the same steps: the clock
+CLOCK = ("elapsed", "tgt_tok_s", "src_tok_s")
+
+# ``translate train`` that sends itself SIGTERM once step STEP is taken: the signal comes at
+# the same step on every machine, however fast
+SIGNAL_AT_STEP = """
+import os, signal, sys
+import translate.train.loop as loop
+from translate.cli import main
+
+step, real = int(sys.argv.pop(1)), loop.train_step
+def train_step(run, state, rows, elapsed):
+    result = real(run, state, rows, elapsed)
+    if state.step == step:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return result
+loop.train_step = train_step
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +60,21 @@ def setup(tmp_path_factory):
     return folder
 
 
-def start(folder: Path, out: Path) -> subprocess.Popen:
+@pytest.fixture(scope="module")
+def reference(setup) -> Path:
+    """The uninterrupted run, which every resumed one must equal."""
+    out = setup / "reference"
+    done = start(setup, out)
+    _, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    return out
+
+
+def start(folder: Path, out: Path, signal_at: int = 0) -> subprocess.Popen:
+    train = ["train", str(folder / "config.yaml"), f"out_dir={out}"]
+    launch = ["-c", SIGNAL_AT_STEP, str(signal_at)] if signal_at else ["-m", "translate"]
     return subprocess.Popen(
-        [sys.executable, "-m", "translate", "train", str(folder / "config.yaml"), f"out_dir={out}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        [sys.executable, *launch, *train], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
 
 
@@ -58,7 +87,7 @@ def wait_for_step(out: Path, step: int, process: subprocess.Popen) -> None:
             steps = [json.loads(line)["step"] for line in log.read_text().splitlines() if line]
             if steps and max(steps) >= step:
                 return
-        assert process.poll() is None, process.communicate()
+        assert process.poll() is None, process.communicate(timeout=30)
         time.sleep(0.02)
     raise AssertionError(f"step {step} never came")
 
@@ -67,56 +96,65 @@ def weights(out: Path) -> dict:
     return torch.load(out / "checkpoint.pt", weights_only=True)["model"]
 
 
-def test_sigkill_and_resume_give_the_same_weights(setup):
-    reference = setup / "reference"
-    done = start(setup, reference)
-    assert done.wait() == 0, done.communicate()
+def same_weights(a: Path, b: Path) -> bool:
+    """The checkpoint's and the best model's weights, bit for bit."""
+    best_a = torch.load(a / "model.pt", weights_only=True)
+    best_b = torch.load(b / "model.pt", weights_only=True)
+    last_a, last_b = weights(a), weights(b)
+    return (
+        last_a.keys() == last_b.keys()
+        and all(torch.equal(last_a[k], last_b[k]) for k in last_a)
+        and best_a.keys() == best_b.keys()
+        and all(torch.equal(best_a[k], best_b[k]) for k in best_a)
+    )
 
+
+def records(out: Path) -> list[dict]:
+    """metrics.jsonl without the clock's fields."""
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in CLOCK} for line in lines]
+
+
+def test_sigkill_and_resume_give_the_same_weights_and_log(setup, reference):
     resumed = setup / "killed"
     for kill_at in (7, 60, 150):  # before the first checkpoint, then between checkpoints
         run = start(setup, resumed)
         wait_for_step(resumed, kill_at, run)
         run.kill()
-        run.wait()
+        run.communicate(timeout=30)
     run = start(setup, resumed)
-    _, err = run.communicate()
+    _, err = run.communicate(timeout=300)
     assert run.returncode == 0, err
     assert "resuming from" in err
-
-    expected, actual = weights(reference), weights(resumed)
-    assert expected.keys() == actual.keys()
-    for name in expected:
-        assert torch.equal(expected[name], actual[name]), name  # bit for bit
-    best_ref = torch.load(reference / "model.pt", weights_only=True)
-    best_res = torch.load(resumed / "model.pt", weights_only=True)
-    assert all(torch.equal(best_ref[k], best_res[k]) for k in best_ref)
+    assert same_weights(reference, resumed)
+    # the steps logged after each checkpoint are logged once: the log reads as one run's
+    expected = records(reference)
+    assert [r["step"] for r in expected] == sorted(r["step"] for r in expected)
+    assert records(resumed) == expected
 
 
-def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(setup):
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(setup, reference):
     out = setup / "terminated"
-    run = start(setup, out)
-    wait_for_step(out, 40, run)
-    run.send_signal(signal.SIGTERM)
-    _, err = run.communicate()
-    assert run.returncode == 130
-    assert "Run the same command again to resume" in err and "Traceback" not in err
+    run = start(setup, out, signal_at=40)
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 130, err
+    assert "stopped by signal 15 at step 40" in err and "Traceback" not in err
+    assert "Run the same command again to resume" in err
     saved = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert saved["loop"]["step"] >= 40 and not saved["loop"]["finished"]
+    assert saved["loop"]["step"] == 40 and not saved["loop"]["finished"]
     rerun = start(setup, out)
-    _, err = rerun.communicate()
+    _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
-    reference = setup / "reference"
-    if (reference / "checkpoint.pt").is_file():  # the first test made it
-        assert all(torch.equal(weights(reference)[k], weights(out)[k]) for k in weights(out))
+    assert "resuming from" in err
+    assert same_weights(reference, out)
+    assert records(out) == records(reference)
 
 
-def test_a_finished_run_is_not_trained_again(setup):
-    reference = setup / "reference"
-    if not (reference / "checkpoint.pt").is_file():
-        assert start(setup, reference).wait() == 0
-    before = weights(reference)
-    run = start(setup, reference)
-    _, err = run.communicate()
+def test_a_finished_run_is_not_trained_again(setup, reference, tmp_path):
+    out = tmp_path / "finished"
+    shutil.copytree(reference, out)
+    run = start(setup, out)
+    _, err = run.communicate(timeout=300)
     assert run.returncode == 0, err
-    after = weights(reference)
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert same_weights(reference, out)
+    assert records(out) == records(reference)

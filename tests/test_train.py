@@ -344,3 +344,21 @@ def test_a_run_refused_for_other_settings_writes_nothing(word_corpus, tmp_path, 
     with pytest.raises(UserError, match=refusal):  # translate prepare refuses alike
         prepare(other, **quiet)
     assert files_of(out) == before
+
+
+def test_resuming_drops_what_the_killed_run_logged_after_its_checkpoint(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    records = [{"step": 5}, {"step": 10, "dev_loss": 1.0}, {"step": 10}, {"step": 15}]
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    path.write_text(text + '{"step": 20, "train_lo')  # killed in the middle of a line
+    with trainlog.open_metrics(path, 10) as metrics:  # the checkpoint is of step 10
+        trainlog.record(metrics, {"step": 11})
+    kept = "".join(json.dumps(r) + "\n" for r in records[:3])
+    assert path.read_text() == kept + '{"step": 11}\n'
+    with trainlog.open_metrics(path, 11):  # nothing to drop: the file is left alone
+        pass
+    assert path.read_text() == kept + '{"step": 11}\n'
+    trainlog.open_metrics(path, 0).close()  # a fresh start: nothing of an older run stays
+    assert path.read_text() == ""
+    trainlog.open_metrics(tmp_path / "new.jsonl", 0).close()
+    assert (tmp_path / "new.jsonl").read_text() == ""

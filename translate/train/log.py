@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 from typing import TextIO
 
 import torch
 from tqdm import tqdm
 
 from ..config import CorpusConfig
+from ..modeldir import atomic_write
 from .checkpoint import TrainState
 
 
@@ -89,6 +91,27 @@ def log_window(
 def pairs_seen(corpora: list[CorpusConfig], counts: list[int]) -> dict[str, int]:
     """How many training pairs of each corpus the run has taken so far, by corpus path."""
     return {corpus.path: n for corpus, n in zip(corpora, counts)}
+
+
+def open_metrics(path: Path, step: int) -> TextIO:
+    """metrics.jsonl opened for appending, with only the records up to ``step`` (the step the
+    run starts from) kept: a run killed after its checkpoint logged steps that the resumed run
+    logs again, and perhaps half a line. The file then reads as the uninterrupted run's."""
+    try:
+        lines = path.read_bytes().splitlines(keepends=True)
+    except FileNotFoundError:
+        lines = []
+    kept = 0
+    for line in lines:  # records are in step order: keep the whole ones up to ``step``
+        try:
+            if not line.endswith(b"\n") or json.loads(line)["step"] > step:
+                break
+        except (ValueError, KeyError, TypeError):
+            break
+        kept += 1
+    if kept < len(lines):
+        atomic_write(path, b"".join(lines[:kept]))
+    return open(path, "a", encoding="utf-8")
 
 
 def record(metrics: TextIO, entry: dict) -> None:

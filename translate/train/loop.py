@@ -38,7 +38,7 @@ from ..search import search_batches
 from . import distributed
 from .checkpoint import TrainState, keep_recent, resume, save_checkpoint
 from .distributed import Ranks
-from .log import Progress, Window, log_window, pairs_seen, record
+from .log import Progress, Window, log_window, open_metrics, pairs_seen, record
 from .signals import Interrupted, catch_signals
 
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before training gives up
@@ -86,7 +86,7 @@ def _train(cfg: Config, ranks: Ranks, log) -> Path:
     t = cfg.train
     progress = Progress(state.step, state.elapsed, run.total_steps, t.max_minutes, ranks.main)
     window = Window()
-    metrics_file = open(run.out / METRICS, "a", encoding="utf-8") if ranks.main else nullcontext()
+    metrics_file = open_metrics(run.out / METRICS, state.step) if ranks.main else nullcontext()
     with catch_signals() as caught, metrics_file as metrics:
         for rows, last_batch in epoch_batches(run, state):
             # one step: forward, backward, clip, update
