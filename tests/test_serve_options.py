@@ -22,14 +22,16 @@ from translate.serve.options import ServeOptions, check_options, flag
 from translate.translator import Translator
 
 TESTS = Path(__file__).parent
-DECODING_FLAGS = "test_decoding.py::test_each_decoding_flag_changes_the_output_or_is_refused"
+REQUEST_DEFAULTS = (
+    "test_serve_options.py::test_beam_and_length_penalty_are_the_defaults_of_requests"
+)
 
 # Where each setting's effect is tested: the test fails if the setting stops doing what it says.
 EFFECTS = {
     "host": ["test_serve_options.py::test_host_is_where_it_listens"],
     "port": ["test_serve_options.py::test_port_is_where_it_listens"],
-    "beam": [DECODING_FLAGS],
-    "length_penalty": [DECODING_FLAGS],
+    "beam": [REQUEST_DEFAULTS],
+    "length_penalty": [REQUEST_DEFAULTS],
     "max_sentences": ["test_serve.py::test_bad_input_is_a_4xx_naming_the_problem"],
     "max_bytes": ["test_serve.py::test_bad_input_is_a_4xx_naming_the_problem"],
     "max_request_work": [
@@ -176,17 +178,56 @@ def keep_threads():
     torch.set_num_threads(threads)
 
 
-def served(app, lines: list[str]) -> tuple[dict, list[dict]]:
-    """GET /model and the translations of ``lines`` from ``app``, on a loopback test server."""
+def served(app, request: dict) -> tuple[dict, list[dict]]:
+    """GET /model and the answers to ``request`` from ``app``, on a loopback test server."""
 
     async def main():
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
             model = await (await client.get("/model")).json()
-            response = await client.post("/translate", json={"text": lines})
+            response = await client.post("/translate", json=request)
             assert response.status == 200
             return model, (await response.json())["translations"]
 
     return asyncio.run(main())
+
+
+# sentences longer than the training ones, where the tiny model is unsure enough for the beam
+# size to change the translations
+UNSURE = [
+    "hund katze baum auto buch tisch stuhl haus hund",
+    "baum baum auto stuhl haus katze tisch buch hund katze",
+    "stuhl tisch hund hund katze auto buch haus baum",
+]
+
+
+def test_beam_and_length_penalty_are_the_defaults_of_requests(translator, trained_dir):
+    """Served with --beam 1 and with --beam 5 (length penalty 0 and 5): requests that name
+    none are answered as the translator answers with those settings, and differently; a
+    request that names its own is answered with its own."""
+
+    def answers(options: ServeOptions, request: dict) -> list[tuple[str, float]]:
+        model, translations = served(build_app(translator, options, trained_dir), request)
+        assert (model["decoding"]["beam"], model["decoding"]["length_penalty"]) == (
+            options.beam,
+            options.length_penalty,
+        )
+        return [(a["text"], a["score"]) for a in translations]
+
+    def wanted(beam: int, alpha: float) -> list[tuple[str, float]]:
+        options = translator.defaults.override(beam=beam, length_penalty=alpha)
+        return [
+            (t.text, t.candidates[0].score) for t in translator.translate_batch(UNSURE, options)
+        ]
+
+    plain = {"text": UNSURE}
+    greedy = answers(ServeOptions(beam=1, length_penalty=0.0), plain)
+    beam = answers(ServeOptions(beam=5, length_penalty=0.0), plain)
+    penalised = answers(ServeOptions(beam=5, length_penalty=5.0), plain)
+    assert greedy == wanted(1, 0.0) and beam == wanted(5, 0.0) and penalised == wanted(5, 5.0)
+    assert [text for text, _ in greedy] != [text for text, _ in beam]
+    assert [score for _, score in beam] != [score for _, score in penalised]
+    own = {"text": UNSURE, "beam": 5, "length_penalty": 0.0}  # a request's own settings win
+    assert answers(ServeOptions(beam=1, length_penalty=5.0), own) == beam
 
 
 def test_the_runtime_settings_reach_the_model(trained_dir, keep_threads):
@@ -194,7 +235,7 @@ def test_the_runtime_settings_reach_the_model(trained_dir, keep_threads):
     app = load_app(trained_dir, options)
     assert torch.get_num_threads() == 1
     lines = ["hund katze", "baum auto buch"]
-    model, answers = served(app, lines)
+    model, answers = served(app, {"text": lines})
     assert model["runtime"] == {"device": "cpu", "dtype": "bf16", "quantize": None, "threads": 1}
     wanted = Translator.from_dir(trained_dir, "cpu", "bf16").translate_batch(lines)
     assert [(a["text"], a["score"]) for a in answers] == [
@@ -205,7 +246,7 @@ def test_the_runtime_settings_reach_the_model(trained_dir, keep_threads):
 def test_int8_serves_the_quantized_model(trained_dir, keep_threads):
     app = load_app(trained_dir, ServeOptions(quantize="int8", threads=1))
     lines = ["hund katze baum"]
-    model, answers = served(app, lines)
+    model, answers = served(app, {"text": lines})
     assert model["runtime"]["quantize"] == "int8"
     int8 = Translator.from_dir(trained_dir, quantize="int8").translate_batch(lines)
     fp32 = Translator.from_dir(trained_dir).translate_batch(lines)
