@@ -3,12 +3,23 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-from translate.score import bleu_by_length, paired_bootstrap
+import pytest
+
+from translate.cli import main
+from translate.score import (
+    bleu_by_length,
+    format_length_table,
+    format_scores,
+    paired_bootstrap,
+    score,
+)
 
 REFS = ["the dog runs in the park .", "a cat sleeps on the mat .", "two men play football ."] * 15
 GOOD = ["the dog runs in a park .", "a cat sleeps on the mat .", "two men play soccer ."] * 15
 BAD = ["dog runs .", "the cat .", "men play ."] * 15
+SOURCES = ["ein Satz ."] * 30 + [" ".join(["lang"] * 12)] * 15  # two length buckets
 
 
 def test_paired_bootstrap_against_itself_gives_p_one():
@@ -64,3 +75,74 @@ def test_score_cli_with_significance_buckets_and_plot(tmp_path):
     result = json.loads(done.stdout)
     assert result[str(tmp_path / "good")]["paired_bs"]["bleu_p_value"] < 0.05
     assert (tmp_path / "buckets.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def score_cli(capsys, *args) -> str:
+    """``translate score ARGS`` in this process: what it prints."""
+    assert main(["score", *map(str, args)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    return out
+
+
+@pytest.fixture
+def files(tmp_path) -> dict[str, Path]:
+    paths = {}
+    for name, lines in (("ref", REFS), ("good", GOOD), ("bad", BAD), ("src", SOURCES)):
+        paths[name] = tmp_path / name
+        paths[name].write_text("\n".join(lines) + "\n")
+    return paths
+
+
+def test_score_prints_each_systems_scores(files, capsys):
+    good = score(GOOD, REFS)
+    out = score_cli(capsys, "-r", files["ref"], files["good"])
+    assert out == (
+        f"BLEU = {good['bleu']:6.2f}  ({good['bleu_signature']})\n"
+        f"CHRF = {good['chrf']:6.2f}  ({good['chrf_signature']})\n"
+    )
+    bad = score(BAD, REFS)
+    both = score_cli(capsys, "-r", files["ref"], files["good"], files["bad"])
+    assert both == f"== {files['good']}\n{out}== {files['bad']}\n" + format_scores(bad) + "\n"
+    assert bad["bleu"] < good["bleu"]
+
+
+def test_ter_adds_ter(files, capsys):
+    plain = score_cli(capsys, "-r", files["ref"], files["good"])
+    ter = score(GOOD, REFS, ter=True)
+    with_ter = score_cli(capsys, "-r", files["ref"], files["good"], "--ter")
+    assert with_ter == plain + f"TER  = {ter['ter']:6.2f}  ({ter['ter_signature']})\n"
+    assert "TER" not in plain
+
+
+def test_json_prints_the_scores_as_one_object(files, capsys):
+    out = score_cli(capsys, "-r", files["ref"], files["good"], "--json")
+    assert out.count("\n") == 1 and json.loads(out) == score(GOOD, REFS)
+    both = json.loads(score_cli(capsys, "-r", files["ref"], files["bad"], files["good"], "--json"))
+    assert both == {str(files["bad"]): score(BAD, REFS), str(files["good"]): score(GOOD, REFS)}
+
+
+def test_paired_bs_compares_each_system_with_the_first(files, capsys):
+    args = ("-r", files["ref"], files["bad"], files["good"], "--json")
+    assert all(
+        "paired_bs" not in system for system in json.loads(score_cli(capsys, *args)).values()
+    )
+    result = json.loads(score_cli(capsys, *args, "--paired-bs", "50"))
+    compared = result[str(files["good"])]["paired_bs"]
+    assert compared == paired_bootstrap(REFS, BAD, GOOD, samples=50)
+    assert compared["bleu_p_value"] < 0.05 and "paired_bs" not in result[str(files["bad"])]
+    text = score_cli(capsys, "-r", files["ref"], files["bad"], files["good"], "--paired-bs", "50")
+    assert f"paired bootstrap vs {files['bad']}: BLEU {compared['baseline_bleu']} -> " in text
+
+
+def test_src_adds_bleu_by_source_length_and_plot_draws_it(files, capsys, tmp_path):
+    plain = score_cli(capsys, "-r", files["ref"], files["good"])
+    table = bleu_by_length(SOURCES, REFS, {str(files["good"]): GOOD})
+    out = score_cli(capsys, "-r", files["ref"], files["good"], "--src", files["src"])
+    assert out == plain + format_length_table(table) + "\n"
+    png = tmp_path / "buckets.png"
+    score_cli(capsys, "-r", files["ref"], files["good"], "--src", files["src"], "--plot", png)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["score", "-r", str(files["ref"]), str(files["good"]), "--plot", str(png)]) == 1
+    err = capsys.readouterr().err
+    assert err == "translate: error: --plot draws the length buckets: give --src too\n"

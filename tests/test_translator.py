@@ -116,3 +116,19 @@ def test_n_best_lists(trained_dir):
     assert [(c.text, c.score) for c in nbest[1].candidates] == [("", 0.0)] * 3
     with pytest.raises(UserError, match="between 1 and the beam size"):
         translator.translate_batch(["hund"], DecodeOptions(beam=4, n_best=5))
+
+
+def test_the_device_asked_for_is_the_one_used(trained_dir):
+    translator = Translator.from_dir(trained_dir, device="cpu")
+    assert translator.device == torch.device("cpu")
+    assert {p.device for p in translator.model.parameters()} == {torch.device("cpu")}
+    default = "cuda" if torch.cuda.is_available() else "cpu"  # None: a GPU where there is one
+    assert Translator.from_dir(trained_dir).device.type == default
+    gpus = torch.cuda.device_count()
+    for device, message in [
+        ("tpu", "device 'tpu' is not a torch device (cpu, cuda, cuda:1 ...)"),
+        (f"cuda:{gpus}", f"device 'cuda:{gpus}': this machine has {gpus} CUDA GPU(s) torch"),
+    ]:
+        with pytest.raises(UserError) as refused:
+            Translator.from_dir(trained_dir, device=device)
+        assert str(refused.value).startswith(message)

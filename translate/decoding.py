@@ -142,6 +142,39 @@ def flag_name(setting: str) -> str:
     )
 
 
+def check_setting(setting: str, value):
+    """``value`` for one decoding setting (a field name), checked alone as the type checks it
+    (how it fits the others, such as n-best within the beam, is checked with them)."""
+    if setting in SAMPLING_FIELDS:
+        Sampling(**{setting: value})
+    elif setting == "n_best":  # at most the beam is checked once the beam is known
+        _require(setting, value, _is_integer(value) and value >= 1, "an integer >= 1")
+    else:
+        DecodeOptions(**{setting: value})
+    return value
+
+
+def flag_type(setting: str, kind: type, listed: bool = False):
+    """An argparse ``type=`` for a decoding setting: the text read as ``kind`` (``listed``: a
+    comma-separated list of them) and checked by :func:`check_setting`, so that a value out of
+    range is a usage error naming the flag while the command line is parsed."""
+    noun = {int: "an integer", float: "a number"}[kind]
+
+    def parse(text: str):
+        values = []
+        for item in text.split(",") if listed else [text]:
+            try:
+                values.append(check_setting(setting, kind(item)))
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"must be {noun}, got {item!r}") from None
+            except DecodingError as err:
+                raise argparse.ArgumentTypeError(err.naming("").lstrip()) from None
+        return values if listed else values[0]
+
+    parse.__name__ = setting  # argparse names the type in some messages
+    return parse
+
+
 def add_decoding_flags(parser: argparse.ArgumentParser, for_requests: bool = False) -> None:
     """The decoding flags, in a group of their own: --beam and --length-penalty (for serve:
     the defaults of requests that do not name them), and for translate also --n-best,
@@ -149,22 +182,27 @@ def add_decoding_flags(parser: argparse.ArgumentParser, for_requests: bool = Fal
     group = parser.add_argument_group("decoding")
     whose = " of requests that give none" if for_requests else ""
     group.add_argument(
-        "--beam", type=int, help=f"beam size{whose}; 1: greedy (default: the model's decode.beam)"
+        "--beam",
+        type=flag_type("beam", int),
+        help=f"beam size{whose}; 1: greedy (default: the model's decode.beam)",
     )
     group.add_argument(
         "--length-penalty",
-        type=float,
+        type=flag_type("length_penalty", float),
         metavar="ALPHA",
-        help=f"GNMT length penalty{whose}: beam scores are log-probabilities divided by "
-        "((5 + length) / 6) ** ALPHA; 0: none (default: the model's decode.length_penalty)",
+        help=f"GNMT length penalty{whose}, 0 to {MAX_LENGTH_PENALTY:g}: a translation's score, "
+        "by which the beam ranks, is its log-probability (EOS included) divided by "
+        "((5 + length) / 6) ** ALPHA, length counting EOS; every search reports that score "
+        "(0: the log-probability; default: the model's decode.length_penalty)",
     )
     if for_requests:  # a request names its own n-best, attention and sampling
         return
     group.add_argument(
         "--n-best",
-        type=int,
+        type=flag_type("n_best", int),
         metavar="N",
-        help="write the N best translations of each line as 'LINE ||| TEXT ||| SCORE'",
+        help="write the N best translations of each line (at most the beam), best first, as N "
+        "lines 'LINE ||| TEXT ||| SCORE': LINE counts input lines from 0, SCORE as --scores",
     )
     group.add_argument(
         "--alignment",
@@ -181,18 +219,22 @@ def add_decoding_flags(parser: argparse.ArgumentParser, for_requests: bool = Fal
     low, high = TEMPERATURES
     group.add_argument(
         "--temperature",
-        type=float,
+        type=flag_type("temperature", float),
         metavar="T",
         help=f"--sample: divide log-probabilities by T, {low:g} to {high:g} (default: "
         f"{Sampling.temperature}); below 1 sharper, above 1 flatter",
     )
     group.add_argument(
         "--top-k",
-        type=int,
+        type=flag_type("top_k", int),
         metavar="K",
         help=f"--sample: draw from the K most probable tokens; 0: all (default: {Sampling.top_k})",
     )
-    group.add_argument("--seed", type=int, help=f"--sample: seed (default: {Sampling.seed})")
+    group.add_argument(
+        "--seed",
+        type=flag_type("seed", int),
+        help=f"--sample: seed, 0 to 2**63 - 1 (default: {Sampling.seed})",
+    )
 
 
 def options_from_flags(args: argparse.Namespace, defaults: DecodeOptions) -> DecodeOptions:

@@ -115,6 +115,57 @@ def format_length_table(table: dict) -> str:
     return "\n".join(lines)
 
 
+def score_files(
+    ref: str,
+    hyps: list[str],
+    ter: bool = False,
+    paired_bs: int | None = None,
+    src: str | None = None,
+    plot: str | None = None,
+) -> dict:
+    """``translate score``: the scores of each hypothesis file against ``ref``, by file name;
+    with ``paired_bs``, each system's paired bootstrap (that many samples) against the first
+    under "paired_bs"; with ``src``, BLEU by source length under "by_length" (drawn into the PNG
+    ``plot``)."""
+    if plot and not src:
+        raise UserError("--plot draws the length buckets: give --src too")
+    texts = read_same_length([ref, *hyps, *([src] if src else [])])
+    refs, systems = texts[0], dict(zip(hyps, texts[1 : 1 + len(hyps)]))
+    result: dict = {name: score(lines, refs, ter=ter) for name, lines in systems.items()}
+    if paired_bs:
+        for name in hyps[1:]:
+            result[name]["paired_bs"] = paired_bootstrap(
+                refs, systems[hyps[0]], systems[name], paired_bs
+            )
+    if src:
+        result["by_length"] = bleu_by_length(texts[-1], refs, systems)
+        if plot:
+            from .plots import plot_length_buckets
+
+            plot_length_buckets(result["by_length"], plot)
+    return result
+
+
+def format_report(result: dict, hyps: list[str]) -> str:
+    """:func:`score_files`' result as text: each system's scores (under its name when there
+    are several), its paired bootstrap against the first, and the length table."""
+    lines = []
+    for name in hyps:
+        if len(hyps) > 1:
+            lines.append(f"== {name}")
+        lines.append(format_scores(result[name]))
+        if "paired_bs" in result[name]:
+            bs = result[name]["paired_bs"]
+            lines.append(
+                f"paired bootstrap vs {hyps[0]}: BLEU {bs['baseline_bleu']} -> "
+                f"{bs['system_bleu']} (p = {bs['bleu_p_value']}), chrF {bs['baseline_chrf']} "
+                f"-> {bs['system_chrf']} (p = {bs['chrf_p_value']})"
+            )
+    if "by_length" in result:
+        lines.append(format_length_table(result["by_length"]))
+    return "\n".join(lines)
+
+
 def format_scores(result: dict) -> str:
     """Human-readable lines: ``BLEU = 31.20  (signature)``."""
     lines = []

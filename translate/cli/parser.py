@@ -1,18 +1,15 @@
-"""Command line: subcommands that parse arguments and call the library, nothing more."""
+"""The command line's parser: every subcommand with its arguments, and the argparse types that
+range-check numbers as they are parsed (a value out of range is a usage error naming its flag,
+exit status 2). Nothing here imports torch, so that --help starts at once."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import sys
-from pathlib import Path
+import math
 
-from .config import load_config
-from .decoding import add_decoding_flags, options_from_flags
-from .errors import UserError
-from .serve.options import ServeOptions
+from ..decoding import add_decoding_flags, flag_type
+from ..serve.options import ServeOptions
 
 EXAMPLES = """\
 examples:
@@ -22,6 +19,32 @@ examples:
   echo "Ein Hund läuft." | translate translate -m exp/m30k
   translate score -r test.en test.hyp.en
 """
+
+
+def number_type(kind: type, requirement: str, ok, name: str):
+    """An argparse ``type=``: the text as a finite ``kind`` for which ``ok`` holds, else
+    "must be an integer REQUIREMENT, got TEXT"."""
+    noun = {int: "an integer", float: "a number"}[kind]
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
+        if not (math.isfinite(value) and ok(value)):
+            raise argparse.ArgumentTypeError(f"must be {noun} {requirement}, got {value!r}")
+        return value
+
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
+
+
+positive_int = number_type(int, ">= 1", lambda n: n >= 1, "positive_int")
+non_negative_int = number_type(int, ">= 0", lambda n: n >= 0, "non_negative_int")
+port_number = number_type(int, "from 0 to 65535", lambda n: 0 <= n <= 65535, "port_number")
+positive_float = number_type(float, "> 0", lambda x: x > 0, "positive_float")
+non_negative_float = number_type(float, ">= 0", lambda x: x >= 0, "non_negative_float")
+_checkpoint_count = number_type(int, ">= 2 (an average of several)", lambda n: n >= 2, "count")
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +74,12 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         "quantized per batch, so a sentence's translation can change with the sentences "
         "batched with it",
     )
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    parser.add_argument(
+        "--threads",
+        type=non_negative_int,
+        default=0,
+        help="CPU threads (0, the default: all cores)",
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
 
 
@@ -109,13 +137,20 @@ def _translate_parser(sub) -> None:
     )
     tr.add_argument("-m", "--model", required=True, help="model directory written by 'train'")
     tr.add_argument("-i", "--input", help="input file (default: stdin)")
-    tr.add_argument("-o", "--output", help="output file (default: stdout); written atomically")
+    tr.add_argument(
+        "-o",
+        "--output",
+        help="output file (default: stdout). A file is written as OUTPUT.tmp and renamed over "
+        "it when complete (never half-written); a device or FIFO (/dev/null, a pipe) is written "
+        "in place; a symlink's target is written so, and the link kept",
+    )
     add_decoding_flags(tr)
     add_runtime_options(tr)
     tr.add_argument(
         "--resume",
         action="store_true",
-        help="continue the partly written OUT.tmp that an interrupted run left",
+        help="continue the partly written OUTPUT.tmp that an interrupted run left (a regular "
+        "file's; without --n-best or --sample)",
     )
     tr.add_argument(
         "--replace-bad-utf8",
@@ -125,7 +160,9 @@ def _translate_parser(sub) -> None:
     tr.add_argument(
         "--scores",
         action="store_true",
-        help="write 'TEXT ||| SCORE': the log-probability divided by the length penalty",
+        help="write 'TEXT ||| SCORE': SCORE is the translation's log-probability (EOS included) "
+        "divided by the length penalty ((5 + length) / 6) ** ALPHA, whichever the search "
+        "(greedy, beam, --sample); see --length-penalty",
     )
 
 
@@ -139,11 +176,18 @@ def _tune_parser(sub) -> None:
     tu.add_argument("-m", "--model", required=True, help="model directory")
     tu.add_argument("--src", required=True, help="dev source file")
     tu.add_argument("--ref", required=True, help="dev reference file")
-    tu.add_argument("--beams", default="1,3,5,8", help="comma-separated (default: 1,3,5,8)")
+    tu.add_argument(
+        "--beams",
+        type=flag_type("beam", int, listed=True),
+        default="1,3,5,8",
+        help="beam sizes, comma-separated (default: %(default)s)",
+    )
     tu.add_argument(
         "--alphas",
+        type=flag_type("length_penalty", float, listed=True),
         default="0,0.5,1,1.5",
-        help="length penalties, comma-separated (default: 0,0.5,1,1.5)",
+        help="length penalties, comma-separated; beam 1 is tried with the first alone "
+        "(default: %(default)s)",
     )
 
 
@@ -156,7 +200,9 @@ def _average_parser(sub) -> None:
         "MODEL/model.pt; the previous model.pt is kept as model.single.pt.",
     )
     av.add_argument("-m", "--model", required=True, help="model directory")
-    av.add_argument("-n", "--last", type=int, default=5, help="how many (default: 5)")
+    av.add_argument(
+        "-n", "--last", type=_checkpoint_count, default=5, help="how many, >= 2 (default: 5)"
+    )
 
 
 def _score_parser(sub) -> None:
@@ -173,7 +219,7 @@ def _score_parser(sub) -> None:
     sc.add_argument("--json", action="store_true", help="print one JSON object")
     sc.add_argument(
         "--paired-bs",
-        type=int,
+        type=positive_int,
         metavar="N",
         nargs="?",
         const=1000,
@@ -209,24 +255,54 @@ def _serve_parser(sub) -> None:
         help="address to listen on (default: %(default)s; 127.0.0.1: this machine "
         "only; 0.0.0.0: all)",
     )
-    sv.add_argument("--port", type=int, help="default: %(default)s; 0: any free port")
+    sv.add_argument("--port", type=port_number, help="default: %(default)s; 0: any free port")
     add_decoding_flags(sv, for_requests=True)
     add_runtime_options(sv)
+    limits = sv.add_argument_group("limits, batching and time-outs")
     for flag, kind, what in (
-        ("--max-sentences", int, "sentences per request, else 413"),
-        ("--max-bytes", int, "request body size, else 413"),
-        ("--max-batch-sentences", int, "sentences decoded together at most (1: no batching)"),
-        ("--max-batch-tokens", int, "source subwords decoded together at most"),
-        ("--batch-wait-ms", float, "how long a sentence waits for others to share its batch"),
+        ("--max-sentences", positive_int, "sentences per request, else 413"),
+        ("--max-bytes", positive_int, "request body size, else 413"),
+        (
+            "--max-request-work",
+            positive_int,
+            "work one request may ask for: over its sentences, beam (or samples) x (source "
+            "subwords + 1); beyond it 413, so that one request cannot hold the server for long",
+        ),
+        (
+            "--max-attention-cells",
+            positive_int,
+            "attention weights one request may ask back: over its sentences, n_best x the "
+            "longest allowed translation x (source subwords + 1); beyond it 413",
+        ),
+        ("--max-batch-sentences", positive_int, "sentences decoded together at most (1: none)"),
+        (
+            "--max-batch-tokens",
+            positive_int,
+            "source subwords decoded together at most, counted at the default beam (a sentence "
+            "of a request with a beam K times as wide counts K times); larger requests are "
+            "decoded in slices, taking turns with other requests",
+        ),
+        ("--batch-wait-ms", non_negative_float, "how long a sentence waits for company"),
         (
             "--max-queued-sentences",
-            int,
+            positive_int,
             "sentences of all requests waiting to be decoded at most; a request that would go "
             "beyond gets 503 with Retry-After",
         ),
-        ("--shutdown-timeout", float, "seconds the requests in flight get after SIGTERM"),
+        (
+            "--read-timeout",
+            positive_float,
+            "seconds a client has to send a request's head (from connecting, or from its last "
+            "answer) and then its body; a slower one is dropped, or answered 408",
+        ),
+        (
+            "--shutdown-timeout",
+            non_negative_float,
+            "seconds the requests in flight get after SIGTERM; those still unfinished are "
+            "answered 503",
+        ),
     ):
-        sv.add_argument(flag, type=kind, help=what + " (default: %(default)s)")
+        limits.add_argument(flag, type=kind, help=what + " (default: %(default)s)")
     sv.set_defaults(**dataclasses.asdict(ServeOptions()))  # the defaults are ServeOptions'
 
 
@@ -240,155 +316,3 @@ def _attention_parser(sub) -> None:
     at.add_argument("-m", "--model", required=True, help="model directory with attention")
     at.add_argument("-o", "--output", required=True, help="folder for attention-N.png files")
     at.add_argument("sentences", nargs="+", help="source sentences")
-
-
-def _translate(args: argparse.Namespace) -> None:
-    """``translate translate``: the model's decoding options with the flags', into a file or
-    stdout."""
-    from .output import check_output, translate_file
-    from .runtime import set_threads
-    from .translator import Translator
-
-    output = Path(args.output) if args.output else None
-    check_output(output)
-    set_threads(args.threads)
-    translator = Translator.from_dir(
-        args.model, device=args.device, dtype=args.dtype, quantize=args.quantize
-    )
-    options = options_from_flags(args, translator.defaults)
-    translate_file(
-        translator,
-        args.input,
-        output,
-        options,
-        numbered=args.n_best is not None,
-        scores=args.scores,
-        resume=args.resume,
-        replace_bad_utf8=args.replace_bad_utf8,
-        log=_log,
-    )
-
-
-def _tune(args: argparse.Namespace) -> None:
-    from .score import read_same_length
-    from .tune import tune_decoding
-
-    sources, refs = read_same_length([args.src, args.ref])
-    beams = _numbers(args.beams, int, "--beams")
-    alphas = _numbers(args.alphas, float, "--alphas")
-    best = tune_decoding(args.model, sources, refs, beams, alphas, progress=_log)["best"]
-    print(
-        f"best: beam {best['beam']}, length_penalty {best['length_penalty']}, "
-        f"BLEU {best['bleu']} (written to {args.model}/config.yaml)"
-    )
-
-
-def _numbers(text: str, kind: type, option: str) -> list:
-    try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{option} takes comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise UserError(f"{option} takes at least one number, got {text!r}")
-    return values
-
-
-def _score(args: argparse.Namespace) -> None:
-    from .score import (
-        bleu_by_length,
-        format_length_table,
-        format_scores,
-        paired_bootstrap,
-        read_same_length,
-        score,
-    )
-
-    if args.plot and not args.src:
-        raise UserError("--plot draws the length buckets: give --src too")
-    texts = read_same_length([args.ref, *args.hyp, *([args.src] if args.src else [])])
-    refs, systems = texts[0], dict(zip(args.hyp, texts[1 : 1 + len(args.hyp)]))
-    result: dict = {name: score(hyps, refs, ter=args.ter) for name, hyps in systems.items()}
-    if args.paired_bs:
-        baseline = args.hyp[0]
-        for name in args.hyp[1:]:
-            result[name]["paired_bs"] = paired_bootstrap(
-                refs, systems[baseline], systems[name], args.paired_bs
-            )
-    if args.src:
-        result["by_length"] = bleu_by_length(texts[-1], refs, systems)
-        if args.plot:
-            from .plots import plot_length_buckets
-
-            plot_length_buckets(result["by_length"], args.plot)
-    if args.json:
-        print(json.dumps(result[args.hyp[0]] if len(result) == 1 else result))
-        return
-    for name in args.hyp:
-        if len(args.hyp) > 1:
-            print(f"== {name}")
-        print(format_scores(result[name]))
-        if "paired_bs" in result[name]:
-            bs = result[name]["paired_bs"]
-            print(
-                f"paired bootstrap vs {args.hyp[0]}: BLEU {bs['baseline_bleu']} -> "
-                f"{bs['system_bleu']} (p = {bs['bleu_p_value']}), chrF {bs['baseline_chrf']} "
-                f"-> {bs['system_chrf']} (p = {bs['chrf_p_value']})"
-            )
-    if args.src:
-        print(format_length_table(result["by_length"]))
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "prepare":
-            from .data.prepare import prepare
-
-            prepare(load_config(args.config, args.overrides), log=_log)
-        elif args.command == "train":
-            from .train.loop import train
-
-            train(load_config(args.config, args.overrides), log=_log)
-        elif args.command == "translate":
-            _translate(args)
-        elif args.command == "score":
-            _score(args)
-        elif args.command == "tune":
-            _tune(args)
-        elif args.command == "average":
-            from .train.average import average_checkpoints
-
-            paths = average_checkpoints(args.model, args.last)
-            print(f"averaged {len(paths)} checkpoints into {args.model}/model.pt")
-        elif args.command == "plot":
-            from .plots import plot_training_curves
-
-            metrics = Path(args.model) / "metrics.jsonl"
-            if not metrics.is_file():
-                raise UserError(f"{metrics} not found")
-            plot_training_curves(metrics, args.output)
-        elif args.command == "serve":
-            from .serve.http import serve
-
-            serve(args.model, ServeOptions.from_namespace(args))
-        elif args.command == "attention":
-            from .plots import plot_attention
-            from .translator import Translator
-
-            translator = Translator.from_dir(args.model)
-            Path(args.output).mkdir(parents=True, exist_ok=True)
-            for n, sentence in enumerate(args.sentences, 1):
-                src, tgt, weights = translator.attention(sentence)
-                plot_attention(weights.numpy(), src, tgt, Path(args.output) / f"attention-{n}.png")
-    except KeyboardInterrupt:
-        print("translate: interrupted", file=sys.stderr)
-        return 130
-    except UserError as err:
-        if err.label != "interrupted" or os.environ.get("RANK", "0") == "0":  # said once
-            print(f"translate: {err.label}: {err}", file=sys.stderr)
-        return err.exit_code
-    return 0
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

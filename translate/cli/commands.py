@@ -1,0 +1,168 @@
+"""The command line's commands: each subcommand parses its arguments and calls the library;
+:func:`main` turns what goes wrong into one line and an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from ..config import load_config
+from ..decoding import options_from_flags
+from ..errors import UserError
+from ..output import Writer, check_output
+from ..serve.options import ServeOptions
+from .parser import build_parser
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer a closed pipe ended
+
+
+def _translate(args: argparse.Namespace) -> None:
+    """``translate translate``: the model's decoding options with the flags', into a file or
+    stdout."""
+    from ..output import translate_file
+    from ..runtime import set_threads
+    from ..translator import Translator
+
+    output = Path(args.output) if args.output else None
+    check_output(output)  # before the model is loaded
+    set_threads(args.threads)
+    translator = Translator.from_dir(
+        args.model, device=args.device, dtype=args.dtype, quantize=args.quantize
+    )
+    options = options_from_flags(args, translator.defaults)
+    translate_file(
+        translator,
+        args.input,
+        output,
+        options,
+        numbered=args.n_best is not None,
+        scores=args.scores,
+        resume=args.resume,
+        replace_bad_utf8=args.replace_bad_utf8,
+        log=_log,
+    )
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from ..score import read_same_length
+    from ..tune import tune_decoding
+
+    sources, refs = read_same_length([args.src, args.ref])
+    best = tune_decoding(args.model, sources, refs, args.beams, args.alphas, progress=_log)["best"]
+    _say(
+        f"best: beam {best['beam']}, length_penalty {best['length_penalty']}, "
+        f"BLEU {best['bleu']} (written to {args.model}/config.yaml)"
+    )
+
+
+def _score(args: argparse.Namespace) -> None:
+    from ..score import format_report, score_files
+
+    check_output(None)  # the scores go to stdout: refused before the work if it is closed
+    result = score_files(args.ref, args.hyp, args.ter, args.paired_bs, args.src, args.plot)
+    if args.json:
+        _say(json.dumps(result[args.hyp[0]] if len(result) == 1 else result))
+    else:
+        _say(format_report(result, args.hyp))
+
+
+def _attention(args: argparse.Namespace) -> None:
+    from ..plots import plot_attention
+    from ..translator import Translator
+
+    folder = Path(args.output)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"cannot write into {folder}: it is not a folder")
+    translator = Translator.from_dir(args.model)
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, sentence in enumerate(args.sentences, 1):
+        src, tgt, weights = translator.attention(sentence)
+        plot_attention(weights.numpy(), src, tgt, folder / f"attention-{n}.png")
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "prepare":
+        from ..data.prepare import prepare
+
+        prepare(load_config(args.config, args.overrides), log=_log)
+    elif args.command == "train":
+        from ..train.loop import train
+
+        train(load_config(args.config, args.overrides), log=_log)
+    elif args.command == "translate":
+        _translate(args)
+    elif args.command == "score":
+        _score(args)
+    elif args.command == "tune":
+        _tune(args)
+    elif args.command == "average":
+        from ..train.average import average_checkpoints
+
+        paths = average_checkpoints(args.model, args.last)
+        _say(f"averaged {len(paths)} checkpoints into {args.model}/model.pt")
+    elif args.command == "plot":
+        from ..plots import plot_training_curves
+
+        metrics = Path(args.model) / "metrics.jsonl"
+        if not metrics.is_file():
+            raise UserError(f"{metrics} not found")
+        plot_training_curves(metrics, args.output)
+    elif args.command == "serve":
+        from ..serve.http import serve
+
+        serve(args.model, ServeOptions.from_namespace(args))
+    elif args.command == "attention":
+        _attention(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; a user's mistake or the system's refusal (a full disk, a missing file)
+    is one line on stderr and exit status 1, a closed output pipe ends quietly with 141, as
+    a shell reports a writer SIGPIPE ended, Ctrl-C ends with 130; usage errors exit with 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        _run(args)
+        if sys.stdout is not None:
+            Writer(sys.stdout, "stdout").flush()  # a full disk is said here, not at exit
+    except KeyboardInterrupt:
+        _log("translate: interrupted")
+        return 130
+    except BrokenPipeError:  # the reader has gone (| head): nothing to say, no one to say it to
+        return EXIT_BROKEN_PIPE
+    except UserError as err:
+        if err.label != "interrupted" or os.environ.get("RANK", "0") == "0":  # said once
+            _log(f"translate: {err.label}: {err}")
+        return err.exit_code
+    except OSError as err:  # what the system refused, where no message of ours names it
+        where = f"{err.filename}: " if err.filename else ""
+        _log(f"translate: error: {where}{err.strerror or err}")
+        return 1
+    finally:
+        _settle_stdout()
+    return 0
+
+
+def _settle_stdout() -> None:
+    """Flush stdout; where it cannot be written (a closed pipe, a full disk), point it at
+    /dev/null, so that the interpreter's own flush at exit drops the rest without a word."""
+    if sys.stdout is None:
+        return
+    try:
+        sys.stdout.flush()
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _say(text: str) -> None:
+    """A result, on stdout: a failed write is one line naming stdout."""
+    check_output(None)
+    Writer(sys.stdout, "stdout").write(text + "\n")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
