@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from translate.cli import build_parser, main
 from translate.config import DecodeConfig
-from translate.decoding import DecodeOptions, DecodingError, Sampling
+from translate.decoding import DecodeOptions, DecodingError, Sampling, flag_name
 from translate.errors import UserError
 from translate.serve.http import build_app
 from translate.serve.options import ServeOptions
@@ -71,6 +71,23 @@ def test_a_refusal_can_be_named_the_way_each_surface_names_the_setting():
         DecodeOptions(beam=-2)
     assert refused.value.setting == "beam"
     assert refused.value.naming("--beam") == "--beam must be an integer >= 1, got -2"
+
+
+def test_a_refused_value_that_holds_braces_is_quoted_as_it_is():
+    for build, message in [
+        (lambda: DecodeOptions(beam={}), "--beam must be an integer >= 1, got {}"),
+        (
+            lambda: Sampling(seed="{name}"),
+            "--seed must be an integer from 0 to 2**63 - 1, got '{name}'",
+        ),
+        (
+            lambda: DecodeOptions(attention={"a": "{0}"}),
+            "--alignment must be true or false, got {'a': '{0}'}",
+        ),
+    ]:
+        with pytest.raises(DecodingError) as refused:
+            build()
+        assert refused.value.naming(flag_name(refused.value.setting)) == message
 
 
 def test_the_edges_of_the_ranges_are_accepted():

@@ -39,7 +39,8 @@ class DecodingError(UserError):
 
 def _require(setting: str, value, ok: bool, requirement: str) -> None:
     if not ok:
-        raise DecodingError(setting, f"{{name}} must be {requirement}, got {value!r}")
+        quoted = repr(value).replace("{", "{{").replace("}", "}}")  # text, not a template field
+        raise DecodingError(setting, f"{{name}} must be {requirement}, got {quoted}")
 
 
 def _is_integer(value) -> bool:
