@@ -198,6 +198,7 @@ DECODING = {  # translate's decoding flags; serve's --beam and --length-penalty,
         Differs([], ["--n-best", "3"]),
         Refused(["--beam", "2", "--n-best", "3"], "--n-best must be between 1 and the beam"),
         Unparsed(["--n-best", "-3"], "must be an integer >= 1, got -3"),
+        Unparsed(["--sample", "--n-best", "0"], "must be an integer >= 1, got 0"),
         ShownBy("test_cli.py::test_n_best_lines_are_numbered_from_0_with_the_n_best_of_each_line"),
     ],
     "--alignment": [
