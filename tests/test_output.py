@@ -133,6 +133,23 @@ def test_a_fifo_is_written_in_place(translator, source, expected, tmp_path, thro
     assert target.is_symlink() == through_link
 
 
+def test_a_pipe_behind_a_magic_link_is_written_in_place(translator, source, expected, tmp_path):
+    """-o /dev/stdout with stdout a pipe: /proc's link names no file that could be replaced."""
+    read_end, write_end = os.pipe()
+    link = tmp_path / "stdout"
+    link.symlink_to(f"/proc/self/fd/{write_end}")  # as /dev/stdout -> /proc/self/fd/1
+    try:
+        assert check_output(link) == Output(link, link, in_place=True)
+        write(translator, source, link)
+        os.close(write_end)
+        with open(read_end, "rb") as pipe:
+            assert pipe.read().decode() == expected
+    finally:
+        with suppress(OSError):
+            os.close(write_end)
+    assert link.is_symlink() and beside(link) == ["stdout"]
+
+
 def _restore_dev_null() -> None:
     """Put /dev/null back as the character device 1,3 if a regression replaced it (as root)."""
     if not stat.S_ISCHR(os.lstat("/dev/null").st_mode):

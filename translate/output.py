@@ -32,8 +32,9 @@ class OutputError(UserError):
 @dataclass(frozen=True)
 class Output:
     """An output file as the user named it (``path``, for messages) and as it is written:
-    ``target`` is the path with symlinks followed; ``in_place`` when it is no regular file
-    (a character or block device, a FIFO): then it is opened and written, never replaced."""
+    ``in_place`` when it is no regular file (a character or block device, a FIFO, a pipe
+    such as /dev/stdout's): then ``target`` is ``path``, opened and written, never replaced;
+    else ``target`` is the file with symlinks followed, replaced whole."""
 
     path: Path
     target: Path
@@ -53,9 +54,8 @@ def check_output(path: Path | None) -> Output | None:
             raise OutputError("cannot write stdout: it is closed")
         return None
     path = Path(path)
-    target = Path(os.path.realpath(path))  # a symlink (or a chain of them) followed
-    try:
-        mode = os.stat(target).st_mode
+    try:  # what it is with symlinks followed, by the kernel (/dev/stdout's magic link too)
+        mode = os.stat(path).st_mode
     except FileNotFoundError:
         mode = None
     except OSError as err:  # a parent that is a file, a symlink loop, no permission ...
@@ -63,7 +63,8 @@ def check_output(path: Path | None) -> Output | None:
     if mode is not None and stat.S_ISDIR(mode):
         raise OutputError(f"cannot write {path}: it is a directory")
     if mode is not None and not stat.S_ISREG(mode):
-        return Output(path, target, in_place=True)
+        return Output(path, path, in_place=True)  # opened by its name: the kernel follows it
+    target = Path(os.path.realpath(path))  # a file replaced where it is, its links kept
     if not target.parent.is_dir():
         raise OutputError(f"cannot write {path}: the folder {target.parent} does not exist")
     if not os.access(target.parent, os.W_OK | os.X_OK):  # OUT.tmp is created beside it
