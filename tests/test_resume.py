@@ -84,7 +84,9 @@ def wait_for_step(out: Path, step: int, process: subprocess.Popen) -> None:
     while time.time() < deadline:
         log = out / "metrics.jsonl"
         if log.is_file():
-            steps = [json.loads(line)["step"] for line in log.read_text().splitlines() if line]
+            # whole lines only: a line being written can be read in part
+            lines = log.read_text().splitlines(keepends=True)
+            steps = [json.loads(line)["step"] for line in lines if line.endswith("\n")]
             if steps and max(steps) >= step:
                 return
         assert process.poll() is None, process.communicate(timeout=30)
