@@ -362,3 +362,36 @@ def test_resuming_drops_what_the_killed_run_logged_after_its_checkpoint(tmp_path
     assert path.read_text() == ""
     trainlog.open_metrics(tmp_path / "new.jsonl", 0).close()
     assert (tmp_path / "new.jsonl").read_text() == ""
+
+
+@pytest.mark.parametrize("lowered", ["train.max_steps=4", "train.max_epochs=1"])
+def test_a_checkpoint_with_nothing_left_to_train_ends_with_one_validation_and_save(
+    word_corpus, tmp_path, monkeypatch, lowered
+):
+    """Resumed with a limit it has passed: no step taken, validated and saved once, finished."""
+    real = train_module.train_step
+
+    def signal_at_step_2_of_epoch_2(run, state, rows, elapsed):
+        result = real(run, state, rows, elapsed)
+        if state.epoch == 2 and state.position == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # caught: it only sets the loop's flag
+        return result
+
+    monkeypatch.setattr(train_module, "train_step", signal_at_step_2_of_epoch_2)
+    out = tmp_path / "m"
+    settings = ["train.valid_every=1000", "train.valid_bleu_sentences=0", "train.log_every=1"]
+    with pytest.raises(Interrupted):
+        train_module.train(
+            tiny_config(word_corpus, f"out_dir={out}", *settings), log=lambda m: None
+        )
+    stopped = torch.load(out / "checkpoint.pt", weights_only=True)["loop"]
+    assert stopped["epoch"] == 2 and not stopped["finished"] and validated_steps(out) == []
+    monkeypatch.setattr(train_module, "train_step", real)
+    saves = counting_saves(monkeypatch)
+    train_module.train(
+        tiny_config(word_corpus, f"out_dir={out}", *settings, lowered), log=lambda m: None
+    )
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)["loop"]
+    assert saved["finished"] and saved["step"] == stopped["step"]  # no step taken
+    assert saves == [stopped["step"]] and validated_steps(out) == [stopped["step"]]
+    assert (out / "model.pt").is_file()

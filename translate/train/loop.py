@@ -117,6 +117,13 @@ def _train(cfg: Config, ranks: Ranks, log) -> Path:
                 )
             if state.finished:
                 break
+        if not state.finished:  # a lowered limit left nothing to train: end as a last step does
+            state.finished = True
+            validate_and_keep_best(run, state, metrics, progress)
+            elapsed = progress.elapsed()
+            save_checkpoint(
+                run.out, ranks, run.device, run.model, run.optimizer, run.scaler, state, elapsed
+            )
     progress.close()
     seen = ", ".join(
         f"{n} of {path}" for path, n in pairs_seen(cfg.data.train, state.pairs_seen).items()
@@ -192,6 +199,8 @@ def epoch_batches(run: Run, state: TrainState) -> Iterator[tuple[np.ndarray, boo
     """
     t, data = run.cfg.train, run.data
     weights = [corpus.weight for corpus in run.cfg.data.train]
+    if state.step >= run.total_steps:  # resumed with a lowered max_steps: nothing left
+        return
     while not state.finished and state.epoch <= t.max_epochs:
         batches = data.train.epoch(state.epoch, t.seed, weights, t.batch_tokens)[state.position :]
         for number, rows in enumerate(batches, 1):
