@@ -1,14 +1,12 @@
-"""Training with torchrun: 2 gloo processes equal 1 process accumulating 2 parts, only rank 0
-writes, a signal to either rank stops both with a checkpoint that resumes exactly, and an
-out_dir another process holds is refused by both ranks at once."""
+"""Training with torchrun: 2 gloo processes equal 1 process accumulating 2 parts bit for bit,
+only rank 0 writes, a signal to either rank stops both with a checkpoint that resumes exactly,
+and an out_dir another process holds is refused by both ranks at once."""
 
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -30,8 +28,29 @@ TINY = [
 ]
 
 
-def command(out: Path, processes: int, *overrides: str) -> list[str]:
-    train = ["-m", "translate", "train", str(ROOT / "recipes/toy/config.yaml"), f"out_dir={out}"]
+# ``translate`` whose rank 1 sends itself SIGTERM once step STEP is taken: the signal comes
+# at the same step on every machine, however fast
+SIGNAL_RANK_1_AT_STEP = """
+import os, signal, sys
+import translate.train.loop as loop
+from translate.cli import main
+
+step, real = int(os.environ["SIGNAL_AT_STEP"]), loop.train_step
+def train_step(run, state, rows, elapsed):
+    result = real(run, state, rows, elapsed)
+    if state.step == step and os.environ["RANK"] == "1":
+        os.kill(os.getpid(), signal.SIGTERM)
+    return result
+loop.train_step = train_step
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def command(out: Path, processes: int, *overrides: str, script: Path | None = None) -> list[str]:
+    """``translate train`` of the toy recipe, tiny, in one process or under torchrun (running
+    ``script`` in place of ``-m translate`` when given)."""
+    program = [str(script)] if script else ["-m", "translate"]
+    train = [*program, "train", str(ROOT / "recipes/toy/config.yaml"), f"out_dir={out}"]
     train += [*TINY, *overrides]
     if processes == 1:
         return [sys.executable, *train, "train.threads=1"]
@@ -51,8 +70,10 @@ def weights(path: Path) -> dict:
 
 
 def same_weights(a: dict, b: dict) -> bool:
-    """Equal to float32 rounding (1e-6); on 2 processes the sums are in fact bit-exact."""
-    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    """Bit for bit. Each of 2 ranks scales its part's loss by 2 / tokens where 1 process
+    scales by 1 / tokens, and DDP halves the summed gradients: scaling by 2 is exact in
+    floating point, and a sum of two terms is the same in either order."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.fixture(scope="module")
@@ -92,40 +113,22 @@ def test_only_rank_0_writes(two_processes):
     assert [entry["step"] for entry in log if "dev_loss" in entry] == [10, 20, 30]
 
 
-def children(parent: int) -> dict[int, int]:
-    """{rank: pid} of the training processes torchrun started."""
-    ranks = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except (OSError, IndexError):
-            continue
-        rank = [v for v in environ if v.startswith(b"RANK=")]
-        if ppid == parent and rank:
-            ranks[int(rank[0][5:])] = int(entry.name)
-    return ranks
-
-
 def test_a_signal_to_one_rank_stops_both_and_they_resume_exactly(two_processes, tmp_path):
-    out = tmp_path / "stopped"
-    process = subprocess.Popen(
-        command(out, 2, "train.max_steps=30"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    out, script = tmp_path / "stopped", tmp_path / "signal_rank_1.py"
+    script.write_text(SIGNAL_RANK_1_AT_STEP)
+    env = {**os.environ, "SIGNAL_AT_STEP": "12"}  # rank 1, not the one that writes
+    done = subprocess.run(
+        command(out, 2, "train.max_steps=30", script=script),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    deadline = time.time() + 120
-    while True:
-        log = out / "metrics.jsonl"
-        if log.is_file() and len(log.read_text().splitlines()) >= 14:  # past step 12
-            break
-        assert process.poll() is None and time.time() < deadline, process.communicate()
-        time.sleep(0.05)
-    os.kill(children(process.pid)[1], signal.SIGTERM)  # rank 1, not the one that writes
-    _, err = process.communicate(timeout=120)
-    assert process.returncode != 0 and b"Run the same command again to resume" in err
+    assert done.returncode != 0 and "Run the same command again to resume" in done.stderr
+    # rank 0, which writes, stopped at the step rank 1 was signalled in
+    assert "stopped by signal on another rank at step 12" in done.stderr
     saved = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert 12 <= saved["loop"]["step"] < 30 and not saved["loop"]["finished"]
+    assert saved["loop"]["step"] == 12 and not saved["loop"]["finished"]
     assert len(saved["rng"]) == 2  # each rank's random state
     elsewhere = tmp_path / "one"  # the same checkpoint, resumed by one process
     shutil.copytree(out, elsewhere)
