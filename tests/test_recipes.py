@@ -8,10 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import sacrebleu
+import torch
 
 from tests.conftest import write_word_corpus
 
@@ -57,7 +59,9 @@ def tatoeba_like(tmp_path_factory) -> Path:
 
 def test_tatoeba_recipe_runs_every_step_then_skips_them(tatoeba_like, tmp_path):
     out = tmp_path / "exp"
+    started = time.monotonic()
     first = run("tatoeba", "--data-dir", str(tatoeba_like), "--out", str(out), *TINY)
+    took = time.monotonic() - started
     assert first.returncode == 0, first.stderr
     assert "is not the split the README's figures come from" in first.stderr
     references = gzip.open(tatoeba_like / "valid.en.gz", "rt", encoding="utf-8").read()
@@ -69,12 +73,26 @@ def test_tatoeba_recipe_runs_every_step_then_skips_them(tatoeba_like, tmp_path):
         score = (out / f"valid.beam{beam}.score").read_text()
         assert score.startswith(f"BLEU = {bleu:6.2f}")
     assert "best: beam 5, length_penalty" in first.stdout
-    assert int((out / "train.done").read_text()) >= 0
+    # train.done marks a finished training (all its 30 steps) and holds the seconds it took
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)["loop"]
+    assert saved["finished"] and saved["step"] == 30
+    seconds = int((out / "train.done").read_text())
+    # (whole seconds of `date +%s`: one more than the time measured here at most)
+    assert 0 <= seconds <= took + 1 and f"training took {seconds}s" in first.stdout
 
     again = run("tatoeba", "--data-dir", str(tatoeba_like), "--out", str(out), *TINY)
     assert again.returncode == 0, again.stderr
     assert f"already trained: {out}/model.pt" in again.stdout
     assert "== 3/5" in again.stdout and "best: beam 5" not in again.stdout
+
+
+def test_a_failed_training_is_not_marked_done(tatoeba_like, tmp_path):
+    out = tmp_path / "exp"
+    failed = run(
+        "tatoeba", "--data-dir", str(tatoeba_like), "--out", str(out), *TINY, "model.cell=x"
+    )
+    assert failed.returncode == 1 and "model.cell" in failed.stderr
+    assert not (out / "train.done").exists()  # a rerun trains instead of skipping
 
 
 def test_multi30k_recipe_refuses_other_data_before_training(tatoeba_like, tmp_path):
