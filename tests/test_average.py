@@ -167,3 +167,18 @@ def test_average_mistakes_are_one_line_and_write_nothing(
     if before is not None:  # every check runs before anything is written
         assert sorted(p.name for p in model_dir.iterdir()) == before
         assert (model_dir / "model.pt").read_bytes() == chosen
+
+
+def test_average_is_refused_while_a_training_run_holds_the_directory(kept_dir, tmp_path, capsys):
+    from translate.data.outdir import hold
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(kept_dir, model_dir)
+    before = (model_dir / "model.pt").read_bytes()
+    with hold(model_dir):  # as `translate train` holds it for the run's life
+        assert main(["average", "-m", str(model_dir), "-n", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"translate: error: {model_dir} is in use by another translate process")
+    assert err.count("\n") == 1
+    assert (model_dir / "model.pt").read_bytes() == before
+    assert not (model_dir / "model.single.pt").exists()

@@ -221,3 +221,19 @@ def test_translate_applies_the_length_penalty_tune_wrote(trained_dir, tmp_path, 
         assert translate() == translate("--beam", "5", "--length-penalty", "5") != before
     finally:
         torch.set_num_threads(threads)
+
+
+def test_tune_is_refused_while_a_training_run_holds_the_directory(trained_dir, tmp_path, capsys):
+    from translate.data.outdir import hold
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(trained_dir, model_dir)
+    (tmp_path / "src").write_text("hund katze\n", encoding="utf-8")
+    (tmp_path / "ref").write_text("dog cat\n", encoding="utf-8")
+    before = (model_dir / "config.yaml").read_bytes()
+    args = ["tune", "-m", str(model_dir), "--src", str(tmp_path / "src")]
+    with hold(model_dir):  # as `translate train` holds it for the run's life
+        assert main([*args, "--ref", str(tmp_path / "ref"), "--beams", "1,2"]) == 1
+    err = capsys.readouterr().err
+    assert f"translate: error: {model_dir} is in use by another translate process" in err
+    assert (model_dir / "config.yaml").read_bytes() == before

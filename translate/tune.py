@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from .data.outdir import hold
 from .decoding import DecodeOptions
 from .errors import UserError
 from .modeldir import write_config
@@ -38,22 +39,23 @@ def tune_decoding(
         for alpha in alphas:
             DecodeOptions(beam=beam, length_penalty=alpha)
     translator = Translator.from_dir(model_dir)
-    kept = translator.cfg.decode.length_penalty  # what greedy leaves in the config
-    grid = list(  # in the order given, each pair once
-        dict.fromkeys((beam, alpha if beam > 1 else kept) for beam in beams for alpha in alphas)
-    )
-    results = []
-    for beam, alpha in grid:
-        options = DecodeOptions(beam=beam, length_penalty=alpha)
-        hyps = [t.text for t in translator.translate_batch(sources, options)]
-        bleu = score(hyps, refs)["bleu"]
-        results.append({"beam": beam, "length_penalty": alpha, "bleu": bleu})
-        penalty = f"{alpha:4.2f}" if beam > 1 else "  - "
-        progress(f"beam {beam:2d}  length_penalty {penalty}  BLEU {bleu:6.2f}")
-    # max keeps the first of equals: the order of the grid breaks ties between alphas
-    best = max(results, key=lambda r: (r["bleu"], -r["beam"]))
-    decode = dataclasses.replace(
-        translator.cfg.decode, beam=best["beam"], length_penalty=best["length_penalty"]
-    )
-    write_config(Path(model_dir), dataclasses.replace(translator.cfg, decode=decode))
+    with hold(model_dir):  # no training run may rewrite the directory meanwhile
+        kept = translator.cfg.decode.length_penalty  # what greedy leaves in the config
+        grid = list(  # in the order given, each pair once
+            dict.fromkeys((beam, alpha if beam > 1 else kept) for beam in beams for alpha in alphas)
+        )
+        results = []
+        for beam, alpha in grid:
+            options = DecodeOptions(beam=beam, length_penalty=alpha)
+            hyps = [t.text for t in translator.translate_batch(sources, options)]
+            bleu = score(hyps, refs)["bleu"]
+            results.append({"beam": beam, "length_penalty": alpha, "bleu": bleu})
+            penalty = f"{alpha:4.2f}" if beam > 1 else "  - "
+            progress(f"beam {beam:2d}  length_penalty {penalty}  BLEU {bleu:6.2f}")
+        # max keeps the first of equals: the order of the grid breaks ties between alphas
+        best = max(results, key=lambda r: (r["bleu"], -r["beam"]))
+        decode = dataclasses.replace(
+            translator.cfg.decode, beam=best["beam"], length_penalty=best["length_penalty"]
+        )
+        write_config(Path(model_dir), dataclasses.replace(translator.cfg, decode=decode))
     return {"best": best, "all": results}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.outdir import hold
 from ..errors import UserError
 from ..modeldir import RECENT, SINGLE, WEIGHTS, atomic_save, atomic_write, load_tensors
 
@@ -69,11 +70,12 @@ def average_checkpoints(model_dir: str | Path, last: int) -> list[Path]:
             "train.keep_checkpoints=N (N >= 2) to average"
         )
     averaged = average_state_dicts(paths)  # every file checked before anything is written
-    if (model_dir / WEIGHTS).is_file() and not (model_dir / SINGLE).is_file():
-        try:
-            single = (model_dir / WEIGHTS).read_bytes()
-        except OSError as err:
-            raise UserError(f"cannot read {model_dir / WEIGHTS} ({err.strerror})") from None
-        atomic_write(model_dir / SINGLE, single)
-    atomic_save(averaged, model_dir / WEIGHTS)
+    with hold(model_dir):  # not while a training run writes model.pt there
+        if (model_dir / WEIGHTS).is_file() and not (model_dir / SINGLE).is_file():
+            try:
+                single = (model_dir / WEIGHTS).read_bytes()
+            except OSError as err:
+                raise UserError(f"cannot read {model_dir / WEIGHTS} ({err.strerror})") from None
+            atomic_write(model_dir / SINGLE, single)
+        atomic_save(averaged, model_dir / WEIGHTS)
     return paths
