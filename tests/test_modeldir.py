@@ -269,3 +269,23 @@ def test_a_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
 def test_write_config_stamps_the_current_format(tmp_path):
     write_config(tmp_path, Config())
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["format_version"] == 3
+
+
+def test_weights_of_another_size_are_one_line_naming_the_first_difference(trained_dir, tmp_path):
+    import shutil
+
+    import yaml
+
+    from translate.translator import Translator
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(trained_dir, model_dir)
+    config = yaml.safe_load((model_dir / "config.yaml").read_text(encoding="utf-8"))
+    config["model"]["hidden_dim"] += 8  # every layer of the decoder changes size
+    (model_dir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    with pytest.raises(UserError) as refused:
+        Translator.from_dir(model_dir)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith(f"the weights in {model_dir} do not match its config")
+    assert "size mismatch for " in message and message.endswith(" more)")

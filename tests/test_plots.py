@@ -178,4 +178,17 @@ def test_attention_from_a_model_without_it_is_one_line(trained_dir, tmp_path, ca
         stdout == ""
         and stderr == "translate: error: this model has no attention (model.attention is none)\n"
     )
-    assert not list(tmp_path.rglob("*.png"))
+    assert not (tmp_path / "att").exists()  # refused before the folder was made
+
+
+def test_attention_of_a_blank_sentence_is_one_line(attention_dir, tmp_path, capsys):
+    threads = torch.get_num_threads()
+    try:
+        code = main(["attention", "-m", str(attention_dir), "-o", str(tmp_path / "a"), "hund", " "])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 1
+    assert capsys.readouterr().err == (
+        "translate: error: attention needs sentences to translate, got a blank one\n"
+    )
+    assert not (tmp_path / "a").exists()

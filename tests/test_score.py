@@ -146,3 +146,12 @@ def test_src_adds_bleu_by_source_length_and_plot_draws_it(files, capsys, tmp_pat
     assert main(["score", "-r", str(files["ref"]), str(files["good"]), "--plot", str(png)]) == 1
     err = capsys.readouterr().err
     assert err == "translate: error: --plot draws the length buckets: give --src too\n"
+
+
+def test_empty_files_are_one_line(tmp_path, capsys):
+    (tmp_path / "ref").write_text("", encoding="utf-8")
+    (tmp_path / "hyp").write_text("", encoding="utf-8")
+    assert main(["score", "-r", str(tmp_path / "ref"), str(tmp_path / "hyp")]) == 1
+    assert capsys.readouterr().err == (
+        "translate: error: nothing to score: the files have no lines\n"
+    )

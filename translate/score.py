@@ -18,6 +18,8 @@ def score(hyps: list[str], refs: list[str], ter: bool = False) -> dict:
     """Corpus scores of ``hyps`` against one reference each; each with its sacrebleu signature."""
     if len(hyps) != len(refs):
         raise UserError(f"{len(hyps)} hypotheses but {len(refs)} references")
+    if not hyps:
+        raise UserError("nothing to score: the files have no lines")
     metrics = [("bleu", BLEU()), ("chrf", CHRF())] + ([("ter", TER())] if ter else [])
     result = {}
     for name, metric in metrics:

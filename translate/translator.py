@@ -117,7 +117,8 @@ class Translator:
             model.load_state_dict(files.weights)
         except (RuntimeError, TypeError) as err:
             raise ModelDirError(
-                f"the weights in {path} do not match its config and vocabularies: {err}"
+                f"the weights in {path} do not match its config and vocabularies: "
+                + _first_mismatch(str(err))
             ) from None
         dev = _usable_device(device)
         dtype = resolve_dtype(dtype, dev, log=lambda message: print(message, file=sys.stderr))
@@ -191,6 +192,8 @@ class Translator:
     def attention(self, sentence: str, beam: int | None = None):
         """Source pieces, translated pieces (EOS included) and the attention weights
         (tgt_len, src_len) the model used to produce its translation of ``sentence``."""
+        if not sentence.strip():
+            raise UserError("attention needs a sentence to translate, got a blank one")
         options = self.defaults.override(beam=beam or 1, attention=True)
         translation = self.translate_batch([sentence], options)[0]
         best = translation.candidates[0]
@@ -289,3 +292,13 @@ def _read(stream, name: str, lines: Iterator[str]) -> Iterator[str]:
     finally:
         if stream is not None:
             stream.close()
+
+
+def _first_mismatch(message: str) -> str:
+    """The first problem of torch's load_state_dict message (one line of its many), and how
+    many more there are."""
+    problems = [line.strip() for line in message.splitlines()[1:] if line.strip()]
+    if not problems:
+        return message.splitlines()[0] if message else "unknown difference"
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return problems[0].rstrip(".") + more

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..config import load_config
-from ..decoding import options_from_flags
+from ..decoding import DecodeOptions, options_from_flags
 from ..errors import UserError
 from ..output import Writer, check_output
 from ..serve.options import ServeOptions
@@ -76,7 +76,10 @@ def _attention(args: argparse.Namespace) -> None:
     folder = Path(args.output)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"cannot write into {folder}: it is not a folder")
+    if not all(sentence.strip() for sentence in args.sentences):
+        raise UserError("attention needs sentences to translate, got a blank one")
     translator = Translator.from_dir(args.model)
+    translator.check(DecodeOptions(attention=True))  # before the folder is made
     folder.mkdir(parents=True, exist_ok=True)
     for n, sentence in enumerate(args.sentences, 1):
         src, tgt, weights = translator.attention(sentence)

@@ -186,8 +186,8 @@ def _tune_parser(sub) -> None:
         "--alphas",
         type=flag_type("length_penalty", float, listed=True),
         default="0,0.5,1,1.5",
-        help="length penalties, comma-separated; beam 1 is tried with the first alone "
-        "(default: %(default)s)",
+        help="length penalties, comma-separated; beam 1 uses none: it is tried once and, if "
+        "it wins, the model's length penalty is kept (default: %(default)s)",
     )
 
 
