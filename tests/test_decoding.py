@@ -428,7 +428,7 @@ FLAGS = {
             "77",
             77,
             "test_serve_requests.py::test_work_is_beam_times_source_subwords",
-            "test_serve_requests.py::test_the_issues_heavy_request_is_refused_at_once",
+            "test_serve_requests.py::test_a_request_of_hours_of_work_is_refused_at_once",
             why="must be an integer >= 1, got 0",
         ),
         "--max-attention-cells": serve_flag(

@@ -36,11 +36,11 @@ EFFECTS = {
     "max_bytes": ["test_serve.py::test_bad_input_is_a_4xx_naming_the_problem"],
     "max_request_work": [
         "test_serve_requests.py::test_work_is_beam_times_source_subwords",
-        "test_serve_requests.py::test_the_issues_heavy_request_is_refused_at_once",
+        "test_serve_requests.py::test_a_request_of_hours_of_work_is_refused_at_once",
     ],
     "max_attention_cells": [
         "test_serve_requests.py::test_attention_cells_are_n_best_times_target_times_source_length",
-        "test_serve_requests.py::test_the_issues_heavy_request_is_refused_at_once",
+        "test_serve_requests.py::test_a_request_of_hours_of_work_is_refused_at_once",
     ],
     "max_batch_sentences": [
         "test_serve_batching.py::test_the_servers_batch_caps_slice_a_request",

@@ -164,7 +164,7 @@ def test_attention_cells_are_n_best_times_target_times_source_length():
     check_work([3, 5], no_attention, DECODE, ServeOptions(max_attention_cells=1))
 
 
-def test_the_issues_heavy_request_is_refused_at_once(attention_server_default):
+def test_a_request_of_hours_of_work_is_refused_at_once(attention_server_default):
     """The request that once took 93 s and 2.4 GB (one sentence repeated 30 times, beam 64,
     n-best 64, attention) and its lighter variants, against the default limits."""
     port, translator = attention_server_default.port, attention_server_default.translator
