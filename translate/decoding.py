@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import UserError
+from .errors import UserError, is_integer, is_number
 
 if TYPE_CHECKING:
     from .config import DecodeConfig
@@ -43,14 +42,6 @@ def _require(setting: str, value, ok: bool, requirement: str) -> None:
         raise DecodingError(setting, f"{{name}} must be {requirement}, got {quoted}")
 
 
-def _is_integer(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 @dataclass(frozen=True)
 class Sampling:
     """Sampled decoding (e.g. for back-translation): each token drawn from the model's
@@ -63,12 +54,12 @@ class Sampling:
 
     def __post_init__(self):
         low, high = TEMPERATURES
-        ok = _is_number(self.temperature) and low <= self.temperature <= high
+        ok = is_number(self.temperature) and low <= self.temperature <= high
         _require("temperature", self.temperature, ok, f"a number from {low:g} to {high:g}")
         object.__setattr__(self, "temperature", float(self.temperature))
-        ok = _is_integer(self.top_k) and self.top_k >= 0
+        ok = is_integer(self.top_k) and self.top_k >= 0
         _require("top_k", self.top_k, ok, "an integer >= 0 (0: all tokens)")
-        ok = _is_integer(self.seed) and 0 <= self.seed <= MAX_SEED
+        ok = is_integer(self.seed) and 0 <= self.seed <= MAX_SEED
         _require("seed", self.seed, ok, "an integer from 0 to 2**63 - 1")
 
 
@@ -89,16 +80,16 @@ class DecodeOptions:
     sampling: Sampling | None = None
 
     def __post_init__(self):
-        _require("beam", self.beam, _is_integer(self.beam) and self.beam >= 1, "an integer >= 1")
+        _require("beam", self.beam, is_integer(self.beam) and self.beam >= 1, "an integer >= 1")
         alpha, most = self.length_penalty, MAX_LENGTH_PENALTY
-        ok = _is_number(alpha) and 0 <= alpha <= most
+        ok = is_number(alpha) and 0 <= alpha <= most
         _require("length_penalty", alpha, ok, f"a number from 0 to {most:g}")
         object.__setattr__(self, "length_penalty", float(alpha))
         if self.sampling is None:
-            ok = _is_integer(self.n_best) and 1 <= self.n_best <= self.beam
+            ok = is_integer(self.n_best) and 1 <= self.n_best <= self.beam
             _require("n_best", self.n_best, ok, f"between 1 and the beam size ({self.beam})")
         else:
-            ok = _is_integer(self.n_best) and self.n_best >= 1
+            ok = is_integer(self.n_best) and self.n_best >= 1
             _require("n_best", self.n_best, ok, "an integer >= 1 (translations drawn per line)")
         _require("attention", self.attention, isinstance(self.attention, bool), "true or false")
         ok = self.sampling is None or isinstance(self.sampling, Sampling)
@@ -149,7 +140,7 @@ def check_setting(setting: str, value):
     if setting in SAMPLING_FIELDS:
         Sampling(**{setting: value})
     elif setting == "n_best":  # at most the beam is checked once the beam is known
-        _require(setting, value, _is_integer(value) and value >= 1, "an integer >= 1")
+        _require(setting, value, is_integer(value) and value >= 1, "an integer >= 1")
     else:
         DecodeOptions(**{setting: value})
     return value

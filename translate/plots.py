@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, is_number
 
 
 def _pyplot():
@@ -96,13 +95,9 @@ def read_metrics(metrics_path: str | Path) -> list[dict]:
 def _curve(records: list[dict], key: str) -> tuple[list, list]:
     """(steps, values) of the records with a finite number at ``key`` and at "step"."""
     points = [
-        (r["step"], r[key]) for r in records if _number(r.get("step")) and _number(r.get(key))
+        (r["step"], r[key]) for r in records if is_number(r.get("step")) and is_number(r.get(key))
     ]
     return [step for step, _ in points], [value for _, value in points]
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def plot_training_curves(metrics_path: str | Path, path: str | Path) -> None:

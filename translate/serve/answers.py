@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from ..decoding import DecodeOptions
+from ..errors import is_number
 from ..model.seq2seq import build_model
 from ..modeldir import CONFIG, METRICS, read_config
 from ..translator import Translation, Translator
 from .options import MAX_BEAM, ServeOptions
-from .requests import is_number
 
 
 def translation_json(translation: Translation, n_best: int, max_source_len: int):

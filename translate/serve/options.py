@@ -4,10 +4,9 @@ time-outs (the command line imports this, without torch, for its flags' defaults
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
-from ..errors import UserError
+from ..errors import UserError, is_integer, is_number
 
 MAX_BEAM = 64  # beam sizes (and samples per line) a request may ask for; the defaults may be more
 
@@ -58,10 +57,10 @@ def check_options(options: ServeOptions) -> None:
         ("threads", 0),
     ):
         value = getattr(options, field)
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        if not is_integer(value) or value < least:
             raise UserError(f"{flag(field)} must be an integer >= {least}, got {value!r}")
     port = options.port
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+    if not is_integer(port) or not 0 <= port <= 65535:
         raise UserError(f"--port must be an integer from 0 to 65535, got {port!r}")
     for field, positive in (
         ("batch_wait_ms", False),
@@ -69,8 +68,7 @@ def check_options(options: ServeOptions) -> None:
         ("shutdown_timeout", False),
     ):
         value = getattr(options, field)
-        finite = isinstance(value, (int, float)) and math.isfinite(value)
-        if not finite or value < 0 or (positive and value == 0):
+        if not is_number(value) or value < 0 or (positive and value == 0):
             least = "> 0" if positive else ">= 0"
             raise UserError(f"{flag(field)} must be a finite number {least}, got {value!r}")
     if options.max_queued_sentences < options.max_sentences:

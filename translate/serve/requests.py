@@ -4,7 +4,6 @@ sentences and decoding options, or an :class:`ApiError` naming what is wrong."""
 from __future__ import annotations
 
 import json
-import math
 from typing import TYPE_CHECKING
 
 from ..decoding import SAMPLING_FIELDS, DecodeOptions, DecodingError, Sampling, flag_name
@@ -150,7 +149,3 @@ def _sentences(text, limit: int) -> list[str]:
         except UnicodeEncodeError:
             raise ApiError(400, f"'text'[{i}] is not valid Unicode (a lone surrogate)") from None
     return text
-
-
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
