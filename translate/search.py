@@ -32,13 +32,14 @@ class Hypothesis:
     log_prob: float  # sum of the token log-probabilities, EOS included
 
 
-def _finished(tokens: list[int], log_prob: float, alpha: float) -> Hypothesis:
-    """A hypothesis from a row of produced ids (EOS, then PAD, after its end), scored as the
-    beam search scores: ``log_prob`` divided by the length penalty of its tokens and EOS."""
-    kept = _strip(tokens)
-    # in float32, as the beam divides: beam 1 and greedy report the very same number
-    score = torch.tensor(log_prob) / gnmt_length_penalty(torch.tensor(len(kept) + 1), alpha)
-    return Hypothesis(kept, float(score), log_prob)
+def _scored(steps: list[torch.Tensor], log_prob: torch.Tensor, alpha: float) -> list[Hypothesis]:
+    """Hypotheses of the rows of produced ids (each ends in EOS, then PAD), scored as beam
+    search scores them: ``log_prob`` over the length penalty of their tokens and EOS."""
+    tokens = torch.stack(steps, dim=1)  # (rows, steps)
+    lengths = ((tokens != EOS) & (tokens != PAD)).sum(dim=1) + 1  # EOS included
+    score = log_prob / gnmt_length_penalty(lengths, alpha)
+    rows = zip(tokens.tolist(), score.tolist(), log_prob.tolist())
+    return [Hypothesis(_strip(ids), s, lp) for ids, s, lp in rows]
 
 
 def gnmt_length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -93,8 +94,7 @@ def greedy_search(
         finished |= prev == EOS
         if finished.all():
             break
-    tokens = torch.stack(steps, dim=1).tolist()  # (batch, steps)
-    return [_finished(row, lp, length_penalty) for row, lp in zip(tokens, log_prob.tolist())]
+    return _scored(steps, log_prob, length_penalty)
 
 
 @dataclass
@@ -212,8 +212,7 @@ def sample_search(
         finished |= prev == EOS
         if finished.all():
             break
-    tokens = torch.stack(steps, dim=1).tolist()
-    hyps = [_finished(row, lp, length_penalty) for row, lp in zip(tokens, log_prob.tolist())]
+    hyps = _scored(steps, log_prob, length_penalty)
     return [
         sorted(hyps[i * n : (i + 1) * n], key=lambda h: h.score, reverse=True) for i in range(batch)
     ]
