@@ -16,11 +16,19 @@ from .errors import UserError
 HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    """The requested device, or CUDA when present, else the CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def pick_device(name: str | None = None) -> torch.device:
+    """The device asked for (None: CUDA when present, else the CPU), refused in one line where
+    torch would not know it or has no such GPU, before anything is moved to it."""
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device {name!r} is not a torch device (cpu, cuda, cuda:1 ...)") from None
+    gpus = torch.cuda.device_count()
+    if device.type == "cuda" and (device.index or 0) >= gpus:
+        raise UserError(f"device {name!r}: this machine has {gpus} CUDA GPU(s) torch can use")
+    return device
 
 
 def set_threads(threads: int = 0) -> None:

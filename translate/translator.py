@@ -65,19 +65,6 @@ def quantize_int8(model: Seq2Seq) -> Seq2Seq:
         return quantize_dynamic(model, {nn.Linear, nn.GRU, nn.LSTM}, dtype=torch.qint8)
 
 
-def _usable_device(name: str | None) -> torch.device:
-    """The device asked for (None: CUDA when present, else the CPU), refused in one line where
-    torch would not know it or has no such GPU, before the model is moved to it."""
-    try:
-        device = pick_device(name)
-    except RuntimeError:
-        raise UserError(f"device {name!r} is not a torch device (cpu, cuda, cuda:1 ...)") from None
-    gpus = torch.cuda.device_count()
-    if device.type == "cuda" and (device.index or 0) >= gpus:
-        raise UserError(f"device {name!r}: this machine has {gpus} CUDA GPU(s) torch can use")
-    return device
-
-
 class Translator:
     """A trained model with its vocabularies and decoding defaults."""
 
@@ -120,7 +107,7 @@ class Translator:
                 f"the weights in {path} do not match its config and vocabularies: "
                 + _first_mismatch(str(err))
             ) from None
-        dev = _usable_device(device)
+        dev = pick_device(device)
         dtype = resolve_dtype(dtype, dev, log=lambda message: print(message, file=sys.stderr))
         model = model.to(dev).eval()
         if quantize == "int8":
