@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+import torch
+
 from ..decoding import SAMPLING_FIELDS, DecodeOptions, DecodingError, Sampling, flag_name
 from ..errors import UserError
+from ..search import max_lengths
 from ..translator import Translator
 from .batching import search_rows
 from .options import MAX_BEAM, ServeOptions
@@ -92,10 +95,9 @@ def check_work(
         )
     if not options.attention:
         return
-    cells = sum(
-        options.n_best * max(1, int(decode.max_len_a * count + decode.max_len_b)) * count
-        for count in tokens
-    )
+    lengths = torch.tensor(tokens)
+    longest = max_lengths(lengths, decode.max_len_a, decode.max_len_b)  # as the search stops
+    cells = options.n_best * int((longest * lengths).sum())
     if cells > limits.max_attention_cells:
         raise ApiError(
             413,
