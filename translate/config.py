@@ -247,12 +247,12 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
             node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
             raise ConfigError(
-                f"override '{item}': the value is not valid YAML ({_why(err)})"
+                f"override '{item}': the value is not valid YAML ({yaml_problem(err)})"
             ) from None
     return values
 
 
-def _why(err: yaml.YAMLError) -> str:
+def yaml_problem(err: yaml.YAMLError) -> str:
     """What a YAML parser found wrong, and where, in one line (its own message takes several)."""
     problem = getattr(err, "problem", None) or str(err).splitlines()[0]
     mark = getattr(err, "problem_mark", None)
@@ -269,7 +269,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {_why(err)}") from None
+            raise ConfigError(f"{path} is not valid YAML: {yaml_problem(err)}") from None
         if not isinstance(values, dict):
             raise ConfigError(
                 f"{path} must hold a mapping of sections, not {type(values).__name__}"

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 import yaml
 
-from .config import Config, ConfigError, config_from_dict, config_to_dict
+from .config import Config, ConfigError, config_from_dict, config_to_dict, yaml_problem
 from .data.vocab import Vocab
-from .errors import UserError
+from .errors import UserError, is_integer
 
 CONFIG = "config.yaml"
 WEIGHTS = "model.pt"  # the best weights so far: a plain state dict
@@ -135,11 +135,11 @@ def read_config(path: Path) -> tuple[Config, int]:
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not valid YAML: it is not UTF-8 text") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(err)}") from None
+        raise ConfigError(f"{path} is not valid YAML: {yaml_problem(err)}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path} does not hold a config")
     version = values.pop("format_version", 1)
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+    if not is_integer(version) or version < 1:
         raise ConfigError(f"{path}: format_version must be an integer >= 1, got {version!r}")
     if version > FORMAT_VERSION:
         raise ConfigError(
@@ -152,14 +152,6 @@ def read_config(path: Path) -> tuple[Config, int]:
         return config_from_dict(values), version
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
-
-
-def _yaml_problem(err: yaml.YAMLError) -> str:
-    """What PyYAML found wrong and where, in one line (its own message spans several), worded
-    as the config loader words it."""
-    problem = getattr(err, "problem", None) or _first_line(err)
-    mark = getattr(err, "problem_mark", None)
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def write_config(model_dir: Path, cfg: Config) -> None:
