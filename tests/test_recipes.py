@@ -82,8 +82,38 @@ def test_tatoeba_recipe_runs_every_step_then_skips_them(tatoeba_like, tmp_path):
 
     again = run("tatoeba", "--data-dir", str(tatoeba_like), "--out", str(out), *TINY)
     assert again.returncode == 0, again.stderr
-    assert f"already trained: {out}/model.pt" in again.stdout
+    assert f"already trained: {out}" in again.stdout
     assert "== 3/5" in again.stdout and "best: beam 5" not in again.stdout
+
+
+def test_the_recipe_trains_the_other_direction(tatoeba_like, tmp_path):
+    out = tmp_path / "exp"
+    done = run(
+        "tatoeba",
+        "--data-dir",
+        str(tatoeba_like),
+        "--out",
+        str(out),
+        "--src",
+        "en",
+        "--tgt",
+        "de",
+        *TINY,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "training (en->de)" in done.stdout
+    config = (out / "config.yaml").read_text()
+    assert "src_lang: en" in config and "tgt_lang: de" in config
+    references = (tatoeba_like / "dev.de").read_text(encoding="utf-8")
+    assert (out / "valid.ref.de").read_text(encoding="utf-8") == references
+    assert (out / "valid.en").read_text(encoding="utf-8") == (tatoeba_like / "dev.en").read_text(
+        encoding="utf-8"
+    )
+    for beam in (5, 1):
+        hypotheses = (out / f"valid.beam{beam}.de").read_text(encoding="utf-8").splitlines()
+        bleu = sacrebleu.corpus_bleu(hypotheses, [references.splitlines()]).score
+        assert (out / f"valid.beam{beam}.score").read_text().startswith(f"BLEU = {bleu:6.2f}")
+    assert not list(out.glob("*.en.*")) and not (out / "valid.ref.en").exists()
 
 
 def test_a_failed_training_is_not_marked_done(tatoeba_like, tmp_path):
@@ -118,6 +148,9 @@ def test_multi30k_recipe_refuses_other_data_before_training(tatoeba_like, tmp_pa
     [
         (["--epochs", "3"], "unknown argument '--epochs'"),
         (["--out"], "--out needs a value"),
+        (["--src", "fr"], "this recipe's data has the languages: de en (got 'fr')"),
+        (["--src", "en"], "--src and --tgt are both 'en'"),
+        (["data.src_lang=en"], "give the direction with --src/--tgt, not data.src_lang"),
     ],
 )
 def test_bad_arguments_exit_2_with_the_usage(recipe, args, message, tmp_path):

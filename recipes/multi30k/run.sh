@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Multi30k De->En end to end: data -> SentencePiece -> train -> translate test_2016_flickr -> score.
+# Multi30k De->En (or En->De: --src en --tgt de) end to end: data -> SentencePiece -> train ->
+# translate test_2016_flickr -> score.
 # Every artefact lands under --out; re-running skips the steps already finished.
 set -euo pipefail
 
 usage() {
   cat <<USAGE
-usage: bash recipes/multi30k/run.sh [--data-dir DIR] [--out DIR] [--config FILE] [section.key=value ...]
+usage: bash recipes/multi30k/run.sh [--data-dir DIR] [--out DIR] [--config FILE]
+       [--src de|en --tgt en|de] [section.key=value ...]
 
   --data-dir DIR   folder with train/val/test_2016_flickr .de/.en (.gz or plain); default: \$MULTI30K_DIR,
                    else download the raw files of github.com/multi30k/dataset into OUT/data (checked by sha256)
-  --out DIR        experiment directory (default: experiments/multi30k)
+  --out DIR        experiment directory (default: experiments/multi30k; experiments/multi30k-en-de for En->De)
   --config FILE    training config (default: recipes/multi30k/config.yaml)
+  --src, --tgt     the direction (default: --src de --tgt en); the config's languages are replaced
   key=value        config overrides passed to 'translate train', e.g. train.max_minutes=10
 USAGE
 }
@@ -20,6 +23,7 @@ source "$here/../lib.sh"
 data_dir="${MULTI30K_DIR:-}"
 out="experiments/multi30k"
 config="$here/config.yaml"
+languages="de en"
 parse_args "$@"
 
 # sha256 of the decompressed text, so a re-compressed mirror still matches

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Tatoeba De->En end to end, the general-domain recipe: data -> SentencePiece -> train ->
-# tune the length penalty on valid -> translate valid -> score. Every artefact lands under
-# --out; re-running skips the steps already finished.
+# Tatoeba De->En (or En->De: --src en --tgt de) end to end, the general-domain recipe: data ->
+# SentencePiece -> train -> tune the length penalty on valid -> translate valid -> score. Every
+# artefact lands under --out; re-running skips the steps already finished.
 set -euo pipefail
 
 usage() {
   cat <<USAGE
-usage: bash recipes/tatoeba/run.sh [--data-dir DIR] [--out DIR] [--config FILE] [section.key=value ...]
+usage: bash recipes/tatoeba/run.sh [--data-dir DIR] [--out DIR] [--config FILE]
+       [--src de|en --tgt en|de] [section.key=value ...]
 
   --data-dir DIR   folder with train and valid .de/.en files (.gz or plain); default: \$TATOEBA_DIR,
                    else download manythings.org's deu-eng.zip (Tatoeba, CC-BY 2.0) into OUT/data
                    and split it with recipes/tatoeba/split.py
-  --out DIR        experiment directory (default: experiments/tatoeba)
+  --out DIR        experiment directory (default: experiments/tatoeba; experiments/tatoeba-en-de for En->De)
   --config FILE    training config (default: recipes/tatoeba/config.yaml)
+  --src, --tgt     the direction (default: --src de --tgt en); the config's languages are replaced
   key=value        config overrides passed to 'translate train', e.g. train.max_minutes=20
 USAGE
 }
@@ -22,6 +24,7 @@ source "$here/../lib.sh"
 data_dir="${TATOEBA_DIR:-}"
 out="experiments/tatoeba"
 config="$here/config.yaml"
+languages="de en"
 parse_args "$@"
 
 # sha256 of the decompressed text of the split the README's figures come from: the export of
