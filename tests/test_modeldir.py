@@ -31,7 +31,7 @@ from translate.tune import tune_decoding
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "model_dirs"
 # Each was trained by the commit named in fixtures/model_dirs/README.md, which also wrote
 # expected.json: its own translations (greedy, and 2-best of beam 3 with scores).
-OLD_FORMATS = ["format1", "format2_one_rnn", "format2"]
+OLD_FORMATS = ["format1", "format2_one_rnn", "format2", "format3"]
 
 
 def old_model_dir(name: str, folder: Path) -> Path:
