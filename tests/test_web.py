@@ -1,0 +1,195 @@
+"""The browser page of an export (translate/export/web.py and web/): the folder it writes, its
+SentencePiece pieces against Python's, and its translations against the torch-free engine's,
+in a real headless Chromium over the DevTools protocol, served by a loopback static server."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gzip
+import http.server
+import itertools
+import json
+import os
+import shutil
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.test_serve import DevTools, chromium, chromium_executable
+from translate.data.vocab import Vocab, train_vocab
+from translate.export import web
+from translate.export.web import NPM_PACKAGES, WebError, npm_tarball, write_runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"  # beside the clone, here and in CI
+DEV_SETS = ("multi30k/val", "tatoeba/valid")
+# what SentencePiece normalises (NFKC, whitespace) or cannot piece (unknown characters, NUL)
+ODD_LINES = [
+    "  Ein  Mann\tläuft  ",
+    "ﬁnden Ｆｕｌｌ ①② ｶﾀｶﾅ",
+    "Café café e\u0301",
+    "😀 Hund 🐕‍🦺",
+    "a\u200bb \u00a0nbsp\u00a0",
+    "Straße STRASSE ẞ",
+    "‚Zitat‘ „Zitat“ »x«",
+    "\x00nul",
+    "",
+    " ",
+]
+
+
+def required(why: str) -> None:
+    """Skip with the reason; under TRANSLATE_CI=1 (set by .ci/run) fail instead, so that CI
+    cannot pass without having run the page's tests."""
+    if os.environ.get("TRANSLATE_CI") == "1":
+        pytest.fail(f"{why}; TRANSLATE_CI=1, so it must run here")
+    pytest.skip(why)
+
+
+def dev_lines(side: str) -> list[str]:
+    """Every line of the Multi30k and Tatoeba dev sets of one side (de or en)."""
+    lines = []
+    for name in DEV_SETS:
+        path = DATA / f"{name}.{side}.gz"
+        if not path.is_file():
+            required(f"the tokenisation test needs {path} (shared/data beside the clone)")
+        with gzip.open(path, "rb") as file:
+            lines += [line.decode("utf-8").rstrip("\n") for line in file]
+    return lines
+
+
+@pytest.fixture(scope="session")
+def runtime_dir(tmp_path_factory) -> Path:
+    """The page's files and the two npm runtimes, without a model."""
+    cached = all((web.npm_cache() / p.tarball).is_file() for p in NPM_PACKAGES)
+    if not cached and shutil.which("npm") is None:
+        required(
+            "the page needs npm to fetch ONNX Runtime Web and SentencePiece (apt-get install npm)"
+        )
+    folder = tmp_path_factory.mktemp("runtime")
+    write_runtime(folder)
+    return folder
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with the types a browser insists on for modules and WebAssembly."""
+
+    extensions_map = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".js": "text/javascript",
+        ".mjs": "text/javascript",
+        ".wasm": "application/wasm",
+        ".json": "application/json",
+    }
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+@contextmanager
+def static_server(folder: Path):
+    """``folder`` over HTTP on a free loopback port; yields the base URL."""
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+async def run_in_page(page: DevTools, expression: str):
+    """The value of an async JavaScript expression in the page; its exception as a failure."""
+    result = await page.send(
+        "Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True
+    )
+    assert "exceptionDetails" not in result, result["exceptionDetails"]
+    return result["result"].get("value")
+
+
+@contextmanager
+def browser_page(tmp_path: Path):
+    """A started headless Chromium; yields an async function that opens a URL and runs a
+    coroutine function on its page."""
+    executable = chromium_executable()
+    with chromium(executable, tmp_path / "profile") as devtools_port:
+
+        async def on_page(url: str, use):
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{devtools_port}/json/list") as answer:
+                    targets = await answer.json()
+                target = next(t for t in targets if t["type"] == "page")
+                address = target["webSocketDebuggerUrl"]
+                async with session.ws_connect(address, max_msg_size=0) as websocket:
+                    page = DevTools(websocket)
+                    await page.send("Page.navigate", url=url)
+                    await page.wait_for("document.readyState === 'complete'")
+                    return await use(page)
+
+        yield lambda url, use: asyncio.run(on_page(url, use))
+
+
+# --- the runtimes from npm --------------------------------------------------------------------
+
+
+def test_a_tarball_that_fails_its_check_is_refused_and_not_kept(tmp_path, monkeypatch):
+    package = NPM_PACKAGES[1]
+    (tmp_path / package.tarball).write_bytes(b"not the package")  # a damaged cache entry
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(WebError, match="needs npm to fetch @agnai/sentencepiece-js@1.1.1"):
+        npm_tarball(package, tmp_path)
+
+
+def test_runtime_folder_holds_the_pinned_packages(runtime_dir):
+    versions = json.loads((runtime_dir / web.RUNTIME).read_text())
+    assert versions == {"onnxruntime-web": "1.31.1", "@agnai/sentencepiece-js": "1.1.1"}
+    for package in NPM_PACKAGES:
+        for target in package.files.values():
+            assert (runtime_dir / target).stat().st_size > 0, target
+    assert (runtime_dir / "ort/ort-wasm-simd-threaded.wasm").read_bytes()[:4] == b"\0asm"
+
+
+# --- tokenisation in the page ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["unigram", "bpe"])
+def joint_vocab(request, tmp_path_factory) -> Path:
+    """A joint de+en SentencePiece model of 2000 pieces on 10,000 Multi30k training pairs."""
+    lines = []
+    for side in ("de", "en"):
+        path = DATA / f"multi30k/train.{side}.gz"
+        if not path.is_file():
+            required(f"the tokenisation test needs {path} (shared/data beside the clone)")
+        with gzip.open(path, "rt", encoding="utf-8") as file:
+            lines += [line.rstrip("\n") for line in itertools.islice(file, 10_000)]
+    vocab = train_vocab(lines, 2000, model_type=request.param)
+    path = tmp_path_factory.mktemp(request.param) / "spm.model"
+    path.write_bytes(vocab.model_proto)
+    return path
+
+
+def test_the_page_pieces_every_dev_line_as_sentencepiece_does(joint_vocab, runtime_dir, tmp_path):
+    lines = [*ODD_LINES, *dev_lines("de"), *dev_lines("en")]  # a joint model: both sides
+    vocab = Vocab.load(joint_vocab)
+    shutil.copyfile(joint_vocab, runtime_dir / "spm.model")
+    (runtime_dir / "lines.json").write_text(json.dumps(lines), encoding="utf-8")
+    script = """(async () => {
+      const { loadTokenizer } = await import("/translate.js");
+      const tokenizer = await loadTokenizer(new URL("/spm.model", location.href));
+      const lines = await (await fetch("/lines.json")).json();
+      return lines.map((line) => [tokenizer.encode(line), tokenizer.pieces(line)]);
+    })()"""
+    with static_server(runtime_dir) as url, browser_page(tmp_path) as open_page:
+        got = open_page(url + "runtime.json", lambda page: run_in_page(page, script))
+    ids = vocab.encode(lines)
+    pieces = vocab.processor.encode(lines, out_type=str)
+    assert len(got) == len(lines) > 8800
+    for line, (page_ids, page_pieces), want_ids, want_pieces in zip(lines, got, ids, pieces):
+        assert (page_ids, page_pieces) == (want_ids, want_pieces), line
