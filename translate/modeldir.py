@@ -1,15 +1,19 @@
 """The model directory: its file names, atomic writes, safe loading and the upgrade of old formats.
 
 A model directory holds what translation needs (``config.yaml``, the SentencePiece model(s),
-``model.pt``) and, while a run trains, what resuming needs (``checkpoint.pt``, the encoded
-data). ``config.yaml`` carries the directory's format version; files of an older format are
-upgraded when read, and every weight file in the directory is upgraded before a newer config is
-written over an older one, so the version always describes all of them.
+``model.safetensors``) and, while a run trains, what resuming needs (``checkpoint.pt``, the
+encoded data). Weights are safetensors, the format models are shared in: nothing in them can run
+and they load memory-mapped. ``checkpoint.pt`` (optimiser and random state, never shared) stays a
+torch file, loaded with ``weights_only=True`` so that no code in it runs either.
+``config.yaml`` carries the directory's format version; files of an older format are upgraded
+when read, and every weight file in the directory is upgraded before a newer config is written
+over an older one, so the version always describes all of them.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import re
@@ -20,23 +24,26 @@ from typing import Any
 
 import torch
 import yaml
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
 
 from .config import Config, ConfigError, config_from_dict, config_to_dict, yaml_problem
 from .data.vocab import Vocab
 from .errors import UserError, is_integer
 
 CONFIG = "config.yaml"
-WEIGHTS = "model.pt"  # the best weights so far: a plain state dict
+WEIGHTS = "model.safetensors"  # the best weights so far: a state dict
 CHECKPOINT = "checkpoint.pt"  # the last training state, to resume
 METRICS = "metrics.jsonl"
 PREPARED = "prepared"  # the encoded training data: Arrow shards and their manifest
 CACHE = "cache.pt"  # what older versions kept the encoded training data in
-RECENT = "checkpoints"  # weights of the last validations, for averaging: step-N.pt
-SINGLE = "model.single.pt"  # model.pt as it was before averaging replaced it
+RECENT = "checkpoints"  # weights of the last validations, for averaging: step-N.safetensors
+SINGLE = "model.single.safetensors"  # the weights training chose, once averaging replaced them
 
-FORMAT_VERSION = 3  # bumped when an old reader would misread the directory
+FORMAT_VERSION = 4  # bumped when an old reader would misread the directory
 # 2: model.scale_embeddings (format 1 had none: its tied tables were read unscaled)
 # 3: the decoder's first RNN layer as decoder.rnn.{input,context,hidden}, the rest decoder.upper
+# 4: weights in model.safetensors (and .safetensors for the single model and checkpoints)
 
 
 class ModelDirError(UserError):
@@ -76,6 +83,11 @@ def atomic_save(obj: Any, path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write(path, buffer.getvalue())
+
+
+def _torch_name(path: Path) -> Path:
+    """Where formats 1-3 kept the weight file ``path``: the same name ending in .pt."""
+    return path.with_name(path.name.removesuffix(".safetensors") + ".pt")
 
 
 def load_tensors(path: Path) -> Any:
@@ -168,6 +180,107 @@ def write_config(model_dir: Path, cfg: Config) -> None:
 # --- weights ----------------------------------------------------------------------------------
 
 
+def save_weights(weights: dict[str, torch.Tensor], path: Path) -> None:
+    """Write a state dict as safetensors through :func:`atomic_write`.
+
+    safetensors stores no tensor twice, so one held under several names (tied embeddings) is
+    written once and its other names are kept in the header's ``aliases``; other views of a
+    stored tensor's memory are written as copies.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    first: dict[tuple, str] = {}  # a view of memory -> the first name holding it
+    storages: set[tuple] = set()
+    for name, tensor in weights.items():
+        storage = (tensor.device, tensor.untyped_storage().data_ptr())
+        view = (*storage, tensor.storage_offset(), tensor.shape, tensor.stride(), tensor.dtype)
+        if tensor.numel() and view in first:
+            aliases[name] = first[view]
+            continue
+        if tensor.numel() and (storage in storages or not tensor.is_contiguous()):
+            tensor = tensor.clone(memory_format=torch.contiguous_format)
+        first[view] = name
+        storages.add(storage)
+        tensors[name] = tensor
+    metadata = {"format": "pt", "aliases": json.dumps(aliases, sort_keys=True)}
+    atomic_write(path, safetensors_bytes(tensors, metadata))
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in a .safetensors file (memory-mapped; tied names restored as one tensor)
+    or, from a directory of format 3 or older, a .pt file; anything else, or a damaged file, is
+    a one-line :class:`ModelDirError` naming it."""
+    if path.suffix != ".safetensors":
+        weights = load_tensors(path)
+    else:
+        try:
+            with safe_open(path, framework="pt", device="cpu") as file:
+                metadata = file.metadata() or {}
+                weights = {name: file.get_tensor(name) for name in file.keys()}
+        except OSError as err:
+            raise ModelDirError(f"{path} cannot be read ({err.strerror or err})") from None
+        except SafetensorError as err:
+            raise ModelDirError(f"{path} cannot be loaded: {_problem(path, err)}") from None
+        try:  # each alias names a stored tensor and is not stored itself
+            aliases = json.loads(metadata.get("aliases", "{}"))
+            if not aliases.keys().isdisjoint(weights):
+                raise KeyError(aliases.keys() & weights.keys())
+            weights |= {alias: weights[name] for alias, name in aliases.items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ModelDirError(
+                f"{path} cannot be loaded: its header's aliases are damaged"
+            ) from None
+    if not isinstance(weights, dict) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) and value.is_floating_point()
+        for key, value in weights.items()
+    ):
+        raise ModelDirError(f"{path} does not hold model weights (named float tensors)")
+    return weights
+
+
+def _problem(path: Path, err: SafetensorError) -> str:
+    """Why safetensors refused a file, in words: its first 8 bytes give the header's length,
+    and the header where each tensor ends, so a cut-off file can be told from a foreign one."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    if not data:
+        return "it is empty"
+    if data[8:9] != b"{" or length > 100_000_000:  # safetensors' own limit on a header
+        return "it is not a safetensors file"
+    end = 8 + length  # where the header ends; then the last tensor, if the header is whole
+    try:
+        header = json.loads(data[8:end])
+        end += max(value["data_offsets"][1] for key, value in header.items() if key[:2] != "__")
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        pass
+    if end > len(data):
+        return f"it is truncated: it has {len(data)} bytes of the {end} its header announces"
+    return f"it is damaged ({str(err).removeprefix('Error while deserializing header: ')})"
+
+
+def weights_file(model_dir: Path, version: int = FORMAT_VERSION) -> Path:
+    """A directory's weights: ``model.safetensors``, else the ``model.pt`` of formats 1-3. If
+    neither is there, the one its format ``version`` would hold."""
+    path = model_dir / WEIGHTS
+    if path.is_file() or (version >= 4 and not _torch_name(path).is_file()):
+        return path
+    return _torch_name(path)
+
+
+def read_weights(path: Path, cfg: Config, version: int) -> dict[str, torch.Tensor]:
+    """The weights in ``path``, saved in model-directory format ``version``, in the current
+    layout. (Upgrading leaves weights already in it as they are, so the .safetensors files of an
+    upgrade cut short, written before the older config.yaml was replaced, read right too.)"""
+    weights = load_weights(path)
+    try:
+        return upgrade_weights(weights, cfg, version)
+    except (KeyError, IndexError, ValueError, RuntimeError):
+        raise ModelDirError(
+            f"{path} does not match the config.yaml beside it (format {version}): the weights "
+            "of another model, or a damaged config"
+        ) from None
+
+
 def upgrade_weights(weights: dict, cfg: Config, version: int) -> dict:
     """A state dict saved in model-directory format ``version``, in the current layout."""
     if version < 3:
@@ -209,14 +322,16 @@ def _decoder_rnn_to_format_3(weights: dict, cfg: Config) -> dict:
 
 
 def _upgrade_weight_files(model_dir: Path, cfg: Config, version: int) -> None:
-    """Rewrite every weight file of a directory of format ``version`` in the current layout."""
+    """Rewrite every weight file of a directory of format ``version`` in the current layout, as
+    safetensors (each .pt file goes once its .safetensors is written)."""
     for path in [
-        model_dir / WEIGHTS,
-        model_dir / SINGLE,
-        *sorted(model_dir.glob(f"{RECENT}/*.pt")),
+        _torch_name(model_dir / WEIGHTS),
+        _torch_name(model_dir / SINGLE),
+        *sorted(model_dir.glob(f"{RECENT}/step-*.pt")),
     ]:
         if path.is_file():
-            atomic_save(upgrade_weights(load_tensors(path), cfg, version), path)
+            save_weights(read_weights(path, cfg, version), path.with_suffix(".safetensors"))
+            path.unlink()
     checkpoint = model_dir / CHECKPOINT
     if checkpoint.is_file():
         saved = load_tensors(checkpoint)
@@ -235,10 +350,12 @@ class ModelFiles:
     src_vocab: Vocab
     tgt_vocab: Vocab
     weights: dict  # in the current layout
+    weights_path: Path  # the file they were read from
 
 
 def read_model_dir(path: str | Path) -> ModelFiles:
-    """Read config.yaml, the SentencePiece model(s) and model.pt, naming any file at fault."""
+    """Read config.yaml, the SentencePiece model(s) and the weights (model.safetensors, or the
+    model.pt of an older directory), naming any file at fault."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ModelDirError(f"{path} is a file, not a model directory")
@@ -264,21 +381,10 @@ def read_model_dir(path: str | Path) -> ModelFiles:
             raise ModelDirError(
                 f"{vocab_path} is not a SentencePiece model (damaged, or another kind of file)"
             ) from None
-    weights_path = path / WEIGHTS
+    weights_path = weights_file(path, version)
     if not weights_path.is_file():
         raise ModelDirError(f"{weights_path} is missing (has training saved a model yet?)")
-    weights = load_tensors(weights_path)
-    if not isinstance(weights, dict) or not all(
-        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in weights.items()
-    ):
-        raise ModelDirError(f"{weights_path} does not hold model weights (named tensors)")
-    try:
-        weights = upgrade_weights(weights, cfg, version)
-    except (KeyError, IndexError, ValueError, RuntimeError):
-        raise ModelDirError(
-            f"{weights_path} does not match {config_path} (format {version}): the weights of "
-            "another model, or a damaged config"
-        ) from None
+    weights = read_weights(weights_path, cfg, version)
     sides = ("source", "encoder.embed.weight"), ("target", "decoder.embed.weight")
     for (side, key), vocab, vocab_path in zip(sides, vocabs, paths):
         rows = weights[key].shape[0] if key in weights else None
@@ -287,4 +393,4 @@ def read_model_dir(path: str | Path) -> ModelFiles:
                 f"{vocab_path} has {len(vocab)} pieces but {weights_path} was trained with a "
                 f"{side} vocabulary of {rows}: they come from different trainings"
             )
-    return ModelFiles(cfg, vocabs[0], vocabs[1], weights)
+    return ModelFiles(cfg, vocabs[0], vocabs[1], weights, weights_path)
