@@ -22,7 +22,7 @@ import pytest
 from tests.test_serve import DevTools, chromium, chromium_executable
 from translate.data.vocab import Vocab, train_vocab
 from translate.export import web
-from translate.export.web import NPM_PACKAGES, WebError, npm_tarball, write_runtime
+from translate.export.web import NPM_PACKAGES, WebError, npm_tarball, write_runtime, write_web
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"  # beside the clone, here and in CI
@@ -193,3 +193,100 @@ def test_the_page_pieces_every_dev_line_as_sentencepiece_does(joint_vocab, runti
     assert len(got) == len(lines) > 8800
     for line, (page_ids, page_pieces), want_ids, want_pieces in zip(lines, got, ids, pieces):
         assert (page_ids, page_pieces) == (want_ids, want_pieces), line
+
+
+# --- translation in the page -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["attention_dir", "trained_dir"])
+def web_folder(request, runtime_dir, tmp_path_factory) -> Path:
+    """The page folder of a toy model, with general attention or without attention."""
+    from translate.export.directory import export_model
+
+    folder = tmp_path_factory.mktemp("web")
+    export = export_model(request.getfixturevalue(request.param), folder / "export")
+    return write_web(export, folder / "web")
+
+
+SHOWN = "[...document.querySelectorAll('#output .translation')].map(p => p.textContent)"
+
+
+async def translate_in_page(page: DevTools, text: str) -> dict:
+    """Type ``text`` into the page, press Translate, and read what it shows and measured."""
+    await page.wait_for("!document.getElementById('translate').disabled", seconds=60)
+    await page.click("#source")
+    await page.send("Input.insertText", text=text)
+    await page.click("#translate")
+    await page.wait_for(
+        "document.getElementById('status').textContent.includes('translated')"
+        " || document.getElementById('error').textContent !== ''",
+        seconds=120,
+    )
+    return {
+        "shown": await page.evaluate(SHOWN),
+        "error": await page.evaluate("document.getElementById('error').textContent"),
+        "warnings": await page.evaluate("document.querySelectorAll('#output .warning').length"),
+        "about": await page.evaluate("document.getElementById('about').textContent"),
+        "timings": await page.evaluate("window.page.timings"),
+    }
+
+
+NBEST = """(async (lines, searches) => {
+  const out = [];
+  for (const options of searches) {
+    for (const line of lines) {
+      const { candidates } = await window.page.translator.translate(line, options);
+      out.push(candidates.map((c) => [c.text, c.score, c.logProb]));
+    }
+  }
+  return out;
+})"""
+SEARCHES = [  # greedy; beam 3, its 3 best, with another length penalty than the model's
+    {"beam": 1, "nBest": 1},
+    {"beam": 3, "nBest": 3, "lengthPenalty": 0.6},
+]
+
+
+async def translate_and_search(page: DevTools, lines: list[str]) -> dict:
+    """What the page shows for ``lines``, then what its translator finds with SEARCHES."""
+    shown = await translate_in_page(page, "\n".join(lines))
+    call = f"{NBEST}({json.dumps(lines)}, {json.dumps(SEARCHES)})"
+    return {**shown, "searched": await run_in_page(page, call)}
+
+
+def test_the_page_translates_as_the_onnx_engine_does(web_folder, word_corpus, tmp_path):
+    from translate.decoding import DecodeOptions
+    from translate.export.engine import OnnxTranslator
+
+    lines = (word_corpus / "dev.de").read_text(encoding="utf-8").splitlines()[:20]
+    # a blank line, an unknown word, a line longer than the model's longest source (200 pieces)
+    lines += ["", "hund über katze", "haus katze " * 101]
+    with static_server(web_folder) as url, browser_page(tmp_path) as open_page:
+        got = open_page(url, lambda page: translate_and_search(page, lines))
+    engine = OnnxTranslator.from_dir(web_folder, int8=True, threads=1)
+    # one line at a time, as the page goes: int8 activations are quantized per batch
+    assert got["error"] == ""
+    assert got["shown"] == [engine.translate([line])[0] for line in lines]
+    assert got["warnings"] == 1  # the long line was cut, as the engine cuts it
+    searched = iter(got["searched"])
+    for search in SEARCHES:
+        options = DecodeOptions(
+            beam=search["beam"],
+            n_best=search["nBest"],
+            length_penalty=search.get("lengthPenalty", engine.defaults.length_penalty),
+        )
+        for line in lines:
+            wanted = engine.translate_batch([line], options)[0].candidates
+            page_candidates = next(searched)
+            assert [c[0] for c in page_candidates] == [c.text for c in wanted], (search, line)
+            for (_, score, log_prob), candidate in zip(page_candidates, wanted):
+                assert score == pytest.approx(candidate.score, abs=1e-4)
+                assert log_prob == pytest.approx(candidate.log_prob, abs=1e-4)
+    assert "ONNX Runtime Web 1.31.1" in got["about"]
+    timings = got["timings"]
+    assert len(timings["sentences"]) == len(lines) - 1
+    per_sentence = sorted(timings["sentences"])[len(lines) // 2]
+    print(
+        f"\n{web_folder.parent.name}: load {timings['load']:.0f} ms, first translation "
+        f"{timings['first']:.0f} ms, median per sentence {per_sentence:.1f} ms (beam 5)"
+    )
