@@ -76,11 +76,11 @@ def field_comments(cls: type) -> dict[str, str]:
         taken.update(lines)
         found[name] = lines
     for name, first, _ in fields:  # comment lines above a field that has none of its own
-        above = first - 1
-        while not found[name] and above in comments and comments[above][1] and above not in taken:
-            above -= 1
         if not found[name]:
-            found[name] = list(range(above + 1, first))
+            top = first
+            while top - 1 in comments and comments[top - 1][1] and top - 1 not in taken:
+                top -= 1
+            found[name] = list(range(top, first))
     return {
         name: _markdown(" ".join(comments[n][0] for n in lines))
         for name, lines in found.items()
