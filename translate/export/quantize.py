@@ -1,15 +1,16 @@
-"""int8 graphs from fp32 ones: ONNX Runtime's dynamic quantization, prepared and completed.
+"""int8 graphs from fp32 ones: ONNX Runtime's dynamic quantization, completed.
 
-ONNX Runtime quantizes MatMul (to MatMulInteger) and Gather (an int8 embedding table), not the
-Gemm that a linear layer over (rows, dim) exports as, nor the GRU and RNN ops. So, before it runs,
-each Gemm with constant weights becomes MatMul + Add; after it, the weights of every RNN, GRU and
-LSTM op are stored int8 with one scale per output row and a DequantizeLinear in front, which ONNX
-Runtime folds when it loads the graph (smaller files; those products stay fp32). Only standard
-ONNX ops result, which ONNX Runtime Web runs too.
+ONNX Runtime quantizes MatMul (to MatMulInteger; a linear layer's Gemm is rewritten as MatMul
+first) and Gather (an int8 embedding table), not the GRU and RNN ops; its LSTM op it turns into
+one of its own (com.microsoft), which is left out here. So, after it, the weights of every RNN, GRU
+and LSTM op are stored int8 with one scale per output row and a DequantizeLinear in front, which
+ONNX Runtime folds when it loads the graph (smaller files; those products stay fp32). Only
+standard ONNX ops result, which ONNX Runtime Web runs too.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -23,17 +24,19 @@ RECURRENT_OPS = ("RNN", "GRU", "LSTM")
 
 def quantize_graph(graph_bytes: bytes) -> bytes:
     """The int8 version of an fp32 graph (ONNX bytes)."""
-    model = onnx.load_from_string(graph_bytes)
-    gemm_to_matmul(model)
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "int8.onnx"
-        quantize_dynamic(
-            model,
-            path,
-            op_types_to_quantize=["MatMul", "Gather"],
-            weight_type=QuantType.QInt8,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
+        fp32_path, path = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
+        fp32_path.write_bytes(graph_bytes)
+        logging.disable(logging.WARNING)  # its advice to pre-process, printed on every call
+        try:
+            quantize_dynamic(
+                str(fp32_path),
+                path,
+                op_types_to_quantize=["MatMul", "Gather"],
+                weight_type=QuantType.QInt8,
+            )
+        finally:
+            logging.disable(logging.NOTSET)
         model = onnx.load(path)
     recurrent_weights_to_int8(model)
     return model.SerializeToString()
@@ -41,36 +44,6 @@ def quantize_graph(graph_bytes: bytes) -> bytes:
 
 def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return {init.name: init for init in model.graph.initializer}
-
-
-def gemm_to_matmul(model: onnx.ModelProto) -> None:
-    """Rewrite, in place, each Gemm whose B is an initializer (a linear layer) as MatMul + Add,
-    the form ONNX Runtime's dynamic quantization covers."""
-    graph, constants = model.graph, _initializers(model)
-    nodes = []
-    for node in graph.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0
-        if node.op_type != "Gemm" or node.input[1] not in constants or attrs.get("transA", 0):
-            nodes.append(node)
-            continue
-        if not plain:
-            nodes.append(node)
-            continue
-        weight = numpy_helper.to_array(constants[node.input[1]])
-        if attrs.get("transB", 0):
-            weight = weight.T
-        weight_name = node.output[0] + "_weight"
-        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), weight_name))
-        if len(node.input) > 2 and node.input[2]:
-            product = node.output[0] + "_product"
-            nodes.append(helper.make_node("MatMul", [node.input[0], weight_name], [product]))
-            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]]))
-        else:
-            nodes.append(helper.make_node("MatMul", [node.input[0], weight_name], [node.output[0]]))
-    del graph.node[:]
-    graph.node.extend(nodes)
-    _drop_unused_initializers(model)
 
 
 def recurrent_weights_to_int8(model: onnx.ModelProto) -> None:
