@@ -39,12 +39,12 @@ class DataConfig:
     # one corpus (a path) or several: [PATH, {path: PATH, weight: 3}, ...]
     train: list[CorpusConfig] = field(default_factory=list)
     dev: str = ""  # the dev set: a path as for the training corpora
-    src_lang: str = "de"
-    tgt_lang: str = "en"
-    vocab_size: int = 8000
+    src_lang: str = "de"  # source language code, the suffix of a corpus's source file (train.de)
+    tgt_lang: str = "en"  # target language code, the suffix of its target file (train.en)
+    vocab_size: int = 8000  # SentencePiece pieces asked for; a small corpus may give fewer
     spm_type: str = "unigram"  # unigram | bpe
     joint_vocab: bool = True  # one SentencePiece model for both languages
-    character_coverage: float = 1.0
+    character_coverage: float = 1.0  # share of characters kept; the rarest become unknown pieces
     max_len: int = 100  # subword tokens per side; longer training pairs are dropped
     max_ratio: float = 3.0  # longer/shorter length ratio above which a training pair is dropped
     spm_sample_size: int = 1_000_000  # sentences used to train SentencePiece
@@ -58,13 +58,13 @@ class ModelConfig:
     """Sizes of the context-vector encoder-decoder (Cho et al. 2014)."""
 
     cell: str = "gru"  # rnn | gru | lstm
-    emb_dim: int = 256
+    emb_dim: int = 256  # width of the word embeddings
     hidden_dim: int = 512  # the decoder's state (and the encoder's, unless enc_hidden_dim)
     enc_hidden_dim: int = 0  # the encoder's state in each direction; 0: hidden_dim
-    enc_layers: int = 1
-    dec_layers: int = 1
-    bidirectional: bool = True
-    dropout: float = 0.2
+    enc_layers: int = 1  # stacked encoder RNN layers
+    dec_layers: int = 1  # stacked decoder RNN layers
+    bidirectional: bool = True  # the encoder reads the source both ways
+    dropout: float = 0.2  # in training: on embeddings, between RNN layers, before the output
     tie_embeddings: bool = False  # share target embedding and output projection
     tie_source_embedding: bool = False  # also share the source embedding (joint vocabulary)
     scale_embeddings: bool = True  # a tied table is read times sqrt(emb_dim) (Vaswani et al.)
@@ -80,11 +80,11 @@ class TrainConfig:
 
     batch_tokens: int = 4000  # tokens per batch, padding included, over all processes together
     accum_steps: int = 1  # each process's share of a batch in this many parts, one at a time
-    lr: float = 1e-3
-    clip_norm: float = 1.0
-    label_smoothing: float = 0.0
+    lr: float = 1e-3  # Adam's base learning rate: the peak after warm-up
+    clip_norm: float = 1.0  # gradients are scaled down to this global L2 norm when above
+    label_smoothing: float = 0.0  # share of each target spread over the vocabulary
     max_steps: int = 0  # 0 = no step limit
-    max_epochs: int = 10
+    max_epochs: int = 10  # passes over the training data
     max_minutes: float = 0.0  # 0 = no wall-clock limit
     valid_every: int = 500  # steps between validations
     valid_bleu_sentences: int = 500  # dev sentences translated (greedy) for dev BLEU; 0 = skip
@@ -92,11 +92,11 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant | cosine: anneal to 0 over max_steps/max_minutes
     lr_decay: float = 0.5  # multiply the rate by this when dev BLEU does not improve
     patience: int = 0  # stop after this many validations without improvement; 0 = never
-    seed: int = 1
+    seed: int = 1  # weights, batch order and dropout: the same seed, the same run
     threads: int = 0  # torch threads; 0 = all cores
     dtype: str = "fp32"  # fp32 | bf16 | fp16 | auto (autocast, weights stay fp32; fp16: GPU only,
     # with loss scaling; auto: bf16 where it is fast, i.e. GPUs and CPUs with AMX/AVX-512 BF16)
-    log_every: int = 50
+    log_every: int = 50  # steps between log records (metrics.jsonl and the bar)
     keep_checkpoints: int = 0  # keep the weights of the last N validations, for averaging
 
 
@@ -105,10 +105,10 @@ class DecodeConfig:
     """Search settings used by ``translate`` unless overridden on the command line: the beam
     and length penalty are the model's :class:`~translate.decoding.DecodeOptions`."""
 
-    beam: int = DecodeOptions.beam
+    beam: int = DecodeOptions.beam  # beam size; 1 = greedy
     length_penalty: float = DecodeOptions.length_penalty  # GNMT alpha; 0 = raw log-probability
     max_len_a: float = 1.5  # maximum output length = a * source_length + b
-    max_len_b: int = 10
+    max_len_b: int = 10  # the b of max_len_a
     batch_size: int = 64  # sentences per batch
     drop_finished: bool = True  # beam search: a sentence whose beams all ended leaves the batch
 
@@ -117,7 +117,7 @@ class DecodeConfig:
 class Config:
     """The whole experiment; ``out_dir`` becomes the self-contained model directory."""
 
-    out_dir: str = "experiments/default"
+    out_dir: str = "experiments/default"  # the model directory this run writes
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
