@@ -240,3 +240,16 @@ def test_sentencepiece_sample_is_bounded_uniform_and_blind_to_chunk_boundaries(t
     decoded = list(read_pairs(str(tmp_path / "train"), "de", "en", False))
     raw = _sample_pairs(_chunks(data, 64), 40, seed=5)
     assert raw == _sample_pairs([(0, decoded)], 40, seed=5) and raw[1] == 300
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_the_log_gives_the_vocabulary_size_sentencepiece_built(word_corpus, tmp_path, joint):
+    logged = []
+    cfg = tiny_config(
+        word_corpus, f"out_dir={tmp_path}", "data.vocab_size=60", f"data.joint_vocab={joint}"
+    )
+    data = prepare(cfg, log=logged.append)
+    src, tgt = len(data.src_vocab), len(data.tgt_vocab)
+    assert src < 60 and tgt < 60  # the tiny corpus does not hold 60 pieces
+    built = f"{src} pieces" if joint else f"{src} source and {tgt} target pieces"
+    assert f"SentencePiece built {built} (data.vocab_size 60)" in logged

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from tests.conftest import write_word_corpus
+from translate.modeldir import WEIGHTS, load_weights
 
 TRAIN = {
     # subword sampling on: a resumed epoch must redraw the segmentation it started with
@@ -100,8 +101,7 @@ def weights(out: Path) -> dict:
 
 def same_weights(a: Path, b: Path) -> bool:
     """The checkpoint's and the best model's weights, bit for bit."""
-    best_a = torch.load(a / "model.pt", weights_only=True)
-    best_b = torch.load(b / "model.pt", weights_only=True)
+    best_a, best_b = load_weights(a / WEIGHTS), load_weights(b / WEIGHTS)
     last_a, last_b = weights(a), weights(b)
     return (
         last_a.keys() == last_b.keys()
@@ -158,5 +158,7 @@ def test_a_finished_run_is_not_trained_again(setup, reference, tmp_path):
     run = start(setup, out)
     _, err = run.communicate(timeout=300)
     assert run.returncode == 0, err
+    assert err.startswith(f"{out} has already finished: at step ") and err.count("\n") == 1
+    assert "it reached the epoch limit (train.max_epochs=3)" in err
     assert same_weights(reference, out)
     assert records(out) == records(reference)

@@ -24,9 +24,11 @@ from translate.data.prepare import prepare
 from translate.data.vocab import PAD
 from translate.errors import UserError
 from translate.model.seq2seq import build_model
+from translate.modeldir import WEIGHTS, load_weights
 from translate.train import log as trainlog
 from translate.train.checkpoint import TrainState
-from translate.train.loop import Interrupted, batch_loss, schedule
+from translate.train.limits import schedule, used
+from translate.train.loop import Interrupted, batch_loss
 
 VOCAB = 20
 SRC = [[5, 6, 7], [8, 9], [10, 11, 12, 13, 14]]
@@ -112,7 +114,7 @@ def test_non_finite_losses_are_skipped_and_counted(word_corpus, tmp_path, monkey
     train_module.train(cfg, log=lambda message: None)
     log = [json.loads(line) for line in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
     assert max(e.get("skipped", 0) for e in log) == 3
-    weights = torch.load(tmp_path / "m" / "model.pt", weights_only=True)
+    weights = load_weights(tmp_path / "m" / WEIGHTS)
     assert all(torch.isfinite(w).all() for w in weights.values())
 
 
@@ -123,15 +125,14 @@ def test_many_non_finite_losses_in_a_row_stop_training(word_corpus, tmp_path, mo
     cfg = tiny_config(word_corpus, f"out_dir={tmp_path / 'm'}", "train.max_steps=50")
     with pytest.raises(UserError, match="20 non-finite losses in a row"):
         train_module.train(cfg, log=lambda message: None)
-    assert not (tmp_path / "m" / "model.pt").exists()  # nothing non-finite saved as best
+    assert not (tmp_path / "m" / WEIGHTS).exists()  # nothing non-finite saved as best
 
 
-def test_the_progress_bar_ends_at_whichever_limit_comes_first():
-    # 4140 steps allowed, but 20 minutes at 0.5 s a step end the run at step 2400
-    assert trainlog.last_step(100, 4140, 20.0, 50.0, 0.5) == 100 + 2300
-    assert trainlog.last_step(100, 1000, 20.0, 50.0, 0.5) == 1000  # the steps end first
-    assert trainlog.last_step(100, 4140, 0.0, 50.0, 0.5) == 4140  # no time budget
-    assert trainlog.last_step(100, 4140, 1.0, 75.0, 0.5) == 100  # the budget is spent
+def test_the_budget_used_is_the_further_of_steps_and_minutes():
+    assert used(100, 4140, 20.0, 600.0) == 0.5  # half the 20 minutes, 2% of the steps
+    assert used(2070, 4140, 20.0, 60.0) == 0.5  # half the steps, 5% of the minutes
+    assert used(100, 1000, 0.0, 6000.0) == 0.1  # no time limit: the steps alone
+    assert used(100, 1000, 1.0, 75.0) == 1.0  # never past the end
 
 
 def test_skipped_steps_do_not_lower_the_logged_loss():
@@ -146,15 +147,23 @@ def test_skipped_steps_do_not_lower_the_logged_loss():
     assert entry["clipped"] == pytest.approx(1 / 3, abs=1e-3)
 
 
-def test_the_progress_bar_ends_where_the_pace_since_this_process_started_says(monkeypatch):
+def test_with_a_time_limit_the_bar_shows_the_budget_used_and_its_end_stays_put(monkeypatch):
     now = [1000.0]
     monkeypatch.setattr(trainlog.time, "time", lambda: now[0])
-    # resumed at step 100 after 50 s; the next step takes 0.5 s: 20 minutes end at step 2400
+    # resumed at step 100 after 50 s of a 20-minute budget that allows 4140 steps
     progress = trainlog.Progress(100, 50.0, 4140, 20.0, show=False)
-    now[0] += 0.5
-    progress.step(101)
-    assert progress.elapsed() == 50.5
-    assert progress.bar.total == 101 + 2299
+    shares = [progress.share]
+    for step, seconds in ((101, 0.5), (102, 30.0), (103, 0.5)):  # one slow step among fast ones
+        now[0] += seconds
+        progress.step(step)
+        shares.append(progress.share)
+    assert progress.elapsed() == 81.0
+    assert shares == pytest.approx([50 / 1200, 50.5 / 1200, 80.5 / 1200, 81 / 1200])
+    assert progress.bar.total == 100  # a percentage: no end re-estimated from the pace
+    # further along in steps than in minutes: the steps' share
+    assert trainlog.Progress(4000, 60.0, 4140, 20.0, show=False).share == 4000 / 4140
+    steps = trainlog.Progress(5, 60.0, 30, 0.0, show=False)  # no time limit: steps of 30
+    assert steps.bar.total == 30 and steps.share == 5 / 30
 
 
 def counting_saves(monkeypatch) -> list[int]:
@@ -257,7 +266,7 @@ def test_a_second_trainer_is_refused_at_once_naming_the_first(word_corpus, tmp_p
     second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, err = second.communicate(timeout=300)
     assert second.returncode == 0, err  # the lock went with its holder
-    assert (out / "model.pt").is_file()
+    assert (out / WEIGHTS).is_file()
     assert (out / outdir.LOCK).read_text() == f"{second.pid}\n"  # the holder's PID, for the next
 
 
@@ -394,4 +403,4 @@ def test_a_checkpoint_with_nothing_left_to_train_ends_with_one_validation_and_sa
     saved = torch.load(out / "checkpoint.pt", weights_only=True)["loop"]
     assert saved["finished"] and saved["step"] == stopped["step"]  # no step taken
     assert saves == [stopped["step"]] and validated_steps(out) == [stopped["step"]]
-    assert (out / "model.pt").is_file()
+    assert (out / WEIGHTS).is_file()

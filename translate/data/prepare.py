@@ -166,17 +166,23 @@ def _vocabularies(cfg: Config, log) -> tuple[Vocab, Vocab, bool]:
         sample_size=d.spm_sample_size,
     )
     if d.joint_vocab:
-        log(
-            f"training a joint {d.spm_type} SentencePiece model ({d.vocab_size} pieces) on "
-            f"{which} {total} training pairs"
-        )
-        vocab = train_vocab(src + tgt, **options)
-        return vocab, vocab, True
-    log(
-        f"training {d.spm_type} SentencePiece models ({d.vocab_size} pieces each) on {which} "
-        f"{total} training pairs"
-    )
-    return train_vocab(src, **options), train_vocab(tgt, **options), True
+        log(f"training a joint {d.spm_type} SentencePiece model on {which} {total} training pairs")
+        src_vocab = tgt_vocab = train_vocab(src + tgt, **options)
+    else:
+        log(f"training {d.spm_type} SentencePiece models on {which} {total} training pairs")
+        src_vocab, tgt_vocab = train_vocab(src, **options), train_vocab(tgt, **options)
+    built = _sizes(src_vocab, tgt_vocab)
+    fewer = len(src_vocab) < d.vocab_size or len(tgt_vocab) < d.vocab_size
+    # hard_vocab_limit is off: a small corpus gives fewer pieces than data.vocab_size asks
+    log(f"SentencePiece built {built}" + (f" (data.vocab_size {d.vocab_size})" if fewer else ""))
+    return src_vocab, tgt_vocab, True
+
+
+def _sizes(src_vocab: Vocab, tgt_vocab: Vocab) -> str:
+    """The vocabulary size(s), as a log says them."""
+    if src_vocab is tgt_vocab:
+        return f"{len(src_vocab)} pieces"
+    return f"{len(src_vocab)} source and {len(tgt_vocab)} target pieces"
 
 
 def _sample_pairs(

@@ -14,7 +14,7 @@ import torch
 
 from ..config import Config
 from ..model.seq2seq import Seq2Seq
-from ..modeldir import CHECKPOINT, atomic_save, load_tensors, write_config
+from ..modeldir import CHECKPOINT, atomic_save, load_tensors, save_weights, write_config
 from . import distributed
 from .distributed import Ranks
 
@@ -36,7 +36,22 @@ class TrainState:
     skipped: int = 0  # steps whose loss or gradient was not finite
     lr_scale: float = 1.0  # the plateau decay so far
     pairs_seen: list[int] = field(default_factory=list)  # training pairs, per corpus
+    stopped_by: list[str] = field(default_factory=list)  # the limits that ended it (train.*)
     bad_in_row: int = 0  # non-finite steps in a row; not saved: a restart clears it
+
+
+def saved_state(out: Path, corpora: int) -> TrainState | None:
+    """The counters of ``out/checkpoint.pt`` (None without one), read before anything is
+    written: a finished run rerun with the same limits stops here."""
+    path = out / CHECKPOINT
+    return _loop_state(load_tensors(path)["loop"], corpora) if path.is_file() else None
+
+
+def _loop_state(loop: dict, corpora: int) -> TrainState:
+    state = TrainState(**loop)
+    if len(state.pairs_seen) != corpora:  # saved before counts were kept
+        state.pairs_seen = [0] * corpora
+    return state
 
 
 def resume(
@@ -63,9 +78,7 @@ def resume(
     optimizer.load_state_dict(saved["optimizer"])
     if "scaler" in saved:
         scaler.load_state_dict(saved["scaler"])
-    state = TrainState(**saved["loop"])
-    if len(state.pairs_seen) != corpora:  # saved before counts were kept
-        state.pairs_seen = [0] * corpora
+    state = _loop_state(saved["loop"], corpora)
     rng = saved["rng"] if isinstance(saved["rng"], list) else [saved["rng"]]
     if len(rng) == ranks.world:
         torch.set_rng_state(rng[ranks.rank])
@@ -115,8 +128,9 @@ def save_checkpoint(
 
 
 def keep_recent(model: Seq2Seq, folder: Path, step: int, keep: int) -> None:
-    """Save the weights as ``folder/step-N.pt`` and delete all but the ``keep`` most recent."""
+    """Save the weights as ``folder/step-N.safetensors`` and delete all but the ``keep`` most
+    recent."""
     folder.mkdir(exist_ok=True)
-    atomic_save(model.state_dict(), folder / f"step-{step:08d}.pt")
-    for old in sorted(folder.glob("step-*.pt"))[:-keep]:
+    save_weights(model.state_dict(), folder / f"step-{step:08d}.safetensors")
+    for old in sorted(folder.glob("step-*.safetensors"))[:-keep]:
         old.unlink()

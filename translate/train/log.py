@@ -15,34 +15,34 @@ from tqdm import tqdm
 from ..config import CorpusConfig
 from ..modeldir import atomic_write
 from .checkpoint import TrainState
-
-
-def last_step(step: int, total_steps: int, max_minutes: float, elapsed: float, pace: float) -> int:
-    """The step at which the run will end: ``total_steps``, or sooner when the time budget runs
-    out first at ``pace`` seconds per step (for the progress bar's total and ETA)."""
-    if not max_minutes or pace <= 0:
-        return total_steps
-    left = max(max_minutes * 60 - elapsed, 0.0)
-    return min(total_steps, step + math.ceil(left / pace))
+from .limits import used
 
 
 class Progress:
-    """The run's clock and progress bar: seconds trained in this and earlier processes, and
-    steps against whichever limit ends the run first, its end re-estimated at each step from
-    the pace since this process started."""
+    """The run's clock and progress bar. Without a time limit the bar counts steps up to the
+    step limit. With one, it shows the share of the budget used (steps or minutes, whichever
+    is further along: :func:`~translate.train.limits.used`, what the cosine anneals by), which
+    only grows and is full at whichever limit ends the run; a step total re-estimated from the
+    pace would jump about."""
 
     def __init__(self, step: int, elapsed: float, total_steps: int, max_minutes: float, show: bool):
         self.started = time.time() - elapsed  # the time at which the run's clock reads 0
-        self.first_step, self.first_elapsed = step, elapsed
         self.total_steps, self.max_minutes = total_steps, max_minutes
+        self.share = used(step, total_steps, max_minutes, elapsed)
+        common = dict(dynamic_ncols=True, mininterval=1.0, disable=not show)
+        if not max_minutes:
+            self.bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", **common)
+            return
+        budget = f"{max_minutes:g} min or {total_steps} steps"
+        shape = (
+            "{desc}: {percentage:3.0f}% of " + budget + "|{bar}| [{elapsed}<{remaining}{postfix}]"
+        )
         self.bar = tqdm(
-            total=total_steps,
-            initial=step,
-            desc="train",
-            unit="step",
-            dynamic_ncols=True,
-            mininterval=1.0,
-            disable=not show,
+            total=100.0,
+            initial=100 * self.share,
+            desc=f"train step {step}",
+            bar_format=shape,
+            **common,
         )
 
     def elapsed(self) -> float:
@@ -50,11 +50,14 @@ class Progress:
         return time.time() - self.started
 
     def step(self, step: int) -> None:
-        """Count the step that made ``step`` steps; move the bar's end where the limits put it."""
-        self.bar.update(1)
-        elapsed = self.elapsed()
-        pace = (elapsed - self.first_elapsed) / (step - self.first_step)
-        self.bar.total = last_step(step, self.total_steps, self.max_minutes, elapsed, pace)
+        """Count the step that made ``step`` steps."""
+        share = used(step, self.total_steps, self.max_minutes, self.elapsed())
+        if not self.max_minutes:
+            self.bar.update(1)
+        else:
+            self.bar.set_description_str(f"train step {step}", refresh=False)
+            self.bar.update(100 * share - self.bar.n)  # no drift from summed increments
+        self.share = share
 
     def show(self, entry: dict) -> None:
         """A log entry's loss, speed, rate and clipping beside the bar."""

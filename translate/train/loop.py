@@ -4,8 +4,9 @@
 validate and keep the best, checkpoint, and stop at the first limit reached. A run resumes by
 itself when ``out_dir`` holds a checkpoint: model, optimiser, RNG state, position in the epoch
 and best score are restored, so the resumed run takes exactly the steps the uninterrupted one
-would have taken. SIGINT/SIGTERM save a checkpoint before exiting. One run at a time: rank 0
-holds ``out_dir``'s lock (:mod:`translate.data.outdir`) for the run's life.
+would have taken. SIGINT/SIGTERM save a checkpoint before exiting. A finished run rerun with
+the same limits does nothing; with a larger limit it trains on (:mod:`.limits`). One run at a
+time: rank 0 holds ``out_dir``'s lock (:mod:`translate.data.outdir`) for the run's life.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sacrebleu
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..config import Config, TrainConfig
+from ..config import Config
 from ..data import outdir
 from ..data.batches import Batch, bucket_batches, pair_batch
 from ..data.prepare import Prepared, prepare
@@ -32,12 +33,13 @@ from ..decoding import DecodeOptions
 from ..errors import UserError
 from ..model.loss import smoothed_cross_entropy
 from ..model.seq2seq import Seq2Seq, build_model
-from ..modeldir import CHECKPOINT, METRICS, RECENT, WEIGHTS, atomic_save
+from ..modeldir import CHECKPOINT, METRICS, RECENT, WEIGHTS, save_weights
 from ..runtime import autocast, pick_device, resolve_dtype, set_threads
 from ..search import search_batches
 from . import distributed
-from .checkpoint import TrainState, keep_recent, resume, save_checkpoint
+from .checkpoint import TrainState, keep_recent, resume, save_checkpoint, saved_state
 from .distributed import Ranks
+from .limits import already_finished, continuing, ended_by, how_to_continue, say_reached, schedule
 from .log import Progress, Window, log_window, open_metrics, pairs_seen, record
 from .signals import Interrupted, catch_signals
 
@@ -81,9 +83,16 @@ def train(cfg: Config, log=print) -> Path:
 
 
 def _train(cfg: Config, ranks: Ranks, log) -> Path:
+    done = distributed.from_main(ranks, distributed.main_first(ranks, lambda: _finished(cfg)))
+    if done:  # said in one line; nothing is touched
+        log(done)
+        return Path(cfg.out_dir)
     run = setup(cfg, ranks, log)
     state = resume(run.out, cfg, ranks, run.device, run.model, run.optimizer, run.scaler, log)
     t = cfg.train
+    if state.finished:  # finished before; the limits now give it more to train
+        state.finished, state.stopped_by = False, []
+        log(continuing(t, state, run.total_steps))
     progress = Progress(state.step, state.elapsed, run.total_steps, t.max_minutes, ranks.main)
     window = Window()
     metrics_file = open_metrics(run.out / METRICS, state.step) if ranks.main else nullcontext()
@@ -103,6 +112,10 @@ def _train(cfg: Config, ranks: Ranks, log) -> Path:
             validating = state.step % t.valid_every == 0 or state.finished
             if validating:
                 validate_and_keep_best(run, state, metrics, progress)
+            if state.finished:  # patience may have ended it too
+                state.stopped_by = ended_by(
+                    t, state, run.total_steps, progress.elapsed(), last_batch
+                )
             if validating or signalled:  # once, when a signal comes on a validation step too
                 elapsed = progress.elapsed()
                 save_checkpoint(
@@ -120,6 +133,8 @@ def _train(cfg: Config, ranks: Ranks, log) -> Path:
         if not state.finished:  # a lowered limit left nothing to train: end as a last step does
             state.finished = True
             validate_and_keep_best(run, state, metrics, progress)
+            epochs_done = state.epoch > t.max_epochs
+            state.stopped_by = ended_by(t, state, run.total_steps, progress.elapsed(), epochs_done)
             elapsed = progress.elapsed()
             save_checkpoint(
                 run.out, ranks, run.device, run.model, run.optimizer, run.scaler, state, elapsed
@@ -128,12 +143,21 @@ def _train(cfg: Config, ranks: Ranks, log) -> Path:
     seen = ", ".join(
         f"{n} of {path}" for path, n in pairs_seen(cfg.data.train, state.pairs_seen).items()
     )
+    log(f"pairs seen: {seen}; {state.skipped} non-finite steps skipped")
     log(
-        f"finished after {state.step} steps in {progress.elapsed():.0f}s "
-        f"({state.skipped} non-finite steps skipped; pairs seen: {seen}); "
-        f"best model in {run.out / WEIGHTS}"
+        f"finished after {state.step} steps in {progress.elapsed():.0f}s: "
+        f"{say_reached(t, state.stopped_by)}; best model in {run.out / WEIGHTS}; "
+        f"{how_to_continue(state.stopped_by)}"
     )
     return run.out
+
+
+def _finished(cfg: Config) -> str | None:
+    """Why a run already finished under these limits stops at once (None: it trains), read
+    from its checkpoint before anything is written."""
+    outdir.check_same_experiment(cfg)  # another experiment's checkpoint is refused instead
+    out = Path(cfg.out_dir)
+    return already_finished(cfg.out_dir, cfg.train, saved_state(out, len(cfg.data.train)))
 
 
 # --- setup and resume -------------------------------------------------------------------------
@@ -299,19 +323,6 @@ def batch_loss(
     )
 
 
-def schedule(t: TrainConfig, step: int, total_steps: int, elapsed: float) -> float:
-    """The learning-rate factor of step number ``step`` (from 1): linear warm-up, then constant
-    or a cosine down to 0 at the end of the run, whichever of ``total_steps`` and
-    ``max_minutes`` comes first (so a wall-clock budget is annealed into, not cut off)."""
-    warm = min(1.0, step / t.warmup_steps) if t.warmup_steps else 1.0
-    if t.lr_schedule == "constant":
-        return warm
-    progress = step / max(total_steps, 1)
-    if t.max_minutes:
-        progress = max(progress, elapsed / (t.max_minutes * 60))
-    return warm * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
 # --- validation and checkpoints ---------------------------------------------------------------
 
 
@@ -359,7 +370,7 @@ def _validate_and_keep_best(
 ) -> None:
     t = run.cfg.train
     if not run.data.dev_src:  # nothing to compare: the latest weights are the best
-        atomic_save(run.model.state_dict(), run.out / WEIGHTS)
+        save_weights(run.model.state_dict(), run.out / WEIGHTS)
         return
     result = validate(run.model, run.data, run.cfg, run.device, run.dtype)
     if t.keep_checkpoints:
@@ -372,7 +383,7 @@ def _validate_and_keep_best(
         state.best_bleu = result.get("dev_bleu", -1.0)
         state.best_loss = result["dev_loss"]
         state.bad_validations = 0
-        atomic_save(run.model.state_dict(), run.out / WEIGHTS)
+        save_weights(run.model.state_dict(), run.out / WEIGHTS)
     else:
         state.bad_validations += 1
         state.lr_scale *= t.lr_decay
