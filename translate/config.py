@@ -98,6 +98,9 @@ class TrainConfig:
     # with loss scaling; auto: bf16 where it is fast, i.e. GPUs and CPUs with AMX/AVX-512 BF16)
     log_every: int = 50  # steps between log records (metrics.jsonl and the bar)
     keep_checkpoints: int = 0  # keep the weights of the last N validations, for averaging
+    init_from: str = ""  # a model directory to fine-tune: the run starts from its weights and
+    # takes its SentencePiece model(s), vocabulary and model settings; recorded resolved
+    init_optimizer: bool = False  # with init_from: also its Adam state (from its checkpoint.pt)
 
 
 @dataclass
@@ -260,7 +263,8 @@ def yaml_problem(err: yaml.YAMLError) -> str:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Read a YAML config (or start from defaults when ``path`` is None) and apply overrides."""
+    """Read a YAML config (or start from defaults when ``path`` is None) and apply overrides;
+    with ``train.init_from``, the settings not given are the parent's (:func:`inherit`)."""
     values: dict = {}
     if path is not None:
         path = Path(path)
@@ -274,9 +278,76 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
             raise ConfigError(
                 f"{path} must hold a mapping of sections, not {type(values).__name__}"
             )
-    return config_from_dict(apply_overrides(values, list(overrides)))
+    values = apply_overrides(values, list(overrides))
+    cfg = config_from_dict(values)
+    return inherit(cfg, values) if cfg.train.init_from else cfg
 
 
 def config_to_dict(cfg: Config) -> dict:
     """Plain nested values, ready for ``yaml.safe_dump``."""
     return dataclasses.asdict(cfg)
+
+
+# --- fine-tuning: the settings a run takes from the model it starts from ----------------------
+
+# besides every model.* setting: the data settings that define the vocabulary
+PARENT_DATA_KEYS = ("src_lang", "tgt_lang", "vocab_size", "spm_type", "joint_vocab")
+
+
+def parent_settings(cfg: Config) -> dict[str, Any]:
+    """The settings a fine-tuned run shares with its parent, by dotted key."""
+    settings = {f"model.{k}": v for k, v in dataclasses.asdict(cfg.model).items()}
+    settings.update({f"data.{k}": getattr(cfg.data, k) for k in PARENT_DATA_KEYS})
+    return settings
+
+
+def inherit(cfg: Config, given: dict) -> Config:
+    """``cfg`` with ``train.init_from`` resolved and every parent setting (model.*, and the
+    vocabulary's data.*) not given in ``given`` (the YAML values with the overrides) taken from
+    the parent's config.yaml. A given value must equal the parent's: a model keeps the shape
+    and vocabulary it was trained with. Resuming, the run's own config.yaml stands for the
+    parent's, so an interrupted fine-tune needs its parent no more."""
+    parent_dir = Path(cfg.train.init_from).resolve()
+    cfg.train.init_from = str(parent_dir)
+    parent = _parent_config(cfg)
+    ours, theirs = parent_settings(cfg), parent_settings(parent)
+    conflicts = [
+        f"{key} {ours[key]!r} (the parent's: {theirs[key]!r})"
+        for key in ours
+        if _given(given, key) and ours[key] != theirs[key]
+    ]
+    if conflicts:
+        raise ConfigError(
+            f"train.init_from {parent_dir} fixes the model and vocabulary settings, and this "
+            f"config gives others: {', '.join(conflicts)}; leave them out to take the parent's"
+        )
+    cfg.model = dataclasses.replace(parent.model)
+    for key in PARENT_DATA_KEYS:
+        setattr(cfg.data, key, getattr(parent.data, key))
+    _check_ranges(cfg)
+    return cfg
+
+
+def _parent_config(cfg: Config) -> Config:
+    """The config of ``train.init_from``, or, resuming a run started from it, the run's own."""
+    from .modeldir import CHECKPOINT, CONFIG, read_config  # modeldir imports this module
+
+    out, parent = Path(cfg.out_dir), Path(cfg.train.init_from)
+    if (out / CHECKPOINT).is_file() and (out / CONFIG).is_file():
+        own = read_config(out / CONFIG)[0]
+        if own.train.init_from == cfg.train.init_from:
+            return own
+    if not parent.is_dir():
+        what = "is a file" if parent.exists() else "does not exist"
+        raise ConfigError(f"train.init_from: {parent} {what}; it must be a model directory")
+    if not (parent / CONFIG).is_file():
+        raise ConfigError(
+            f"train.init_from: {parent} is not a model directory ({CONFIG} is missing)"
+        )
+    return read_config(parent / CONFIG)[0]
+
+
+def _given(values: dict, dotted: str) -> bool:
+    """Whether the nested plain ``values`` set the ``section.key`` ``dotted``."""
+    section, key = dotted.split(".")
+    return isinstance(values.get(section), dict) and key in values[section]

@@ -61,13 +61,16 @@ def prepare(
     into ``out_dir/prepared`` (or reuse it when it was made from the same files and settings).
     ``workers`` encoding processes (0: one per core).
 
+    With ``train.init_from`` the SentencePiece model(s) are the parent's, copied.
+
     It holds out_dir's lock (``lock=False``: the caller holds it) and writes nothing before
     every check that can refuse has passed: a directory in use, a checkpoint of another
-    experiment, data that cannot be used."""
+    experiment, a parent that cannot serve, data that cannot be used."""
     if not cfg.data.train:
         raise DataError("no training data given (set data.train)")
     with outdir.hold(cfg.out_dir) if lock else nullcontext():
         outdir.check_same_experiment(cfg)
+        outdir.check_parent(cfg)
         return _prepare(cfg, log, workers, chunk_pairs)
 
 
@@ -100,6 +103,13 @@ def _prepare(cfg: Config, log, workers: int, chunk_pairs: int) -> Prepared:
     for corpus in train.corpora if len(train.corpora) > 1 else []:
         log(f"{corpus['path']}: {FilterReport(**corpus['report']).summary()}")
     log(f"training data in {folder}: {train.report.summary()}")
+    if cfg.train.init_from:  # the parent's pieces may not cover the new text
+        (src_unk, src_all), (tgt_unk, tgt_all) = train.unknown_pieces()
+        log(
+            f"unknown pieces (<unk>) in the training data with {cfg.train.init_from}'s "
+            f"SentencePiece model(s): {_share(tgt_unk, tgt_all)} of the target pieces, "
+            f"{_share(src_unk, src_all)} of the source pieces"
+        )
     return Prepared(
         src_vocab,
         tgt_vocab,
@@ -109,6 +119,10 @@ def _prepare(cfg: Config, log, workers: int, chunk_pairs: int) -> Prepared:
         src_vocab.encode(dev_src),
         tgt_vocab.encode(dev_tgt),
     )
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part} of {whole} ({100 * part / max(whole, 1):.2f}%)"
 
 
 def _manifest(folder: Path) -> dict:
@@ -140,13 +154,21 @@ def _key(d: DataConfig, src_vocab: Vocab, tgt_vocab: Vocab) -> str:
 
 
 def _vocabularies(cfg: Config, log) -> tuple[Vocab, Vocab, bool]:
-    """The SentencePiece model(s) in ``out_dir``, or trained (not yet saved) on a random
-    sample of the corpora when they are not there yet; and whether they were trained."""
+    """The SentencePiece model(s) in ``out_dir``, else those of ``train.init_from``, else
+    trained on a random sample of the corpora; and whether they are new to ``out_dir`` (then
+    saved once the data they encode has passed its checks)."""
     d = cfg.data
     src_path, tgt_path = vocab_paths(cfg.out_dir, d.joint_vocab)
     if src_path.is_file() and tgt_path.is_file():
         log(f"using SentencePiece model(s) in {cfg.out_dir}")
         return Vocab.load(src_path), Vocab.load(tgt_path), False
+    if cfg.train.init_from:
+        src_path, tgt_path = vocab_paths(cfg.train.init_from, d.joint_vocab)
+        src_vocab = Vocab.load(src_path)
+        tgt_vocab = src_vocab if d.joint_vocab else Vocab.load(tgt_path)
+        sizes = _sizes(src_vocab, tgt_vocab)
+        log(f"using the SentencePiece model(s) of {cfg.train.init_from} ({sizes})")
+        return src_vocab, tgt_vocab, True
     pairs = d.spm_sample_size // 2 if d.joint_vocab else d.spm_sample_size
     sample, total = _sample_pairs(_chunks(d, CHUNK_PAIRS), pairs, seed=cfg.train.seed)
     if not total:

@@ -14,6 +14,7 @@ import numpy as np
 
 from .batches import bucket_batches
 from .corpus import DataError, FilterReport
+from .vocab import UNK
 
 MANIFEST = "manifest.json"  # written last: a folder without it is not a finished preparation
 
@@ -80,6 +81,11 @@ class TrainSet:
         firsts = np.array([corpus["first_row"] for corpus in self.corpora])
         return np.searchsorted(firsts, rows, side="right") - 1
 
+    def unknown_pieces(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(unknown, all) pieces of the source side and of the target side: how many ids are
+        <unk>, read column by column from the mapped files."""
+        return _count_unknown(self.src), _count_unknown(self.tgt)
+
     def ids(self, rows: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The source and target ids of the given rows, read from the mapped files."""
         chunks = np.searchsorted(self.chunk_starts, rows, side="right") - 1
@@ -99,3 +105,12 @@ class TrainSet:
 def _row(columns: list[tuple[np.ndarray, np.ndarray]], chunk: int, index: int) -> np.ndarray:
     offsets, values = columns[chunk]
     return values[offsets[index] : offsets[index + 1]]
+
+
+def _count_unknown(columns: list[tuple[np.ndarray, np.ndarray]]) -> tuple[int, int]:
+    unknown = total = 0
+    for offsets, values in columns:
+        ids = values[offsets[0] : offsets[-1]]  # a chunk's values may reach past its rows
+        unknown += int(np.count_nonzero(ids == UNK))
+        total += len(ids)
+    return unknown, total

@@ -1,11 +1,14 @@
-"""What a training run saves and resumes from: its counters (TrainState), the checkpoint
-with every process's random state, and the weights of recent validations kept for averaging.
-(That a checkpoint belongs to this experiment is checked before prepare writes anything:
-:func:`translate.data.outdir.check_same_experiment`.)"""
+"""What a training run starts, saves and resumes from: its counters (TrainState), the
+checkpoint with every process's random state, the weights of recent validations kept for
+averaging, and for a fine-tuned run the parent model's weights, recorded in parent.json.
+(That a checkpoint belongs to this experiment, and that a parent can serve, is checked before
+prepare writes anything: :mod:`translate.data.outdir`.)"""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +16,18 @@ from pathlib import Path
 import torch
 
 from ..config import Config
+from ..data.outdir import PARENT
+from ..errors import UserError
 from ..model.seq2seq import Seq2Seq
-from ..modeldir import CHECKPOINT, atomic_save, load_tensors, save_weights, write_config
+from ..modeldir import (
+    CHECKPOINT,
+    atomic_save,
+    atomic_write,
+    load_tensors,
+    read_model_dir,
+    save_weights,
+    write_config,
+)
 from . import distributed
 from .distributed import Ranks
 
@@ -64,14 +77,16 @@ def resume(
     scaler: torch.amp.GradScaler,
     log,
 ) -> TrainState:
-    """The counters to start from: fresh ones, or those of ``out/checkpoint.pt`` with the model,
-    optimiser, scaler and random state it holds loaded in place. Writes this run's
-    config.yaml."""
+    """The counters to start from: those of ``out/checkpoint.pt`` with the model, optimiser,
+    scaler and random state it holds loaded in place, or fresh ones (from the parent's weights
+    with ``train.init_from``). Writes this run's config.yaml."""
     path, corpora = out / CHECKPOINT, len(cfg.data.train)
     if ranks.main:  # prepare has checked that a checkpoint here is of this experiment
         write_config(out, cfg)  # upgrades the directory's files if they are older
     distributed.barrier(ranks)
     if not path.is_file():
+        if cfg.train.init_from:
+            start_from_parent(out, cfg, ranks, model, optimizer, log)
         return TrainState(pairs_seen=[0] * corpora)
     saved = load_tensors(path)
     model.load_state_dict(saved["model"])
@@ -92,6 +107,46 @@ def resume(
         )
     log(f"resuming from {path} at step {state.step}")
     return state
+
+
+def start_from_parent(
+    out: Path,
+    cfg: Config,
+    ranks: Ranks,
+    model: Seq2Seq,
+    optimizer: torch.optim.Optimizer,
+    log,
+) -> None:
+    """Load the weights of ``train.init_from`` (every rank), and with ``train.init_optimizer``
+    the Adam state of its checkpoint; rank 0 records the parent in ``out/parent.json``: its
+    path, weight file and that file's sha256."""
+    parent = Path(cfg.train.init_from)
+    files = read_model_dir(parent)
+    model.load_state_dict(files.weights)
+    took = "weights"
+    if cfg.train.init_optimizer:
+        try:
+            optimizer.load_state_dict(load_tensors(parent / CHECKPOINT)["optimizer"])
+        except (KeyError, ValueError, TypeError):
+            raise UserError(
+                f"train.init_optimizer: the optimiser state in {parent / CHECKPOINT} does not "
+                "fit this model (written by an older translate?); leave init_optimizer out"
+            ) from None
+        took = f"weights and the Adam state of its {CHECKPOINT}"
+    digest = hashlib.sha256(files.weights_path.read_bytes()).hexdigest()
+    if ranks.main:
+        record = {
+            "init_from": str(parent),
+            "weights": files.weights_path.name,
+            "sha256": digest,
+            "init_optimizer": cfg.train.init_optimizer,
+        }
+        atomic_write(out / PARENT, (json.dumps(record, indent=2) + "\n").encode())
+    fresh = "the schedule" if cfg.train.init_optimizer else "Adam and the schedule"
+    log(
+        f"starting from the {took} of {parent} ({files.weights_path.name}, sha256 "
+        f"{digest[:12]}); {fresh} start afresh at step 0"
+    )
 
 
 def save_checkpoint(
