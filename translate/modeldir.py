@@ -180,7 +180,7 @@ def write_config(model_dir: Path, cfg: Config) -> None:
 # --- weights ----------------------------------------------------------------------------------
 
 
-def save_weights(weights: dict[str, torch.Tensor], path: Path) -> None:
+def save_weights(weights: dict[str, torch.Tensor], path: str | Path) -> None:
     """Write a state dict as safetensors through :func:`atomic_write`.
 
     safetensors stores no tensor twice, so one held under several names (tied embeddings) is
@@ -203,13 +203,14 @@ def save_weights(weights: dict[str, torch.Tensor], path: Path) -> None:
         storages.add(storage)
         tensors[name] = tensor
     metadata = {"format": "pt", "aliases": json.dumps(aliases, sort_keys=True)}
-    atomic_write(path, safetensors_bytes(tensors, metadata))
+    atomic_write(Path(path), safetensors_bytes(tensors, metadata))
 
 
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict in a .safetensors file (memory-mapped; tied names restored as one tensor)
     or, from a directory of format 3 or older, a .pt file; anything else, or a damaged file, is
     a one-line :class:`ModelDirError` naming it."""
+    path = Path(path)
     if path.suffix != ".safetensors":
         weights = load_tensors(path)
     else:
