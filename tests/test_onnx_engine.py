@@ -284,3 +284,18 @@ def test_the_engine_runs_without_torch(exported, precision):
         f"{t.text} {round(t.candidates[0].score, 4)}" for t in expected
     ]
     assert done.stdout.splitlines()[0].startswith("dog cat ")
+
+
+def test_the_speed_bench_prints_every_system(trained_dir, exported, word_corpus, capsys):
+    from bench.onnx_speed import main
+
+    src, ref = word_corpus / "dev.de", word_corpus / "dev.en"
+    main(
+        ["-m", str(trained_dir), "--src", str(src), "--ref", str(ref), "--export", str(exported)]
+        + ["--beams", "2", "--latency-lines", "3", "--threads", "1"]
+    )
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if "| 2 |" in line]
+    systems = ["PyTorch fp32", "PyTorch int8", "ONNX Runtime fp32", "ONNX Runtime int8"]
+    assert [row[0].strip("| ") for row in rows] == systems
+    assert rows[2][5] == "60/60"  # ONNX fp32 gives PyTorch fp32's lines
+    assert float(rows[0][6].strip(" |")) == float(rows[2][6].strip(" |")) > 80  # and its BLEU
