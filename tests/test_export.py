@@ -98,6 +98,17 @@ def test_layers_pooling_reversal_and_tied_tables_export(changes):
         np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
 
 
+def test_a_model_with_dropout_exports_without_it_and_stays_in_eval_mode():
+    torch.manual_seed(0)
+    cfg = ModelConfig(emb_dim=8, hidden_dim=16, dropout=0.5, attention="additive", dec_layers=3)
+    model = build_model(cfg, 20, 20).eval()
+    encoder, step = export_graphs(model)
+    assert not any(module.training for module in model.modules())
+    tokens = torch.tensor([[5, 6, 7, 3], [4, 3, 0, 0]])
+    for ours, theirs in run_both(model, encoder, step, tokens, np.array([4, 2]), 2):
+        np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
+
+
 def test_the_step_gives_the_attention_weights_of_the_model():
     model = tiny_model("gru", attention="additive").eval()
     _, step = export_graphs(model)

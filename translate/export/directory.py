@@ -118,7 +118,7 @@ def _probe(model, encoder_bytes: bytes, step_bytes: bytes) -> None:
     src_tokens = torch.tensor([[4, 5, 6, 7, 8, 9, 3], [4, 3, 0, 0, 0, 0, 0], [9, 8, 7, 3, 0, 0, 0]])
     src_tokens = torch.where(src_tokens > 3, src_tokens % vocab, src_tokens)
     src_lengths = torch.tensor([7, 2, 4])
-    expected = EncoderGraph(model)(src_tokens, src_lengths)
+    expected = EncoderGraph(model).eval()(src_tokens, src_lengths)
     encoder = onnxruntime.InferenceSession(encoder_bytes, providers=["CPUExecutionProvider"])
     feeds = {"src_tokens": src_tokens.numpy(), "src_lengths": src_lengths.numpy()}
     _compare("encoder", encoder.run(None, feeds), expected, model)
@@ -128,7 +128,7 @@ def _probe(model, encoder_bytes: bytes, step_bytes: bytes) -> None:
     step = onnxruntime.InferenceSession(step_bytes, providers=["CPUExecutionProvider"])
     names = [entry.name for entry in step.get_inputs()]
     got = step.run(None, dict(zip(names, (a.numpy() for a in args))))
-    _compare("step", got, StepGraph(model)(*args), model)
+    _compare("step", got, StepGraph(model).eval()(*args), model)
 
 
 def _compare(graph: str, got: list, expected: tuple, model) -> None:

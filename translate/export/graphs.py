@@ -139,7 +139,9 @@ def export_graphs(model: Seq2Seq) -> tuple[bytes, bytes]:
     # example inputs: 2 sentences of 3 and 5 tokens (the shapes stay free; see _dynamic_axes)
     src_tokens = torch.tensor([[4, 5, 3, 0, 0], [4, 5, 6, 7, 3]])
     src_lengths = torch.tensor([3, 5])
-    encoder = EncoderGraph(model)
+    # eval() on the wrappers too: the exporter puts each module back in its mode when it is
+    # done, and a new module is in training mode, which would switch dropout on in the model
+    encoder = EncoderGraph(model).eval()
     with torch.no_grad():
         memory = encoder(src_tokens, src_lengths)
     encoder_bytes = _export(encoder, (src_tokens, src_lengths), spec["encoder"])
@@ -147,5 +149,5 @@ def export_graphs(model: Seq2Seq) -> tuple[bytes, bytes]:
     tile = torch.tensor([0, 0, 1, 1])
     prev_tokens = torch.tensor([2, 5, 2, 6])
     step_args = (prev_tokens, memory[0].index_select(0, tile), *memory[1:])
-    step_bytes = _export(StepGraph(model), step_args, spec["step"])
+    step_bytes = _export(StepGraph(model).eval(), step_args, spec["step"])
     return encoder_bytes, step_bytes
