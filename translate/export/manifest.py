@@ -27,7 +27,8 @@ manifest.json (format_version 1)::
 
 where TENSOR is ``{"name": ..., "dtype": "int64" | "float32" | "bool", "shape": [...]}``, each
 dimension a number or one of the names ``sentences``, ``rows``, ``src_len``. Both precisions
-have the same inputs and outputs. "attention" is "none" for a context-vector model; then the
+have the same inputs and outputs, and use standard ONNX ops only (the int8 graphs:
+DynamicQuantizeLinear, MatMulInteger, DequantizeLinear). "attention" is "none" for a context-vector model; then the
 graphs have no keys, values, mask or attention tensors.
 
 encoder (per sentence):
