@@ -162,3 +162,16 @@ def test_bad_arguments_exit_2_with_the_usage(recipe, args, message, tmp_path):
 def test_help_prints_the_usage(tmp_path):
     done = run("tatoeba", "--help")
     assert done.returncode == 0 and "--data-dir DIR" in done.stdout
+
+
+def test_the_toy_recipe_answers_help_and_never_deletes_what_is_not_a_model(tmp_path):
+    helped = run("toy", "--help")
+    assert helped.returncode == 0 and "usage: bash recipes/toy/run.sh [OUT]" in helped.stdout
+    assert not (ROOT / "--help").exists()
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    refused = run("toy", str(precious))
+    assert refused.returncode == 2 and "is not a model directory; not replacing it" in refused.stderr
+    assert (precious / "thesis.tex").read_text() == "years of work"
+    assert run("toy", "--out").returncode == 2
