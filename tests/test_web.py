@@ -139,12 +139,52 @@ def browser_page(tmp_path: Path):
 # --- the runtimes from npm --------------------------------------------------------------------
 
 
-def test_a_tarball_that_fails_its_check_is_refused_and_not_kept(tmp_path, monkeypatch):
+def fake_npm(folder: Path, tarball: bytes | None, monkeypatch) -> None:
+    """An ``npm`` first on PATH whose ``pack SPEC --pack-destination DIR`` writes ``tarball``
+    into DIR under the package's name, or fails as a missing package does (None)."""
+    folder.mkdir()
+    if tarball is None:
+        body = 'echo "npm error 404 Not Found - GET $2" >&2; exit 1'
+    else:
+        (folder / "tarball").write_bytes(tarball)
+        body = f'cp "{folder}/tarball" "$4/{NPM_PACKAGES[1].tarball}"'
+    (folder / "npm").write_text(f"#!/bin/sh\n{body}\n")
+    (folder / "npm").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_without_npm_a_damaged_cache_entry_is_refused(tmp_path, monkeypatch):
     package = NPM_PACKAGES[1]
-    (tmp_path / package.tarball).write_bytes(b"not the package")  # a damaged cache entry
+    (tmp_path / package.tarball).write_bytes(b"not the package")
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(WebError, match="needs npm to fetch @agnai/sentencepiece-js@1.1.1"):
         npm_tarball(package, tmp_path)
+
+
+def test_a_tarball_other_than_the_pinned_one_is_refused_and_not_kept(tmp_path, monkeypatch):
+    fake_npm(tmp_path / "bin", b"a tarball of another release", monkeypatch)
+    cache = tmp_path / "cache"
+    with pytest.raises(WebError, match="is not the pinned tarball"):
+        npm_tarball(NPM_PACKAGES[1], cache)
+    assert list(cache.iterdir()) == []
+
+
+def test_npm_failing_is_one_line_naming_the_package(tmp_path, monkeypatch):
+    fake_npm(tmp_path / "bin", None, monkeypatch)
+    with pytest.raises(WebError, match="npm could not fetch @agnai/sentencepiece-js@1.1.1: .*404"):
+        npm_tarball(NPM_PACKAGES[1], tmp_path / "cache")
+
+
+def test_a_damaged_cache_entry_is_fetched_again(runtime_dir, tmp_path, monkeypatch):
+    package = NPM_PACKAGES[1]
+    good = (web.npm_cache() / package.tarball).read_bytes()  # checked by runtime_dir
+    fake_npm(tmp_path / "bin", good, monkeypatch)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / package.tarball).write_bytes(good[:1000])  # cut short
+    assert npm_tarball(package, cache).read_bytes() == good
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # now no npm is needed
+    assert npm_tarball(package, cache) == cache / package.tarball
 
 
 def test_runtime_folder_holds_the_pinned_packages(runtime_dir):
@@ -208,19 +248,69 @@ def web_folder(request, runtime_dir, tmp_path_factory) -> Path:
     return write_web(export, folder / "web")
 
 
+def test_the_folder_holds_the_page_the_int8_graphs_and_a_manifest_naming_them(web_folder):
+    names = {str(p.relative_to(web_folder)) for p in web_folder.rglob("*") if p.is_file()}
+    assert names == {
+        "index.html",
+        "translate.js",
+        "runtime.json",
+        "manifest.json",
+        "encoder.int8.onnx",
+        "step.int8.onnx",
+        "spm.model",
+        *(target for package in NPM_PACKAGES for target in package.files.values()),
+    }
+    export = web_folder.parent / "export"
+    manifest = json.loads((web_folder / "manifest.json").read_text())
+    assert manifest["graphs"] == {
+        "int8": {"encoder": "encoder.int8.onnx", "step": "step.int8.onnx"}
+    }
+    original = json.loads((export / "manifest.json").read_text())
+    assert {**original, "graphs": manifest["graphs"]} == manifest
+    for name in ("encoder.int8.onnx", "step.int8.onnx", "spm.model"):
+        assert (web_folder / name).read_bytes() == (export / name).read_bytes()
+
+
+@pytest.mark.parametrize("web_folder", ["trained_dir"], indirect=True)
+def test_a_folder_in_the_way_or_an_export_without_int8_is_refused(
+    web_folder, trained_dir, tmp_path
+):
+    from translate.export.directory import export_model
+    from translate.export.manifest import ExportError
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with pytest.raises(WebError, match="exists and is not an empty folder"):
+        write_web(web_folder.parent / "export", busy)
+    assert [p.name for p in busy.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]  # no half-written folder
+    fp32_only = export_model(trained_dir, tmp_path / "fp32", int8=False)
+    with pytest.raises(ExportError, match="has no int8 graphs"):
+        write_web(fp32_only, tmp_path / "page")
+    assert not (tmp_path / "page").exists()
+    with pytest.raises(ExportError, match="not an export directory"):
+        write_web(trained_dir, tmp_path / "page")
+
+
 SHOWN = "[...document.querySelectorAll('#output .translation')].map(p => p.textContent)"
 
 
-async def translate_in_page(page: DevTools, text: str) -> dict:
-    """Type ``text`` into the page, press Translate, and read what it shows and measured."""
-    await page.wait_for("!document.getElementById('translate').disabled", seconds=60)
+async def translate_in_page(
+    page: DevTools, text: str, beam: int | None = None, seconds: float = 300
+) -> dict:
+    """Type ``text`` into the page, press Translate (with ``beam``, else the page's: the
+    model's), and read what it shows and measured within ``seconds``."""
+    await page.wait_for("!document.getElementById('translate').disabled", seconds=120)
+    if beam is not None:
+        await page.evaluate(f"document.getElementById('beam').value = {int(beam)}")
     await page.click("#source")
     await page.send("Input.insertText", text=text)
     await page.click("#translate")
     await page.wait_for(
         "document.getElementById('status').textContent.includes('translated')"
         " || document.getElementById('error').textContent !== ''",
-        seconds=120,
+        seconds=seconds,
     )
     return {
         "shown": await page.evaluate(SHOWN),
@@ -251,7 +341,11 @@ async def translate_and_search(page: DevTools, lines: list[str]) -> dict:
     """What the page shows for ``lines``, then what its translator finds with SEARCHES."""
     shown = await translate_in_page(page, "\n".join(lines))
     call = f"{NBEST}({json.dumps(lines)}, {json.dumps(SEARCHES)})"
-    return {**shown, "searched": await run_in_page(page, call)}
+    searched = await run_in_page(page, call)
+    await page.evaluate("document.getElementById('beam').value = '0'")
+    await page.click("#translate")
+    refused = await page.wait_for("document.getElementById('error').textContent")
+    return {**shown, "searched": searched, "refused": refused}
 
 
 def test_the_page_translates_as_the_onnx_engine_does(web_folder, word_corpus, tmp_path):
@@ -282,6 +376,7 @@ def test_the_page_translates_as_the_onnx_engine_does(web_folder, word_corpus, tm
             for (_, score, log_prob), candidate in zip(page_candidates, wanted):
                 assert score == pytest.approx(candidate.score, abs=1e-4)
                 assert log_prob == pytest.approx(candidate.log_prob, abs=1e-4)
+    assert got["refused"] == "beam 0: an integer >= 1"
     assert "ONNX Runtime Web 1.31.1" in got["about"]
     timings = got["timings"]
     assert len(timings["sentences"]) == len(lines) - 1
