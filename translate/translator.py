@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -20,8 +20,9 @@ from .data.corpus import utf8_lines
 from .data.vocab import EOS, Vocab
 from .decoding import DecodeOptions
 from .errors import UserError
-from .model.seq2seq import Seq2Seq, build_model
-from .modeldir import ModelDirError, read_model_dir
+from .model.ensemble import Ensemble, members, vocabulary_difference
+from .model.seq2seq import Seq2Seq, build_model, reverse_padded
+from .modeldir import ModelDirError, ModelFiles, read_model_dir
 from .runtime import autocast, pick_device, resolve_dtype
 from .search import search_batches
 
@@ -66,7 +67,7 @@ def quantize_int8(model: Seq2Seq) -> Seq2Seq:
 
 
 class Translator:
-    """A trained model with its vocabularies and decoding defaults."""
+    """A trained model (or an ensemble of them) with its vocabularies and decoding defaults."""
 
     def __init__(
         self,
@@ -76,9 +77,11 @@ class Translator:
         tgt_vocab: Vocab,
         device: torch.device,
         dtype: str = "fp32",
+        model_dirs: Sequence[Path] = (),
     ):
         self.cfg, self.model, self.device, self.dtype = cfg, model, device, dtype
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
+        self.model_dirs = list(model_dirs)  # where the model (each member) was loaded from
         # sources longer than twice the training limit are cut: the model never saw such lengths
         self.max_source_len = max(4, 2 * cfg.data.max_len)
 
@@ -96,25 +99,46 @@ class Translator:
         ``quantize="int8"`` applies PyTorch dynamic quantization to the linear and recurrent
         layers (CPU only).
         """
+        return cls.from_dirs([path], device, dtype, quantize)
+
+    @classmethod
+    def from_dirs(
+        cls,
+        paths: Sequence[str | Path],
+        device: str | None = None,
+        dtype: str = "fp32",
+        quantize: str | None = None,
+    ) -> Translator:
+        """Load one model directory, or several as an ensemble that averages their
+        log-probabilities at each step (:class:`~translate.model.ensemble.Ensemble`); one is
+        the model itself, unwrapped. The models must share their SentencePiece pieces on both
+        sides (else refused, naming both directories); they may differ in architecture. The
+        first one gives the decoding defaults, the length limits and the batch size, and
+        splits the source into pieces. Device, dtype and quantization apply to every one.
+        """
         if quantize not in (None, "int8"):
             raise UserError(f"quantize must be int8, got {quantize!r}")
-        files = read_model_dir(path)
-        model = build_model(files.cfg.model, len(files.src_vocab), len(files.tgt_vocab))
-        try:
-            model.load_state_dict(files.weights)
-        except (RuntimeError, TypeError) as err:
-            raise ModelDirError(
-                f"the weights in {path} do not match its config and vocabularies: "
-                + _first_mismatch(str(err))
-            ) from None
+        if not paths:
+            raise UserError("no model directory given")
+        loaded = [_load(path) for path in paths]
+        first_files = loaded[0][0]
+        for path, (files, _) in zip(paths[1:], loaded[1:]):
+            _check_same_vocabularies(paths[0], first_files, path, files)
         dev = pick_device(device)
         dtype = resolve_dtype(dtype, dev, log=lambda message: print(message, file=sys.stderr))
-        model = model.to(dev).eval()
-        if quantize == "int8":
-            if dev.type != "cpu":
-                raise UserError("int8 dynamic quantization runs on the CPU only; add --device cpu")
-            model = quantize_int8(model)
-        return cls(files.cfg, model, files.src_vocab, files.tgt_vocab, dev, dtype)
+        models = []
+        for _, model in loaded:
+            model = model.to(dev).eval()
+            if quantize == "int8":
+                if dev.type != "cpu":
+                    raise UserError(
+                        "int8 dynamic quantization runs on the CPU only; add --device cpu"
+                    )
+                model = quantize_int8(model)
+            models.append(model)
+        model = models[0] if len(models) == 1 else Ensemble(models)
+        vocabs = first_files.src_vocab, first_files.tgt_vocab
+        return cls(first_files.cfg, model, *vocabs, dev, dtype, [Path(p) for p in paths])
 
     @property
     def defaults(self) -> DecodeOptions:
@@ -123,8 +147,13 @@ class Translator:
         return DecodeOptions.from_config(self.cfg.decode)
 
     def check(self, options: DecodeOptions) -> None:
-        """Refuse options this model cannot follow: attention from a model without it."""
-        if options.attention and self.model.decoder.attention is None:
+        """Refuse options this model cannot follow: attention from a model without it (of an
+        ensemble: from one in which no member has it)."""
+        if options.attention and not any(
+            member.decoder.attention is not None for member in members(self.model)
+        ):
+            if isinstance(self.model, Ensemble):
+                raise UserError("no model of this ensemble has attention (model.attention is none)")
             raise UserError("this model has no attention (model.attention is none)")
 
     def translate(
@@ -160,15 +189,21 @@ class Translator:
     @torch.no_grad()
     def _attach_attention(self, translation: Translation, src_ids: list[int], tokens: list) -> None:
         """Pieces, attention weights and alignments of each candidate, from one teacher-forced
-        pass over all of them."""
+        pass over all of them (of an ensemble: the mean weights of the members with
+        attention)."""
         batch = pair_batch([src_ids] * len(tokens), tokens)
-        memory = self.model.encode(
-            batch.src_tokens.to(self.device), batch.src_lengths.to(self.device)
+        src_tokens, src_lengths = (
+            batch.src_tokens.to(self.device),
+            batch.src_lengths.to(self.device),
         )
-        with autocast(self.device, self.dtype):
-            _, weights = self.model.decoder(
-                batch.tgt_in.to(self.device), self.model.init_state(memory), memory
-            )
+        every = []
+        for member in members(self.model):
+            if member.decoder.attention is not None:
+                weights = attention_weights(
+                    member, src_tokens, src_lengths, batch.tgt_in, self.dtype
+                )
+                every.append(weights.float())
+        weights = every[0] if len(every) == 1 else torch.stack(every).mean(dim=0)
         translation.source_pieces = [self.src_vocab.piece(i) for i in [*src_ids, EOS]]
         for candidate, ids, rows in zip(translation.candidates, tokens, weights.float().cpu()):
             rows = rows[: len(ids) + 1, : len(src_ids) + 1]  # (tgt pieces + EOS, src + EOS)
@@ -279,6 +314,53 @@ def _read(stream, name: str, lines: Iterator[str]) -> Iterator[str]:
     finally:
         if stream is not None:
             stream.close()
+
+
+def _load(path: str | Path) -> tuple[ModelFiles, Seq2Seq]:
+    """A model directory's files and its model with their weights, on the CPU."""
+    files = read_model_dir(path)
+    model = build_model(files.cfg.model, len(files.src_vocab), len(files.tgt_vocab))
+    try:
+        model.load_state_dict(files.weights)
+    except (RuntimeError, TypeError) as err:
+        raise ModelDirError(
+            f"the weights in {path} do not match its config and vocabularies: "
+            + _first_mismatch(str(err))
+        ) from None
+    return files, model
+
+
+def _check_same_vocabularies(first_path, first: ModelFiles, path, other: ModelFiles) -> None:
+    """Refuse in one line an ensemble member whose ids mean other pieces than the first's."""
+    for side, mine, theirs in (
+        ("source", first.src_vocab, other.src_vocab),
+        ("target", first.tgt_vocab, other.tgt_vocab),
+    ):
+        difference = vocabulary_difference(mine, theirs)
+        if difference is not None:
+            raise UserError(
+                f"cannot ensemble {first_path} and {path}: their {side} SentencePiece models "
+                f"differ ({difference}); the models of an ensemble must share their pieces"
+            )
+
+
+@torch.no_grad()
+def attention_weights(
+    model: Seq2Seq,
+    src_tokens: torch.Tensor,
+    src_lengths: torch.Tensor,
+    tgt_in: torch.Tensor,
+    dtype: str = "fp32",
+) -> torch.Tensor:
+    """A model's teacher-forced attention weights (batch, tgt_len, src_len) over the source
+    positions in their order (a model that reads the source backwards attends over it
+    reversed), the decoder run under ``dtype``'s autocast."""
+    memory = model.encode(src_tokens, src_lengths)
+    with autocast(src_tokens.device, dtype):
+        _, weights = model.decoder(tgt_in.to(src_tokens.device), model.init_state(memory), memory)
+    if model.cfg.reverse_source:
+        weights = reverse_padded(weights.transpose(1, 2), src_lengths).transpose(1, 2)
+    return weights
 
 
 def _first_mismatch(message: str) -> str:
