@@ -52,9 +52,10 @@ class Server:
 
 
 @contextmanager
-def running(model_dir: Path, **changes):
-    """A server on a free loopback port, in a thread of this process; yields a Server."""
-    translator = Translator.from_dir(model_dir)
+def running(model_dir: Path | list[Path], **changes):
+    """A server on a free loopback port, in a thread of this process; yields a Server. Several
+    model directories: an ensemble of them."""
+    translator = Translator.from_dirs(model_dir if isinstance(model_dir, list) else [model_dir])
     options = ServeOptions(host="127.0.0.1", port=0, **changes)
     app = build_app(translator, options, model_dir)
     started: queue.Queue = queue.Queue()

@@ -55,7 +55,7 @@ def scripted(tmp_path, monkeypatch):
 
     def script(outputs: dict) -> ScriptedTranslator:
         translator = ScriptedTranslator(read_config(tmp_path / "config.yaml")[0], outputs)
-        monkeypatch.setattr(tune.Translator, "from_dir", lambda path: translator)
+        monkeypatch.setattr(tune.Translator, "from_dirs", lambda paths: translator)
         return translator
 
     return tmp_path, script

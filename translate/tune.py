@@ -1,9 +1,11 @@
 """After training: pick beam size and length penalty on the dev set, and write the choice into
-the model directory, so ``translate`` then uses it."""
+the model directory, so ``translate`` then uses it (an ensemble's choice is only reported)."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from .data.outdir import hold
@@ -15,7 +17,7 @@ from .translator import Translator
 
 
 def tune_decoding(
-    model_dir: str | Path,
+    model_dir: str | Path | Sequence[str | Path],
     sources: list[str],
     refs: list[str],
     beams: list[int],
@@ -27,6 +29,9 @@ def tune_decoding(
     Of pairs with equal BLEU the smaller beam wins (the cheaper search), then the alpha listed
     first. Greedy search (beam 1) uses no length penalty: it is tried once and, if it wins, the
     model's length penalty is left as it was.
+
+    Several directories are tuned as one ensemble (:meth:`Translator.from_dirs`), and the
+    choice is written nowhere: a member's own defaults must not change for the ensemble's sake.
     """
     if len(sources) != len(refs):
         raise UserError(f"{len(sources)} sources but {len(refs)} references")
@@ -38,8 +43,11 @@ def tune_decoding(
     for beam in beams:
         for alpha in alphas:
             DecodeOptions(beam=beam, length_penalty=alpha)
-    translator = Translator.from_dir(model_dir)
-    with hold(model_dir):  # no training run may rewrite the directory meanwhile
+    model_dirs = [model_dir] if isinstance(model_dir, (str, Path)) else list(model_dir)
+    translator = Translator.from_dirs(model_dirs)
+    alone = len(model_dirs) == 1
+    # no training run may rewrite the directory meanwhile
+    with hold(model_dirs[0]) if alone else nullcontext():
         kept = translator.cfg.decode.length_penalty  # what greedy leaves in the config
         grid = list(  # in the order given, each pair once
             dict.fromkeys((beam, alpha if beam > 1 else kept) for beam in beams for alpha in alphas)
@@ -57,5 +65,6 @@ def tune_decoding(
         decode = dataclasses.replace(
             translator.cfg.decode, beam=best["beam"], length_penalty=best["length_penalty"]
         )
-        write_config(Path(model_dir), dataclasses.replace(translator.cfg, decode=decode))
+        if alone:
+            write_config(Path(model_dirs[0]), dataclasses.replace(translator.cfg, decode=decode))
     return {"best": best, "all": results}

@@ -29,7 +29,7 @@ def _translate(args: argparse.Namespace) -> None:
     output = Path(args.output) if args.output else None
     check_output(output)  # before the model is loaded
     set_threads(args.threads)
-    translator = Translator.from_dir(
+    translator = Translator.from_dirs(
         args.model, device=args.device, dtype=args.dtype, quantize=args.quantize
     )
     options = options_from_flags(args, translator.defaults)
@@ -52,10 +52,13 @@ def _tune(args: argparse.Namespace) -> None:
 
     sources, refs = read_same_length([args.src, args.ref])
     best = tune_decoding(args.model, sources, refs, args.beams, args.alphas, progress=_log)["best"]
-    _say(
-        f"best: beam {best['beam']}, length_penalty {best['length_penalty']}, "
-        f"BLEU {best['bleu']} (written to {args.model}/config.yaml)"
-    )
+    beam, alpha = best["beam"], best["length_penalty"]
+    if len(args.model) == 1:
+        where = f"written to {args.model[0]}/config.yaml"
+    else:  # no member's own defaults should change for the sake of the ensemble
+        where = f"for this ensemble, written nowhere: translate with --beam {beam}"
+        where += f" --length-penalty {alpha}" if beam > 1 else ""
+    _say(f"best: beam {beam}, length_penalty {alpha}, BLEU {best['bleu']} ({where})")
 
 
 def _score(args: argparse.Namespace) -> None:
@@ -78,7 +81,7 @@ def _attention(args: argparse.Namespace) -> None:
         raise UserError(f"cannot write into {folder}: it is not a folder")
     if not all(sentence.strip() for sentence in args.sentences):
         raise UserError("attention needs sentences to translate, got a blank one")
-    translator = Translator.from_dir(args.model)
+    translator = Translator.from_dirs(args.model)
     translator.check(DecodeOptions(attention=True))  # before the folder is made
     folder.mkdir(parents=True, exist_ok=True)
     for n, sentence in enumerate(args.sentences, 1):

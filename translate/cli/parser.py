@@ -57,6 +57,35 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class OneModel(argparse.Action):
+    """``-m`` of a command that takes one model directory: given twice, a usage error rather
+    than the last one silently winning."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            raise argparse.ArgumentError(
+                self,
+                "given more than once: this command takes one model directory (ensembles of "
+                "several: translate, tune, serve and attention)",
+            )
+        setattr(namespace, self.dest, values)
+
+
+def add_models(parser: argparse.ArgumentParser, what: str) -> None:
+    """``-m`` given once or more: one model directory, or the members of an ensemble."""
+    parser.add_argument(
+        "-m",
+        "--model",
+        action="append",
+        required=True,
+        metavar="MODEL",
+        help=f"{what}; given again (-m A -m B ...), an ensemble: the models' log-probabilities "
+        "are averaged at each step; they must share their SentencePiece pieces and may differ "
+        "in architecture; the decoding defaults, length limits and batch size are the first "
+        "model's",
+    )
+
+
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     """--dtype, --quantize, --threads and --device: how a loaded model runs, for translate and
     serve alike."""
@@ -64,8 +93,9 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         "--dtype",
         choices=["fp32", "bf16", "fp16", "auto"],
         default="fp32",
-        help="bf16 runs the search under bf16 autocast (fast on GPUs and on CPUs with AMX or "
-        "AVX-512 BF16, slow elsewhere); fp16: GPU only; auto: bf16 where it is fast",
+        help="for every model given: bf16 runs the search under bf16 autocast (fast on GPUs "
+        "and on CPUs with AMX or AVX-512 BF16, slow elsewhere); fp16: GPU only; auto: bf16 "
+        "where it is fast",
     )
     parser.add_argument(
         "--quantize",
@@ -135,7 +165,7 @@ def _translate_parser(sub) -> None:
         description="Translate one sentence per line. Output has exactly one line per input "
         "line, in input order; blank input lines give blank output lines.",
     )
-    tr.add_argument("-m", "--model", required=True, help="model directory written by 'train'")
+    add_models(tr, "model directory written by 'train'")
     tr.add_argument("-i", "--input", help="input file (default: stdin)")
     tr.add_argument(
         "-o",
@@ -171,9 +201,11 @@ def _tune_parser(sub) -> None:
         "tune",
         help="pick beam size and length penalty on the dev set",
         description="Translate the dev set with each beam size and length "
-        "penalty, report BLEU, and write the best pair into MODEL/config.yaml.",
+        "penalty, report BLEU, and write the best pair into MODEL/config.yaml. An ensemble "
+        "(-m given more than once) is tuned as a whole and its choice is only reported: "
+        "pass it to translate or serve as --beam and --length-penalty.",
     )
-    tu.add_argument("-m", "--model", required=True, help="model directory")
+    add_models(tu, "model directory")
     tu.add_argument("--src", required=True, help="dev source file")
     tu.add_argument("--ref", required=True, help="dev reference file")
     tu.add_argument(
@@ -199,7 +231,7 @@ def _average_parser(sub) -> None:
         "MODEL/checkpoints (train with train.keep_checkpoints=N) into "
         "MODEL/model.pt; the previous model.pt is kept as model.single.pt.",
     )
-    av.add_argument("-m", "--model", required=True, help="model directory")
+    av.add_argument("-m", "--model", action=OneModel, required=True, help="model directory")
     av.add_argument(
         "-n", "--last", type=_checkpoint_count, default=5, help="how many, >= 2 (default: 5)"
     )
@@ -236,7 +268,7 @@ def _plot_parser(sub) -> None:
         help="training curves of a model directory as a PNG",
         description="Draw loss, dev BLEU and learning rate from metrics.jsonl.",
     )
-    pl.add_argument("-m", "--model", required=True, help="model directory")
+    pl.add_argument("-m", "--model", action=OneModel, required=True, help="model directory")
     pl.add_argument("-o", "--output", required=True, help="PNG file to write")
 
 
@@ -249,7 +281,7 @@ def _serve_parser(sub) -> None:
         "options are decoded together in length-sorted batches. SIGTERM or Ctrl-C stops "
         "accepting connections, finishes the requests in flight, then exits.",
     )
-    sv.add_argument("-m", "--model", required=True, help="model directory written by 'train'")
+    add_models(sv, "model directory written by 'train'")
     sv.add_argument(
         "--host",
         help="address to listen on (default: %(default)s; 127.0.0.1: this machine "
@@ -313,6 +345,10 @@ def _attention_parser(sub) -> None:
         description="Translate each sentence and draw the attention weights "
         "the model used, one PNG per sentence.",
     )
-    at.add_argument("-m", "--model", required=True, help="model directory with attention")
+    add_models(
+        at,
+        "model directory with attention (an ensemble draws the mean attention of its models "
+        "that have it)",
+    )
     at.add_argument("-o", "--output", required=True, help="folder for attention-N.png files")
     at.add_argument("sentences", nargs="+", help="source sentences")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import Config
 from ..decoding import DecodeOptions
 from ..errors import is_number
 from ..model.seq2seq import build_model
@@ -39,26 +40,19 @@ def translation_json(translation: Translation, n_best: int, max_source_len: int)
 
 
 def model_json(
-    translator: Translator, model_dir: Path, options: ServeOptions, defaults: DecodeOptions
+    translator: Translator, model_dirs: list[Path], options: ServeOptions, defaults: DecodeOptions
 ) -> dict:
-    """What ``GET /model`` says: languages, sizes, vocabularies, decoding defaults, dev BLEU."""
+    """What ``GET /model`` says: languages, sizes, vocabularies, decoding defaults, dev BLEU.
+    Of an ensemble (several ``model_dirs``), the model, its directory and dev BLEU are the
+    first member's, whose decoding defaults it uses, and ``ensemble`` describes every member."""
     cfg = translator.cfg
-    with torch.device("meta"):  # the parameter count without memory (int8 hides the weights)
-        shape = build_model(cfg.model, len(translator.src_vocab), len(translator.tgt_vocab))
-    sizes = {
-        key: getattr(cfg.model, key)
-        for key in ("cell", "emb_dim", "hidden_dim", "enc_layers", "dec_layers", "bidirectional")
-    }
-    return {
-        "model_dir": str(model_dir),
-        "format_version": read_config(model_dir / CONFIG)[1],
+    first = _member_json(translator, model_dirs[0], cfg)
+    description = {
+        "model_dir": first["model_dir"],
+        "format_version": first["format_version"],
         "source_language": cfg.data.src_lang,
         "target_language": cfg.data.tgt_lang,
-        "model": sizes
-        | {
-            "attention": cfg.model.attention,
-            "parameters": sum(p.numel() for p in shape.parameters()),
-        },
+        "model": first["model"],
         "vocabulary": {
             "joint": cfg.data.joint_vocab,
             "source_size": len(translator.src_vocab),
@@ -77,7 +71,7 @@ def model_json(
             "quantize": options.quantize,
             "threads": torch.get_num_threads(),
         },
-        "dev_bleu": best_dev_bleu(model_dir / METRICS),
+        "dev_bleu": first["dev_bleu"],
         "limits": {
             "max_sentences": options.max_sentences,
             "max_bytes": options.max_bytes,
@@ -91,6 +85,32 @@ def model_json(
             "read_timeout": options.read_timeout,
             "shutdown_timeout": options.shutdown_timeout,
         },
+    }
+    if len(model_dirs) > 1:
+        description["ensemble"] = [first] + [_member_json(translator, p) for p in model_dirs[1:]]
+    return description
+
+
+def _member_json(translator: Translator, model_dir: Path, cfg: Config | None = None) -> dict:
+    """One model's directory, format, sizes, attention, parameter count and best dev BLEU
+    (``cfg``: its config as loaded; else as its directory holds it)."""
+    saved, version = read_config(model_dir / CONFIG)
+    cfg = cfg if cfg is not None else saved
+    with torch.device("meta"):  # the parameter count without memory (int8 hides the weights)
+        shape = build_model(cfg.model, len(translator.src_vocab), len(translator.tgt_vocab))
+    sizes = {
+        key: getattr(cfg.model, key)
+        for key in ("cell", "emb_dim", "hidden_dim", "enc_layers", "dec_layers", "bidirectional")
+    }
+    return {
+        "model_dir": str(model_dir),
+        "format_version": version,
+        "model": sizes
+        | {
+            "attention": cfg.model.attention,
+            "parameters": sum(p.numel() for p in shape.parameters()),
+        },
+        "dev_bleu": best_dev_bleu(model_dir / METRICS),
     }
 
 

@@ -1,4 +1,5 @@
-"""``translate serve``: a model loaded once behind a JSON API and a small web page.
+"""``translate serve``: a model (or an ensemble of models) loaded once behind a JSON API and
+a small web page.
 
 Requests are checked by :mod:`.requests`; their sentences go through the batcher of
 :mod:`.batching`, which decodes those of concurrent requests together. The model is loaded
@@ -11,6 +12,7 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UserError
@@ -40,7 +42,7 @@ class Service:
     """The handlers of the routes, over one translator and its batcher, and the requests in
     flight, which :meth:`finish` waits for at shutdown."""
 
-    def __init__(self, translator: Translator, options: ServeOptions, model_dir: Path):
+    def __init__(self, translator: Translator, options: ServeOptions, model_dirs: list[Path]):
         self.translator, self.options = translator, options
         self.defaults = default_decoding(translator, options)
         self.batcher = Batcher(
@@ -51,7 +53,7 @@ class Service:
             options.max_queued_sentences,
             default_rows=search_rows(self.defaults),
         )
-        self.description = model_json(translator, model_dir, options, self.defaults)  # GET /model
+        self.description = model_json(translator, model_dirs, options, self.defaults)  # GET /model
         self.page = PAGE.read_bytes()
         self.in_flight = 0  # POST /translate requests being read, queued or decoded
         self.idle = asyncio.Event()
@@ -166,12 +168,23 @@ async def _json_errors(request: web.Request, handler):
     return web.json_response({"error": message}, status=status, headers=headers, dumps=_dumps)
 
 
+ModelDirs = str | Path | Sequence[str | Path]  # one model directory, or an ensemble's
+
+
+def _listed(model_dirs: ModelDirs) -> list[Path]:
+    return (
+        [Path(model_dirs)] if isinstance(model_dirs, (str, Path)) else list(map(Path, model_dirs))
+    )
+
+
 def build_app(
-    translator: Translator, options: ServeOptions, model_dir: str | Path
+    translator: Translator, options: ServeOptions, model_dirs: ModelDirs
 ) -> web.Application:
-    """The aiohttp application: routes, JSON errors, the batcher started and stopped with it."""
+    """The aiohttp application: routes, JSON errors, the batcher started and stopped with it.
+    ``model_dirs``: where the translator's model (or each member of its ensemble) was loaded
+    from, for ``GET /model``."""
     check_options(options)
-    service = Service(translator, options, Path(model_dir))
+    service = Service(translator, options, _listed(model_dirs))
     app = web.Application(
         client_max_size=options.max_bytes, middlewares=[web.middleware(_json_errors)]
     )
@@ -229,21 +242,22 @@ async def serve_app(
     await runner.cleanup()
 
 
-def load_app(model_dir: str | Path, options: ServeOptions) -> web.Application:
+def load_app(model_dirs: ModelDirs, options: ServeOptions) -> web.Application:
     """What ``translate serve`` does before it listens: check the options, set the threads,
-    load the model as they say and build the application."""
+    load the model (several: an ensemble) as they say and build the application."""
     if web is None:
         raise UserError("translate serve needs aiohttp: pip install 'translate[serve]'")
     check_options(options)
     set_threads(options.threads)
-    translator = Translator.from_dir(model_dir, options.device, options.dtype, options.quantize)
-    return build_app(translator, options, model_dir)
+    model_dirs = _listed(model_dirs)
+    translator = Translator.from_dirs(model_dirs, options.device, options.dtype, options.quantize)
+    return build_app(translator, options, model_dirs)
 
 
-def serve(model_dir: str | Path, options: ServeOptions) -> None:
-    """``translate serve``: load the model, then serve until SIGTERM or Ctrl-C, finishing the
-    requests in flight before returning."""
-    asyncio.run(_serve_until_signalled(load_app(model_dir, options), options))
+def serve(model_dirs: ModelDirs, options: ServeOptions) -> None:
+    """``translate serve``: load the model (several: an ensemble), then serve until SIGTERM or
+    Ctrl-C, finishing the requests in flight before returning."""
+    asyncio.run(_serve_until_signalled(load_app(model_dirs, options), options))
 
 
 async def _serve_until_signalled(app: web.Application, options: ServeOptions) -> None:
