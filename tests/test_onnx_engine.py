@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
@@ -256,35 +257,48 @@ def test_missing_and_damaged_exports_are_named(exported, tmp_path):
     refused(copy, "spm.model is not a SentencePiece model")
 
 
-# the torch-free install route: only onnxruntime, sentencepiece and numpy may be imported
+# the torch-free install route: pip install --no-deps translate, then only these
+ENGINE_NEEDS = ("onnxruntime", "sentencepiece", "numpy")
 TORCH_FREE = """
 import sys
-for name in ("torch", "yaml", "safetensors", "pyarrow", "datasets", "sacrebleu", "onnx"):
-    sys.modules[name] = None  # importing any of them now fails
+sys.path.insert(0, sys.argv[1])  # python -S: no site-packages, only the folder of links
 from translate.export.engine import OnnxTranslator
 from translate.decoding import DecodeOptions
-engine = OnnxTranslator.from_dir(sys.argv[1], int8=sys.argv[2] == "int8")
+engine = OnnxTranslator.from_dir(sys.argv[2], int8=sys.argv[3] == "int8")
 for t in engine.translate_batch(["hund katze", "", "baum auto buch"], DecodeOptions(beam=3)):
     print(t.text, round(t.candidates[0].score, 4))
 """
 
 
+def packages_only(folder: Path, names: tuple[str, ...]) -> Path:
+    """A folder of links to translate and to the installed packages ``names`` (with the
+    ``NAME.libs`` folders of their wheels' shared libraries): a site-packages with nothing else."""
+    folder.mkdir()
+    (folder / "translate").symlink_to(ROOT / "translate")
+    for name in names:
+        location = Path(importlib.util.find_spec(name).origin).parent
+        for path in (location, location.with_name(location.name + ".libs")):
+            if path.exists():
+                (folder / path.name).symlink_to(path)
+    return folder
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_the_engine_runs_without_torch(exported, precision):
+def test_the_engine_needs_only_onnxruntime_sentencepiece_and_numpy(exported, precision, tmp_path):
+    site = packages_only(tmp_path / "site", ENGINE_NEEDS)
     done = subprocess.run(
-        [sys.executable, "-c", TORCH_FREE, str(exported), precision],
+        [sys.executable, "-S", "-c", TORCH_FREE, str(site), str(exported), precision],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=tmp_path,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
     engine = OnnxTranslator.from_dir(exported, int8=precision == "int8")
     expected = engine.translate_batch(["hund katze", "", "baum auto buch"], DecodeOptions(beam=3))
-    assert done.stdout.splitlines() == [
-        f"{t.text} {round(t.candidates[0].score, 4)}" for t in expected
-    ]
-    assert done.stdout.splitlines()[0].startswith("dog cat ")
+    lines = [f"{t.text} {round(t.candidates[0].score, 4)}" for t in expected]
+    assert done.stdout.splitlines() == lines
+    assert lines[0].startswith("dog cat ")
 
 
 def test_the_speed_bench_prints_every_system(trained_dir, exported, word_corpus, capsys):
