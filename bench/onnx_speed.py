@@ -27,6 +27,8 @@ from translate.translator import Translator
 
 from .bench import cpu_name
 
+WEIGHT_FILES = ("model.safetensors", "model.pt")
+
 
 def folder_size(path: Path) -> int:
     """Bytes of the files under ``path`` (or of the file)."""
@@ -132,14 +134,13 @@ def run(args, export_dir: Path) -> None:
     print("|---|---|")
     for precision, size in sizes.items():
         print(f"| export, {precision} graphs + SentencePiece | {size / 1e6:.1f} |")
-    print(f"| model directory's weights (model.safetensors) | {_weights_mb(args.model):.1f} |")
+    weights = next((p for p in WEIGHT_FILES if (args.model / p).is_file()), None)
+    if weights is not None:  # older model directories keep them in model.pt
+        print(
+            f"| model directory's weights ({weights}) | {folder_size(args.model / weights) / 1e6:.1f} |"
+        )
     for module in ("torch", "onnxruntime", "numpy", "sentencepiece"):
         print(f"| installed {module} | {install_size(module) / 1e6:.0f} |")
-
-
-def _weights_mb(model_dir: Path) -> float:
-    path = model_dir / "model.safetensors"
-    return folder_size(path) / 1e6 if path.exists() else 0.0
 
 
 if __name__ == "__main__":
