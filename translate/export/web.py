@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .manifest import MANIFEST, ExportError, read_manifest
+from .manifest import MANIFEST, PRECISIONS, ExportError, read_manifest
 
 PAGE = Path(__file__).with_name("web")  # index.html and translate.js
 PAGE_FILES = ("index.html", "translate.js")
@@ -140,14 +140,22 @@ def write_runtime(out_dir: Path, cache: Path | None = None) -> None:
     (out_dir / RUNTIME).write_text(json.dumps(versions, indent=2) + "\n", encoding="utf-8")
 
 
-def write_web(export_dir: str | Path, out_dir: str | Path, cache: Path | None = None) -> Path:
-    """A static folder that translates in the browser: the page, the export's int8 graphs and
-    SentencePiece model(s), its manifest (naming the int8 graphs only) and the runtimes.
+def write_web(
+    export_dir: str | Path,
+    out_dir: str | Path,
+    precision: str = "int8",
+    cache: Path | None = None,
+) -> Path:
+    """A static folder that translates in the browser: the page, the export's graphs of one
+    ``precision`` (int8: the smallest download) and SentencePiece model(s), its manifest
+    (naming those graphs only) and the runtimes.
 
     ``out_dir`` must not exist or be empty; the folder is written beside it and renamed into
     place, so that no half-written folder is left."""
+    if precision not in PRECISIONS:
+        raise WebError(f"precision {precision!r}: one of {', '.join(PRECISIONS)}")
     manifest = read_manifest(export_dir)
-    graphs = {name: manifest.graph_path("int8", name) for name in ("encoder", "step")}
+    graphs = {name: manifest.graph_path(precision, name) for name in ("encoder", "step")}
     spm = sorted(set(manifest.spm_paths()))
     for path in [*graphs.values(), *spm]:
         if not path.is_file():
@@ -162,7 +170,7 @@ def write_web(export_dir: str | Path, out_dir: str | Path, cache: Path | None = 
         for path in [*graphs.values(), *spm]:
             shutil.copyfile(path, tmp / path.name)
         data = dict(manifest.data)
-        data["graphs"] = {"int8": {name: path.name for name, path in graphs.items()}}
+        data["graphs"] = {precision: {name: path.name for name, path in graphs.items()}}
         text = json.dumps(data, indent=2) + "\n"
         (tmp / MANIFEST).write_text(text, encoding="utf-8")
         tmp.chmod(0o755)  # mkdtemp's 0700 would hide the folder from a web server's user

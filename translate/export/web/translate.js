@@ -1,6 +1,6 @@
 // Translation inside the browser, over a folder written by translate/export/web.py: the
-// pieces from SentencePiece's own C++ in WebAssembly, the int8 encoder and decoder-step graphs
-// run by ONNX Runtime Web, and greedy and beam search by the rules of translate/search.py
+// pieces from SentencePiece's own C++ in WebAssembly, the encoder and decoder-step graphs (int8,
+// or fp32) run by ONNX Runtime Web, and greedy and beam search by the rules of translate/search.py
 // (written out in translate/export/manifest.py), one sentence at a time.
 import * as ort from "./ort/ort.wasm.bundle.min.mjs";
 
@@ -122,9 +122,9 @@ function int64(values, dims) {
 // --- the translator ----------------------------------------------------------------------------
 
 export class Translator {
-  // An export folder loaded once: its manifest, sessions of its int8 graphs, its tokenizers.
-  constructor(manifest, encoder, step, source, target) {
-    Object.assign(this, { manifest, encoder, step, source, target });
+  // A page folder loaded once: its manifest, sessions of its graphs, its tokenizers.
+  constructor(manifest, precision, encoder, step, source, target) {
+    Object.assign(this, { manifest, precision, encoder, step, source, target });
     this.ids = manifest.special_ids;
     this.decode = manifest.decode;
   }
@@ -279,7 +279,7 @@ export async function loadTranslator(base = new URL(".", import.meta.url)) {
   const manifest = await (await fetchOk(new URL("manifest.json", base))).json();
   ort.env.wasm.numThreads = 1; // a static page is not cross-origin isolated: no threads
   const options = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
-  const graphs = manifest.graphs.int8;
+  const [precision, graphs] = Object.entries(manifest.graphs)[0]; // the folder has one
   const session = async (name) => ort.InferenceSession.create(
     await fetchBytes(new URL(graphs[name], base)), options,
   );
@@ -288,5 +288,5 @@ export async function loadTranslator(base = new URL(".", import.meta.url)) {
   const { src_spm: srcSpm, tgt_spm: tgtSpm } = manifest.vocab;
   const source = await loadTokenizer(new URL(srcSpm, base));
   const target = srcSpm === tgtSpm ? source : await loadTokenizer(new URL(tgtSpm, base));
-  return new Translator(manifest, encoder, step, source, target);
+  return new Translator(manifest, precision, encoder, step, source, target);
 }
