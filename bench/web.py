@@ -9,6 +9,7 @@ Load time counts from the page's start to the model being ready (graphs and Sent
 compiled) over loopback, so it leaves out the network; the sizes tell what a network adds.
 
     python -m bench.web --model MODEL_OR_EXPORT_DIR [--test FILE] [-n 100] [--beam 5]
+                        [--precision int8|fp32]
 """
 
 from __future__ import annotations
@@ -37,14 +38,14 @@ def read_lines(path: Path, n: int) -> list[str]:
         return [line.rstrip("\n") for _, line in zip(range(n), file)]
 
 
-def page_folder(model: Path, work: Path) -> Path:
+def page_folder(model: Path, work: Path, precision: str) -> Path:
     """The page folder of a model directory (exported first) or of an export directory."""
     export = model
     if not (model / MANIFEST).is_file():
         from translate.export.directory import export_model
 
         export = export_model(model, work / "export")
-    return write_web(export, work / "web")
+    return write_web(export, work / "web", precision)
 
 
 def in_browser(folder: Path, lines: list[str], beam: int, work: Path) -> dict:
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test", type=Path, default=TEST_SET, help="source sentences")
     parser.add_argument("-n", type=int, default=100, help="sentences (default: 100)")
     parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--precision", choices=("int8", "fp32"), default="int8")
     args = parser.parse_args(argv)
 
     from translate.export.engine import OnnxTranslator
@@ -69,11 +71,11 @@ def main(argv: list[str] | None = None) -> None:
     lines = read_lines(args.test, args.n)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        folder = page_folder(args.model, work)
+        folder = page_folder(args.model, work, args.precision)
         raw, zipped = folder_size(folder)
         graphs = sum(p.stat().st_size for p in folder.glob("*.onnx"))
         got = in_browser(folder, lines, args.beam, work)
-        engine = OnnxTranslator.from_dir(folder, int8=True, threads=1)
+        engine = OnnxTranslator.from_dir(folder, int8=args.precision == "int8", threads=1)
         options = engine.defaults.override(beam=args.beam)
         wanted, seconds = [], []
         for line in lines:
@@ -88,8 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     model = manifest["model"]
     print(
         f"model: {args.model} ({model['cell']}, attention {model['attention']}, hidden "
-        f"{model['hidden_dim']}, vocab {manifest['vocab']['tgt_size']}); beam {args.beam}; "
-        f"{len(lines)} sentences of {args.test.name}"
+        f"{model['hidden_dim']}, vocab {manifest['vocab']['tgt_size']}); {args.precision}; "
+        f"beam {args.beam}; {len(lines)} sentences of {args.test.name}"
     )
     print(
         f"machine: {cpu_name()}; {browser.strip()} headless; onnxruntime-web "
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| what | value |")
     print("|---|---|")
     print(
-        f"| folder size | {raw / 1e6:.1f} MB ({zipped / 1e6:.1f} MB gzipped); int8 graphs "
+        f"| folder size | {raw / 1e6:.1f} MB ({zipped / 1e6:.1f} MB gzipped); {args.precision} graphs "
         f"{graphs / 1e6:.1f} MB |"
     )
     print(f"| page load (start to model ready) | {timings['load'] / 1000:.2f} s |")

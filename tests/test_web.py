@@ -22,7 +22,14 @@ import pytest
 from tests.test_serve import DevTools, chromium, chromium_executable
 from translate.data.vocab import Vocab, train_vocab
 from translate.export import web
-from translate.export.web import NPM_PACKAGES, WebError, npm_tarball, write_runtime, write_web
+from translate.export.web import (
+    NPM_PACKAGES,
+    WebError,
+    npm_tarball,
+    prepare_web,
+    write_runtime,
+    write_web,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"  # beside the clone, here and in CI
@@ -76,15 +83,7 @@ def runtime_dir(tmp_path_factory) -> Path:
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files with the types a browser insists on for modules and WebAssembly."""
-
-    extensions_map = {
-        **http.server.SimpleHTTPRequestHandler.extensions_map,
-        ".js": "text/javascript",
-        ".mjs": "text/javascript",
-        ".wasm": "application/wasm",
-        ".json": "application/json",
-    }
+    """Python's own static file server (``python -m http.server``), without its log lines."""
 
     def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
         pass
@@ -302,6 +301,8 @@ def test_a_folder_in_the_way_or_graphs_not_exported_are_refused(trained_dir, tmp
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
+    with pytest.raises(WebError, match="exists and is not an empty folder"):
+        prepare_web(busy)  # what a command checks before it exports
     with pytest.raises(WebError, match="exists and is not an empty folder"):
         write_web(fp32_only, busy, precision="fp32")
     assert [p.name for p in busy.iterdir()] == ["notes.txt"]

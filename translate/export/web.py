@@ -48,8 +48,9 @@ ONNXRUNTIME_WEB = NpmPackage(
     "onnxruntime-web",
     "1.31.1",
     "sha512-5GeH+bWQ+HxM10z7erGlsWqryrwMbSvm/1tkIsKTT48g0fI19VXVVC435t4t7VsPdSQeS7NmuZPXrQ73k82URw==",
-    {  # the CPU (WebAssembly) build only: its module with the loader bundled in, and the binary
-        "package/dist/ort.wasm.bundle.min.mjs": "ort/ort.wasm.bundle.min.mjs",
+    {  # the CPU (WebAssembly) build only: its module with the loader bundled in (as .js, a
+        # type every static server sends as JavaScript, as modules need), and the binary
+        "package/dist/ort.wasm.bundle.min.mjs": "ort/ort.wasm.bundle.min.js",
         "package/dist/ort-wasm-simd-threaded.wasm": "ort/ort-wasm-simd-threaded.wasm",
     },
 )
@@ -140,6 +141,16 @@ def write_runtime(out_dir: Path, cache: Path | None = None) -> None:
     (out_dir / RUNTIME).write_text(json.dumps(versions, indent=2) + "\n", encoding="utf-8")
 
 
+def prepare_web(out_dir: str | Path, cache: Path | None = None) -> None:
+    """Refuse, before any work (such as an export), what would stop :func:`write_web`: an
+    output folder that is not new or empty, no npm, a runtime that cannot be fetched."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise WebError(f"{out_dir} exists and is not an empty folder; name a new one")
+    for package in NPM_PACKAGES:
+        npm_tarball(package, cache)
+
+
 def write_web(
     export_dir: str | Path,
     out_dir: str | Path,
@@ -154,6 +165,7 @@ def write_web(
     place, so that no half-written folder is left."""
     if precision not in PRECISIONS:
         raise WebError(f"precision {precision!r}: one of {', '.join(PRECISIONS)}")
+    prepare_web(out_dir, cache)
     manifest = read_manifest(export_dir)
     graphs = {name: manifest.graph_path(precision, name) for name in ("encoder", "step")}
     spm = sorted(set(manifest.spm_paths()))
@@ -161,8 +173,6 @@ def write_web(
         if not path.is_file():
             raise ExportError(f"{manifest.folder} is incomplete: {path.name} is missing")
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise WebError(f"{out_dir} exists and is not an empty folder; name a new one")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

@@ -2,7 +2,7 @@
 // pieces from SentencePiece's own C++ in WebAssembly, the encoder and decoder-step graphs (int8,
 // or fp32) run by ONNX Runtime Web, and greedy and beam search by the rules of translate/search.py
 // (written out in translate/export/manifest.py), one sentence at a time.
-import * as ort from "./ort/ort.wasm.bundle.min.mjs";
+import * as ort from "./ort/ort.wasm.bundle.min.js";
 
 const f32 = Math.fround; // the searches in Python add and divide float32 numbers
 
