@@ -378,8 +378,9 @@ async def search_in_page(page: DevTools, lines: list[str]) -> list:
 
 def toy_lines(word_corpus: Path) -> list[str]:
     lines = (word_corpus / "dev.de").read_text(encoding="utf-8").splitlines()[:20]
-    # a blank line, an unknown word, a line longer than the model's longest source (200 pieces)
-    return [*lines, "", "hund über katze", "haus katze " * 101]
+    # blank lines (to Python: \x1c is whitespace, U+FEFF is not), an unknown word, a line
+    # longer than the model's longest source (200 pieces)
+    return [*lines, "", "\x1c\x85 ", "\ufeff", "hund über katze", "haus katze " * 101]
 
 
 def assert_same_candidates(searched: list, engine, lines: list[str], tolerance: float) -> None:

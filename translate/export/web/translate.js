@@ -109,6 +109,10 @@ function maskStep(logProbs, atLimit, finished, ids) {
   }
 }
 
+// A line that Python's str.strip() empties (its whitespace, not JavaScript's: \x1c-\x1f and
+// \x85 are, U+FEFF is not), which the engine leaves blank.
+const BLANK = /^[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$/;
+
 // Ids up to (not including) the first EOS or PAD.
 function strip(tokens, ids) {
   const end = tokens.findIndex((t) => t === ids.eos || t === ids.pad);
@@ -137,7 +141,7 @@ export class Translator {
     if (!Number.isInteger(nBest) || nBest < 1 || nBest > beam) {
       throw new Error(`n-best ${nBest}: between 1 and the beam size (${beam})`);
     }
-    if (line.trim() === "") {
+    if (BLANK.test(line)) {
       const blank = { text: "", tokens: [], score: 0, logProb: 0 };
       return { candidates: Array(nBest).fill(blank), truncated: false };
     }
