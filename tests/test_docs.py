@@ -261,6 +261,8 @@ def config_problem(config: str | None, overrides: list[str]) -> str:
         key, _, value = item.partition("=")
         if is_placeholder(value) and key in keys:
             continue
+        if key == "train.init_from":  # the loader reads the parent, made by an earlier line:
+            continue  # the run of the quick lines checks that it exists and fits
         real.append(item)
     if config is not None and (is_placeholder(config) or not in_repository(config)):
         config = None  # a missing file is reported by the file check
