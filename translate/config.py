@@ -72,6 +72,7 @@ class ModelConfig:
     context_pool: str = "none"  # none | max | mean: add a pooled summary of all encoder states
     attention: str = "none"  # none | dot | general | additive (on top of the context vector)
     attention_step: str = "after"  # after: Luong, fused over all steps; before: Bahdanau, fed
+    # into the RNN's input one step at a time
 
 
 @dataclass
@@ -99,7 +100,8 @@ class TrainConfig:
     log_every: int = 50  # steps between log records (metrics.jsonl and the bar)
     keep_checkpoints: int = 0  # keep the weights of the last N validations, for averaging
     init_from: str = ""  # a model directory to fine-tune: the run starts from its weights and
-    # takes its SentencePiece model(s), vocabulary and model settings; recorded resolved
+    # takes its SentencePiece model(s), vocabulary and model settings; kept here as an absolute
+    # path, so the model directory names its parent
     init_optimizer: bool = False  # with init_from: also its Adam state (from its checkpoint.pt)
 
 
