@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -24,11 +25,16 @@ import torch
 
 from translate.cli import build_parser, main
 from translate.decoding import DecodeOptions, Sampling
+from translate.modeldir import FORMAT_VERSION
 from translate.serve.http import build_app, serve_app
 from translate.serve.options import ServeOptions
 from translate.translator import Translator
 
 LINES = ["hund katze", "", "   ", "baum auto buch", "haus", "stuhl tisch hund katze"]
+# a line of the access log: method, path, status, sentences, milliseconds
+ACCESS_LINE = re.compile(
+    r"translate: (GET|POST) /\S* (\d{3}|- \(the client left\)) \d+ sentences? \d+ ms\n"
+)
 LIMITS = {"max_sentences": 8, "max_bytes": 4000}
 
 
@@ -111,11 +117,12 @@ def reference(attention_dir) -> Translator:
     return Translator.from_dir(attention_dir)
 
 
-def expected(translation, n_best: int):
+def expected(translation) -> dict:
+    """A line's answer, whatever n_best: the best candidate's fields, then all candidates."""
     candidates = [
         {"text": c.text, "score": c.score, "log_prob": c.log_prob} for c in translation.candidates
     ]
-    return candidates if n_best > 1 else candidates[0]
+    return candidates[0] | {"candidates": candidates}
 
 
 @pytest.mark.parametrize("beam", [1, 3])
@@ -124,20 +131,37 @@ def test_answers_equal_translator_output(attention_server, reference, beam):
     status, answer = call(port, "POST", "/translate", {"text": LINES, "beam": beam})
     assert status == 200
     options = reference.defaults.override(beam=beam)
-    wanted = [expected(t, 1) for t in reference.translate_batch(LINES, options)]
+    wanted = [expected(t) for t in reference.translate_batch(LINES, options)]
     assert answer["translations"] == wanted
     assert answer["translations"][0]["text"] == "dog cat"
     assert [a["text"] for a in answer["translations"]][1:3] == ["", ""]  # blank lines kept
 
 
-def test_n_best_gives_a_list_per_line(attention_server, reference):
+def test_n_best_gives_the_candidates_in_the_shape_of_one(attention_server, reference):
+    """n_best 3 and n_best 1 answer in one shape: the best candidate's text, score and
+    log_prob, and the list of candidates, best first (one of them, or three)."""
     port = attention_server.port
     request = {"text": LINES[:4], "beam": 4, "n_best": 3, "length_penalty": 0.5}
     status, answer = call(port, "POST", "/translate", request)
     assert status == 200
     wanted = reference.translate_batch(LINES[:4], DecodeOptions(4, 0.5, n_best=3))
-    assert answer["translations"] == [expected(t, 3) for t in wanted]
-    assert all(len(line) == 3 for line in answer["translations"])
+    assert answer["translations"] == [expected(t) for t in wanted]
+    assert all(len(line["candidates"]) == 3 for line in answer["translations"])
+    _, one = call(port, "POST", "/translate", request | {"n_best": 1})
+    assert [len(line["candidates"]) for line in one["translations"]] == [1] * 4
+    assert [line.keys() for line in one["translations"]] == [
+        line.keys() for line in answer["translations"]
+    ]
+    assert [line["text"] for line in one["translations"]] == [t.text for t in wanted]
+
+
+def test_a_single_string_is_answered_with_one_translation(attention_server, reference):
+    port = attention_server.port
+    status, answer = call(port, "POST", "/translate", {"text": "hund katze", "n_best": 2})
+    assert status == 200
+    (wanted,) = reference.translate_batch(["hund katze"], reference.defaults.override(n_best=2))
+    assert answer == {"translation": expected(wanted)}
+    assert answer["translation"]["text"] == "dog cat"
 
 
 def test_attention_pieces_and_alignment(attention_server, reference):
@@ -149,14 +173,14 @@ def test_attention_pieces_and_alignment(attention_server, reference):
     options = reference.defaults.override(beam=2, n_best=2, attention=True)
     wanted = reference.translate_batch(lines, options)
     for served, translation in zip(answer["translations"], wanted):
-        for candidate, want in zip(served, translation.candidates):
-            assert candidate["source_pieces"] == translation.source_pieces
+        assert served["source_pieces"] == translation.source_pieces
+        for candidate, want in zip(served["candidates"], translation.candidates):
             assert candidate["pieces"] == want.pieces
             assert candidate["alignment"] == want.alignment
             rows = candidate["attention"]
             assert (len(rows), len(rows[0])) == (len(want.pieces), len(translation.source_pieces))
             assert torch.allclose(torch.tensor(rows), torch.tensor(want.attention))
-    assert answer["translations"][0][0]["alignment"] == [0, 1, 2, 3]  # dog cat tree EOS
+    assert answer["translations"][0]["candidates"][0]["alignment"] == [0, 1, 2, 3]  # +EOS
 
 
 def test_sampling_is_seeded_per_request(attention_server, reference):
@@ -166,7 +190,7 @@ def test_sampling_is_seeded_per_request(attention_server, reference):
     assert first == call(port, "POST", "/translate", request)
     options = DecodeOptions(n_best=3, sampling=Sampling(2.0, 0, 7))
     wanted = reference.translate_batch(LINES[:4], options)
-    assert first[1]["translations"] == [expected(t, 3) for t in wanted]
+    assert first[1]["translations"] == [expected(t) for t in wanted]
 
 
 def test_concurrent_sampled_requests_are_each_decoded_alone(attention_server, reference):
@@ -187,7 +211,7 @@ def test_concurrent_sampled_requests_are_each_decoded_alone(attention_server, re
     for thread in threads:
         thread.join(timeout=60)
     options = DecodeOptions(n_best=2, sampling=Sampling(3.0, 0, 3))
-    wanted = [expected(t, 2) for t in reference.translate_batch(LINES[:4], options)]
+    wanted = [expected(t) for t in reference.translate_batch(LINES[:4], options)]
     assert answers == [(200, {"translations": wanted})] * len(answers)
 
 
@@ -232,7 +256,7 @@ BAD = [
     (b"[1, 2]", 400, "must be a JSON object"),
     (b"[" * 3000, 400, "nested too deeply"),
     (b"{}", 400, "'text' is missing"),
-    (b'{"text": "hund"}', 400, "'text' must be a list of strings, got str"),
+    (b'{"text": 3}', 400, "'text' must be a string or a list of strings, got int"),
     (b'{"text": ["hund", 3]}', 400, "'text'[1] must be a string, got int"),
     (b'{"text": []}', 400, "'text' is an empty list"),
     (b'{"text": ["hund \xff"]}', 400, "not valid UTF-8 (a bad byte at offset 16)"),
@@ -333,7 +357,7 @@ def test_model_description(attention_server, attention_dir):
     entries = [json.loads(line) for line in (attention_dir / "metrics.jsonl").open()]
     best = max((e for e in entries if "dev_bleu" in e), key=lambda e: e["dev_bleu"])
     assert model["dev_bleu"] == {"bleu": best["dev_bleu"], "step": best["step"]}
-    assert model["limits"]["max_sentences"] == 8 and model["format_version"] == 3
+    assert model["limits"]["max_sentences"] == 8 and model["format_version"] == FORMAT_VERSION
 
 
 def hold_decoding(translator: Translator, monkeypatch) -> tuple[threading.Event, object]:
@@ -361,10 +385,7 @@ def test_health_answers_while_a_batch_is_decoded(plain_server, monkeypatch):
     assert health["decoding_sentences"] == 2 and not answers
     gate.set()
     request.join(timeout=30)
-    assert answers[0][1]["translations"] == [
-        {"text": t.text, "score": t.candidates[0].score, "log_prob": t.candidates[0].log_prob}
-        for t in decode(["hund", "baum"])
-    ]
+    assert answers[0][1]["translations"] == [expected(t) for t in decode(["hund", "baum"])]
 
 
 def test_a_full_queue_answers_503_and_keeps_serving(trained_dir, monkeypatch):
@@ -483,10 +504,13 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(trained_dir, tmp_path
         rest = []
         while not lines.empty():
             rest.append(lines.get())
-        assert rest == [  # all it said after it started: no error, no traceback
-            "translate: stopping: finishing the requests in flight\n",
-            "translate: stopped\n",
-        ]
+        stopping = "translate: stopping: finishing the requests in flight\n"
+        stopped = "translate: stopped\n"
+        said = [line for line in rest if not ACCESS_LINE.fullmatch(line)]
+        assert said == [stopping, stopped]  # all else it said: no error, no traceback
+        answered = [line for line in rest if line.startswith("translate: POST /translate 200 ")]
+        assert len(answered) == 1 and answered[0].startswith("translate: POST /translate 200 1 ")
+        assert rest.index(stopping) < rest.index(answered[0]) < rest.index(stopped)
     finally:
         server.kill()
         server.wait(timeout=30)
@@ -637,7 +661,12 @@ def test_a_client_leaving_mid_body_is_not_reported_as_a_bug(trained_dir, capfd):
         asyncio.run(leave())
         assert call(served.port, "POST", "/translate", {"text": ["hund"]})[0] == 200
         assert served.stop(timeout=30)  # every handler has ended, the one left behind too
-    assert capfd.readouterr().err == ""
+    said = capfd.readouterr().err.splitlines(keepends=True)
+    assert all(ACCESS_LINE.fullmatch(line) for line in said), said  # no error, no traceback
+    assert [line.split(" ms")[0].rsplit(" ", 1)[0] for line in said] == [
+        "translate: POST /translate - (the client left) 0 sentences",
+        "translate: POST /translate 200 1 sentence",
+    ]
 
 
 def test_serve_without_aiohttp_says_how_to_install(trained_dir, monkeypatch, capsys):

@@ -71,6 +71,7 @@ EFFECTS = {
     ],
     "dtype": ["test_serve_options.py::test_the_runtime_settings_reach_the_model"],
     "quantize": ["test_serve_options.py::test_int8_serves_the_quantized_model"],
+    "access_log": ["test_serve_compat.py::test_the_access_log_has_a_line_per_request"],
 }
 
 
@@ -86,12 +87,18 @@ def test_every_setting_has_a_test_of_its_effect():
 
 
 def test_every_setting_has_a_flag_with_its_default():
-    """`translate serve` declares a flag for each field, whose default is the field's."""
+    """`translate serve` declares a flag for each field, whose default is the field's (a
+    switch that is on by default: the flag that turns it off, --no-...)."""
     (sub,) = [a for a in build_parser()._subparsers._group_actions if a.choices]
     serve = sub.choices["serve"]
-    flags = {action.option_strings[-1]: action.dest for action in serve._actions}
+    flags = {name: action.dest for action in serve._actions for name in action.option_strings}
     for field in dataclasses.fields(ServeOptions):
-        assert flags.get(flag(field.name)) == field.name, f"no flag {flag(field.name)}"
+        wanted = flag(field.name)
+        if field.default is True:
+            wanted = "--no-" + wanted.removeprefix("--")
+        assert flags.get(wanted) == field.name, (
+            f"no flag {wanted} (translate/cli/parser.py declares the flags of translate serve)"
+        )
     args = serve.parse_args(["-m", "model"])
     assert ServeOptions.from_namespace(args) == ServeOptions()
 
@@ -109,6 +116,7 @@ REFUSED = [
     ({"shutdown_timeout": math.nan}, "--shutdown-timeout must be a finite number >= 0, got nan"),
     ({"shutdown_timeout": -1.0}, "--shutdown-timeout must be a finite number >= 0, got -1.0"),
     ({"batch_wait_ms": math.inf}, "--batch-wait-ms must be a finite number >= 0, got inf"),
+    ({"access_log": "no"}, "access_log must be true or false, got 'no'"),
     (
         {"max_sentences": 8, "max_queued_sentences": 4},
         "--max-queued-sentences (4) must be at least --max-sentences (8)",

@@ -13,7 +13,7 @@ from tests.test_serve import call, running
 from translate.config import DecodeConfig
 from translate.decoding import DecodeOptions, Sampling
 from translate.serve.options import ServeOptions
-from translate.serve.requests import ApiError, check_work, parse_request
+from translate.serve.requests import ApiError, check_work, parse_request, read_json
 
 SCALARS = (
     st.none()
@@ -57,16 +57,17 @@ def body_of(value) -> bytes:
 
 
 def parsed_or_refused(body: bytes) -> None:
-    """parse_request gives sentences and options, or an ApiError of a 4xx status; nothing
-    else escapes."""
+    """read_json and parse_request give sentences and options, or an ApiError of a 4xx
+    status; nothing else escapes."""
     try:
-        lines, options = parse_request(body, DecodeOptions(), max_sentences=8)
+        lines, options, single = parse_request(read_json(body), DecodeOptions(), max_sentences=8)
     except ApiError as err:
         assert 400 <= err.status < 500 and str(err)
         return
     assert isinstance(options, DecodeOptions) and 1 <= len(lines) <= 8
     assert all(isinstance(line, str) for line in lines)
     assert options.beam <= 64 and options.n_best <= 64
+    assert single == isinstance(read_json(body)["text"], str)  # a string: one answer
 
 
 # values whose text holds braces: an error message that quotes them must not take them for
@@ -121,7 +122,9 @@ def test_random_requests_never_get_a_5xx(small_limits_server, request_body):
     4xx; never a 5xx."""
     status, answer = call(small_limits_server.port, "POST", "/translate", body_of(request_body))
     assert status == 200 or 400 <= status < 500, (status, answer)
-    if status == 200:
+    if status == 200 and isinstance(request_body["text"], str):
+        assert answer["translation"]["text"] is not None
+    elif status == 200:
         assert len(answer["translations"]) == len(request_body["text"])
     else:
         assert answer["error"]

@@ -16,27 +16,29 @@ from ..translator import Translation, Translator
 from .options import MAX_BEAM, ServeOptions
 
 
-def translation_json(translation: Translation, n_best: int, max_source_len: int):
-    """One line's answer: its best candidate as an object, or with ``n_best`` > 1 the list of
-    its candidates, best first."""
-    extra = {}
+def translation_json(translation: Translation, max_source_len: int) -> dict:
+    """One line's answer, of one shape whatever n_best: the best candidate's text, score and
+    log-probability, then ``candidates`` (all of them, best first, each with its attention
+    when asked for), and with attention the source pieces, for a cut line a warning."""
+    best = translation.candidates[0]
+    answer = {"text": best.text, "score": best.score, "log_prob": best.log_prob}
     if translation.source_pieces is not None:
-        extra["source_pieces"] = translation.source_pieces
+        answer["source_pieces"] = translation.source_pieces
     if translation.truncated:
-        extra["warning"] = (
+        answer["warning"] = (
             f"longer than {max_source_len} subwords: only the first {max_source_len} were translated"
         )
     candidates = []
     for candidate in translation.candidates:
-        answer = {"text": candidate.text, "score": candidate.score, "log_prob": candidate.log_prob}
+        entry = {"text": candidate.text, "score": candidate.score, "log_prob": candidate.log_prob}
         if candidate.attention is not None:
-            answer |= {
+            entry |= {
                 "pieces": candidate.pieces,
                 "attention": candidate.attention,
                 "alignment": candidate.alignment,
             }
-        candidates.append(answer | extra)
-    return candidates if n_best > 1 else candidates[0]
+        candidates.append(entry)
+    return answer | {"candidates": candidates}
 
 
 def model_json(

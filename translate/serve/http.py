@@ -1,9 +1,10 @@
-"""``translate serve``: a model (or an ensemble of models) loaded once behind a JSON API and
-a small web page.
+"""``translate serve``: a model (or an ensemble of models) loaded once behind a JSON API, a
+small web page, and the APIs of LibreTranslate and OpenNMT-py's REST server.
 
-Requests are checked by :mod:`.requests`; their sentences go through the batcher of
-:mod:`.batching`, which decodes those of concurrent requests together. The model is loaded
-before the port is bound: whenever the server answers, /health is 200.
+Requests are checked by :mod:`.requests` (ours) and :mod:`.compat` (theirs); the sentences of
+all go through the batcher of :mod:`.batching`, which decodes those of concurrent requests
+together, within the same limits. The model is loaded before the port is bound: whenever the
+server answers, /health is 200.
 """
 
 from __future__ import annotations
@@ -12,16 +13,29 @@ import asyncio
 import json
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..decoding import DecodeOptions
 from ..errors import UserError
 from ..runtime import set_threads
-from ..translator import Translator
+from ..translator import Translation, Translator
 from .answers import model_json, translation_json
 from .batching import Batcher, Overloaded, search_rows
+from .compat import (
+    check_lengths,
+    form_fields,
+    is_form,
+    languages_json,
+    libretranslate_answer,
+    opennmt_answer,
+    opennmt_models,
+    parse_libretranslate,
+    parse_opennmt,
+)
 from .options import ServeOptions, check_options
-from .requests import ApiError, check_work, default_decoding, parse_request
+from .requests import ApiError, check_work, default_decoding, parse_request, read_json
 
 try:
     from aiohttp import web
@@ -31,7 +45,10 @@ except ImportError:  # the optional extra: pip install 'translate[serve]'
 PAGE = Path(__file__).parent / "static" / "index.html"
 
 
-ROUTES = "GET /, GET /health, GET /model, POST /translate"
+ROUTES = (
+    "GET /, GET /health, GET /model, POST /translate, GET /languages, "
+    "POST /translator/translate, GET /translator/models, GET /translator/health"
+)
 
 
 class ClientGone(Exception):
@@ -54,8 +71,10 @@ class Service:
             default_rows=search_rows(self.defaults),
         )
         self.description = model_json(translator, model_dirs, options, self.defaults)  # GET /model
+        self.languages = (translator.cfg.data.src_lang, translator.cfg.data.tgt_lang)
+        self.models = opennmt_models(model_dirs, self.defaults)  # GET /translator/models
         self.page = PAGE.read_bytes()
-        self.in_flight = 0  # POST /translate requests being read, queued or decoded
+        self.in_flight = 0  # translation requests being read, queued or decoded
         self.idle = asyncio.Event()
         self.idle.set()
         self.abandoned: asyncio.Future | None = None  # done: answer what is in flight 503
@@ -69,27 +88,41 @@ class Service:
     async def describe(self, request: web.Request) -> web.Response:
         return web.json_response(self.description)
 
-    async def translate(self, request: web.Request) -> web.Response:
-        """``POST /translate``, answered 503 if the server stops before it is done."""
-        self.in_flight += 1
-        self.idle.clear()
-        work = asyncio.ensure_future(self._translate(request))
-        try:
-            await asyncio.wait((work, self.abandoned), return_when=asyncio.FIRST_COMPLETED)
-            if not work.done():
-                work.cancel()  # its sentences are skipped by the batcher
-                await asyncio.gather(work, return_exceptions=True)
-                raise ApiError(
-                    503,
-                    "the server is stopping and this request did not finish within "
-                    f"--shutdown-timeout ({self.options.shutdown_timeout:g} s); retry it",
-                )
-            return work.result()
-        finally:
-            work.cancel()  # when this handler itself was cancelled
-            self.in_flight -= 1
-            if not self.in_flight:
-                self.idle.set()
+    async def list_languages(self, request: web.Request) -> web.Response:
+        return web.json_response(languages_json(*self.languages))
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        return web.json_response(self.models)
+
+    async def opennmt_health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    def in_flight_handler(self, handler):
+        """``handler`` for a request that translates, answered 503 if the server stops before
+        it is done."""
+
+        async def answered(request: web.Request) -> web.Response:
+            self.in_flight += 1
+            self.idle.clear()
+            work = asyncio.ensure_future(handler(request))
+            try:
+                await asyncio.wait((work, self.abandoned), return_when=asyncio.FIRST_COMPLETED)
+                if not work.done():
+                    work.cancel()  # its sentences are skipped by the batcher
+                    await asyncio.gather(work, return_exceptions=True)
+                    raise ApiError(
+                        503,
+                        "the server is stopping and this request did not finish within "
+                        f"--shutdown-timeout ({self.options.shutdown_timeout:g} s); retry it",
+                    )
+                return work.result()
+            finally:
+                work.cancel()  # when this handler itself was cancelled
+                self.in_flight -= 1
+                if not self.in_flight:
+                    self.idle.set()
+
+        return answered
 
     async def finish(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the requests in flight, then answer those still
@@ -100,21 +133,57 @@ class Service:
             self.abandoned.set_result(None)
             await self.idle.wait()  # each handler answers as soon as it runs
 
-    async def _translate(self, request: web.Request) -> web.Response:
+    async def translate(self, request: web.Request) -> web.Response:
+        """``POST /translate``: our API, or LibreTranslate's (a form, or JSON with ``q``)."""
         body = await self._body(request)
-        lines, options = parse_request(body, self.defaults, self.options.max_sentences)
+        if is_form(request.content_type, body, request.query):
+            headers = request.headers.get("Content-Type", "")
+            return await self._libretranslate(request, form_fields(body, headers, request.query))
+        value = read_json(body)
+        if isinstance(value, dict) and "q" in value:
+            return await self._libretranslate(request, value)
+        lines, options, single = parse_request(value, self.defaults, self.options.max_sentences)
+        translations = await self._decode(request, lines, options)
+        limit = self.translator.max_source_len
+        answers = [translation_json(t, limit) for t in translations]
+        answer = {"translation": answers[0]} if single else {"translations": answers}
+        return web.json_response(answer, dumps=_dumps)
+
+    async def _libretranslate(self, request: web.Request, fields: dict) -> web.Response:
+        limits = self.options.max_sentences
+        asked = parse_libretranslate(fields, self.languages, self.defaults, limits)
+        lines = asked.lines
+        translations = await self._decode(request, lines, asked.options, asked.where)
+        answer = libretranslate_answer(asked, translations, self.languages[0])
+        return web.json_response(answer, dumps=_dumps)
+
+    async def opennmt_translate(self, request: web.Request) -> web.Response:
+        """``POST /translator/translate``: OpenNMT-py's REST API."""
+        value = read_json(await self._body(request))
+        lines = parse_opennmt(value, self.options.max_sentences)
+        translations = await self._decode(request, lines, self.defaults, "item {}'s src".format)
+        answer = opennmt_answer(lines, translations, self.defaults.n_best)
+        return web.json_response(answer, dumps=_dumps)
+
+    async def _decode(
+        self, request: web.Request, lines: list[str], options: DecodeOptions, where=None
+    ) -> list[Translation]:
+        """The translations of a request's lines, within its limits and decoded with other
+        requests'. ``where``: the APIs that cannot carry a warning refuse a line too long to
+        translate whole, naming it as ``where(i)`` does."""
+        request[SENTENCES] = len(lines)
         try:
             self.translator.check(options)  # what this model cannot do, before queueing
+            if where is not None:
+                lengths = [len(ids) for ids in self.translator.src_vocab.encode(lines)]
+                check_lengths(lengths, self.translator.max_source_len, where)
             tokens = self.batcher.source_tokens(lines)
             check_work(tokens, options, self.translator.cfg.decode, self.options)
-            translations = await self.batcher.translate(lines, options, tokens)
+            return await self.batcher.translate(lines, options, tokens)
         except UserError as err:
             raise ApiError(400, str(err)) from None
         except Overloaded as err:  # back-pressure: a client should wait, not pile on
             raise ApiError(503, str(err), {"Retry-After": "1"}) from None
-        limit = self.translator.max_source_len
-        answers = [translation_json(t, options.n_best, limit) for t in translations]
-        return web.json_response({"translations": answers}, dumps=_dumps)
 
     async def _body(self, request: web.Request) -> bytes:
         """The request body: 413 beyond --max-bytes, 408 when it does not arrive within
@@ -138,16 +207,29 @@ class Service:
 SERVICE = web.AppKey("service", Service) if web is not None else None
 
 
+def _request_key(name: str, kind: type):
+    """A key of a request's storage: typed where aiohttp has RequestKey (3.12 and later)."""
+    request_key = getattr(web, "RequestKey", None)
+    return request_key(name, kind) if request_key is not None else name
+
+
+# what the access log reads of a request: the sentences it asked for, and whether its client
+# left before its body arrived
+SENTENCES, GONE = _request_key("sentences", int), _request_key("gone", bool)
+
+
 def _dumps(value) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
 async def _json_errors(request: web.Request, handler):
-    """Every error as ``{"error": message}`` with its status; the server keeps serving."""
+    """Every error as ``{"error": message}`` with its status (OpenNMT-py's routes add
+    ``"status": "error"``, as its server does); the server keeps serving."""
     headers = {}
     try:
         return await handler(request)
     except ClientGone:  # not a bug, and nobody to tell: an empty answer that goes nowhere
+        request[GONE] = True
         return web.Response(status=400)
     except ApiError as err:
         status, message, headers = err.status, str(err), err.headers
@@ -165,7 +247,25 @@ async def _json_errors(request: web.Request, handler):
             f"translate serve: error on {request.method} {request.path}: {err!r}", file=sys.stderr
         )
         status, message = 500, f"internal error: {type(err).__name__}"
-    return web.json_response({"error": message}, status=status, headers=headers, dumps=_dumps)
+    body = {"error": message}
+    if request.path.startswith("/translator/"):
+        body["status"] = "error"
+    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
+
+
+async def _access_log(request: web.Request, handler):
+    """One line on stderr per request answered: method, path, status, sentences, ms."""
+    start, status = time.perf_counter(), "-"
+    try:
+        response = await handler(request)
+        status = "- (the client left)" if request.get(GONE) else response.status
+        return response
+    finally:
+        ms = (time.perf_counter() - start) * 1000
+        count = request.get(SENTENCES, 0)
+        sentences = f"{count} sentence{'' if count == 1 else 's'}"
+        line = f"translate: {request.method} {request.path} {status} {sentences} {ms:.0f} ms"
+        print(line, file=sys.stderr, flush=True)
 
 
 ModelDirs = str | Path | Sequence[str | Path]  # one model directory, or an ensemble's
@@ -185,13 +285,19 @@ def build_app(
     from, for ``GET /model``."""
     check_options(options)
     service = Service(translator, options, _listed(model_dirs))
+    middlewares = [_access_log, _json_errors] if options.access_log else [_json_errors]
     app = web.Application(
-        client_max_size=options.max_bytes, middlewares=[web.middleware(_json_errors)]
+        client_max_size=options.max_bytes, middlewares=list(map(web.middleware, middlewares))
     )
     app.router.add_get("/", service.index)
     app.router.add_get("/health", service.health)
     app.router.add_get("/model", service.describe)
-    app.router.add_post("/translate", service.translate)
+    app.router.add_post("/translate", service.in_flight_handler(service.translate))
+    app.router.add_get("/languages", service.list_languages)  # LibreTranslate's
+    translator_translate = service.in_flight_handler(service.opennmt_translate)
+    app.router.add_post("/translator/translate", translator_translate)  # OpenNMT-py's
+    app.router.add_get("/translator/models", service.list_models)
+    app.router.add_get("/translator/health", service.opennmt_health)
     app[SERVICE] = service
 
     async def batcher_running(app):

@@ -1,5 +1,6 @@
-"""The settings of ``translate serve``: where it listens, its request limits, batching and
-time-outs (the command line imports this, without torch, for its flags' defaults)."""
+"""The settings of ``translate serve``: where it listens, its request limits, batching,
+time-outs and access log (the command line imports this, without torch, for its flags'
+defaults)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class ServeOptions:
     device: str | None = None  # None: CUDA when present, else the CPU
     dtype: str = "fp32"  # as for translate translate: fp32, bf16, fp16, auto
     quantize: str | None = None  # int8: dynamic quantization (CPU)
+    access_log: bool = True  # one line per request on stderr: method, path, status, sentences, ms
 
     @classmethod
     def from_namespace(cls, args) -> ServeOptions:
@@ -59,6 +61,8 @@ def check_options(options: ServeOptions) -> None:
         value = getattr(options, field)
         if not is_integer(value) or value < least:
             raise UserError(f"{flag(field)} must be an integer >= {least}, got {value!r}")
+    if not isinstance(options.access_log, bool):
+        raise UserError(f"access_log must be true or false, got {options.access_log!r}")
     port = options.port
     if not is_integer(port) or not 0 <= port <= 65535:
         raise UserError(f"--port must be an integer from 0 to 65535, got {port!r}")

@@ -41,11 +41,8 @@ def default_decoding(translator: Translator, options: ServeOptions) -> DecodeOpt
         raise UserError(err.naming(flag_name(err.setting))) from None
 
 
-def parse_request(
-    body: bytes, defaults: DecodeOptions, max_sentences: int
-) -> tuple[list[str], DecodeOptions]:
-    """The sentences and decoding options of a ``POST /translate`` body, or an ApiError
-    naming what is wrong with it."""
+def read_json(body: bytes):
+    """The JSON value of a request body, or an ApiError saying why it is not JSON."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -53,14 +50,23 @@ def parse_request(
             400, f"the body is not valid UTF-8 (a bad byte at offset {err.start})"
         ) from None
     try:
-        request = json.loads(text)
+        return json.loads(text)
     except RecursionError:
         raise ApiError(400, "malformed JSON: nested too deeply") from None
     except ValueError as err:
         raise ApiError(400, f"malformed JSON: {err}") from None
+
+
+def parse_request(
+    request, defaults: DecodeOptions, max_sentences: int
+) -> tuple[list[str], DecodeOptions, bool]:
+    """The sentences and decoding options of a ``POST /translate`` request (its JSON value),
+    and whether ``text`` was one string (answered with one translation, not a list); or an
+    ApiError naming what is wrong with it."""
     if not isinstance(request, dict):
         raise ApiError(400, 'the body must be a JSON object such as {"text": ["Hallo Welt!"]}')
-    _reject_unknown(request, REQUEST_FIELDS, "field")
+    reject_unknown(request, REQUEST_FIELDS, "field")
+    single = isinstance(request.get("text"), str)
     lines = _sentences(request.get("text"), max_sentences)
     try:
         options = defaults.override(
@@ -75,7 +81,7 @@ def parse_request(
     for key in ("beam", "n_best"):  # what one request may cost
         if request.get(key) is not None and getattr(options, key) > MAX_BEAM:
             raise ApiError(400, f"'{key}' must be at most {MAX_BEAM}, got {request[key]!r}")
-    return lines, options
+    return lines, options, single
 
 
 def check_work(
@@ -121,11 +127,12 @@ def _sampling(sample) -> Sampling | None:
         return None
     if not isinstance(sample, dict):
         raise ApiError(400, '\'sample\' must be an object such as {"temperature": 1, "seed": 1}')
-    _reject_unknown(sample, SAMPLING_FIELDS, "'sample' field")
+    reject_unknown(sample, SAMPLING_FIELDS, "'sample' field")
     return Sampling(**sample)
 
 
-def _reject_unknown(values: dict, known: tuple[str, ...], what: str) -> None:
+def reject_unknown(values: dict, known: tuple[str, ...], what: str) -> None:
+    """Refuse (400) the keys of ``values`` that are not ``known``, listing the known ones."""
     unknown = [key for key in values if key not in known]
     if unknown:
         raise ApiError(
@@ -134,11 +141,15 @@ def _reject_unknown(values: dict, known: tuple[str, ...], what: str) -> None:
 
 
 def _sentences(text, limit: int) -> list[str]:
-    """The ``text`` field checked: a non-empty list of at most ``limit`` strings."""
+    """The ``text`` field checked: one string, or a non-empty list of at most ``limit``."""
     if text is None:
-        raise ApiError(400, "'text' is missing: give a list of sentences")
-    if not isinstance(text, list):
-        raise ApiError(400, f"'text' must be a list of strings, got {type(text).__name__}")
+        raise ApiError(400, "'text' is missing: give a sentence or a list of sentences")
+    if isinstance(text, str):
+        text = [text]
+    elif not isinstance(text, list):
+        raise ApiError(
+            400, f"'text' must be a string or a list of strings, got {type(text).__name__}"
+        )
     if not text:
         raise ApiError(400, "'text' is an empty list: give at least one sentence")
     if len(text) > limit:
