@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from translate.data import outdir
+from translate.modeldir import load_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
@@ -65,6 +66,8 @@ def run(out: Path, processes: int, *overrides: str) -> subprocess.CompletedProce
 
 
 def weights(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        return load_weights(path)
     saved = torch.load(path, weights_only=True)
     return saved.get("model", saved)
 
@@ -88,7 +91,9 @@ def test_two_processes_equal_one_process_with_two_accumulation_steps(two_process
     one = tmp_path / "one"
     done = run(one, 1, "train.max_steps=30", "train.accum_steps=2")
     assert done.returncode == 0, done.stderr
-    assert same_weights(weights(two_processes / "model.pt"), weights(one / "model.pt"))
+    assert same_weights(
+        weights(two_processes / "model.safetensors"), weights(one / "model.safetensors")
+    )
     assert same_weights(weights(two_processes / "checkpoint.pt"), weights(one / "checkpoint.pt"))
     log_two = (two_processes / "metrics.jsonl").read_text().splitlines()
     log_one = (one / "metrics.jsonl").read_text().splitlines()
@@ -103,7 +108,7 @@ def test_only_rank_0_writes(two_processes):
         "checkpoint.pt",
         "config.yaml",
         "metrics.jsonl",
-        "model.pt",
+        "model.safetensors",
         "prepared",
         "spm.model",
     ]
