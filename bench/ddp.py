@@ -84,7 +84,9 @@ def worker(model_file: str) -> None:
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
-    weights = torch.load(model_file, map_location="cpu", weights_only=True)
+    from translate.modeldir import load_weights
+
+    weights = load_weights(model_file)
     flat = torch.zeros(sum(w.numel() for w in weights.values() if w.is_floating_point()))
     times = []
     for _ in range(23):
@@ -130,7 +132,7 @@ def main() -> None:
     print(f"\n{'':34} {'target tok/s':>12} {'vs 1 process, 2 threads':>24}")
     for name, _, tok_s, _ in rows:
         print(f"{name:34} {tok_s:>12,.0f} {tok_s / base:>23.2f}x")
-    ms = exchange_ms(work / "p2t1" / "model.pt")
+    ms = exchange_ms(work / "p2t1" / "model.safetensors")
     windows = rows[2][3]
     step_ms = statistics.median(
         1000 * (b["elapsed"] - a["elapsed"]) / (b["step"] - a["step"])

@@ -198,7 +198,7 @@ def ours_checkpoints(out: Path) -> list[dict]:
     entries = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     seconds = {e["step"]: e["elapsed"] for e in entries if "dev_loss" in e}
     checkpoints = []
-    for path in (out / "checkpoints").glob("step-*.pt"):
+    for path in (out / "checkpoints").glob("step-*.safetensors"):
         step = int(path.stem.split("-")[1])
         if step in seconds:
             checkpoints.append({"step": step, "seconds": seconds[step], "path": str(path)})
@@ -210,7 +210,7 @@ def score_ours(args: argparse.Namespace, work: Path, data_dir: Path) -> dict:
     first at ``--target`` is known; stops at the deadline."""
     import sacrebleu
 
-    from translate.modeldir import load_tensors
+    from translate.modeldir import load_weights
     from translate.translator import Translator
 
     out = work / "ours"
@@ -231,7 +231,7 @@ def score_ours(args: argparse.Namespace, work: Path, data_dir: Path) -> dict:
         if time.time() > args.deadline_at:
             raise OutOfTime
         checkpoint = checkpoints[index]
-        translator.model.load_state_dict(load_tensors(Path(checkpoint["path"])))
+        translator.model.load_state_dict(load_weights(Path(checkpoint["path"])))
         start = time.perf_counter()
         hyps = translator.translate(sources, beam=BEAM, length_penalty=LENGTH_PENALTY)
         seconds = time.perf_counter() - start

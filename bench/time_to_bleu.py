@@ -275,7 +275,7 @@ def ours_checkpoints(out: Path) -> list[dict]:
         if "dev_loss" in entry:
             seconds[entry["step"]] = entry["elapsed"]
     checkpoints = []
-    for path in (out / "checkpoints").glob("step-*.pt"):
+    for path in (out / "checkpoints").glob("step-*.safetensors"):
         step = int(path.stem.split("-")[1])
         checkpoints.append({"step": step, "seconds": seconds[step], "path": str(path)})
     return sorted(checkpoints, key=lambda c: c["step"])
@@ -313,7 +313,7 @@ def ours_system(args: argparse.Namespace, workdir: Path) -> System:
     loaded: dict = {}
 
     def score(checkpoint: dict) -> tuple[float, str]:
-        from translate.modeldir import load_tensors
+        from translate.modeldir import load_weights
         from translate.runtime import set_threads
         from translate.translator import Translator
 
@@ -323,7 +323,7 @@ def ours_system(args: argparse.Namespace, workdir: Path) -> System:
             loaded["sources"] = read_corpus_lines(data_dir, f"{corpus.dev}.de")
             loaded["refs"] = read_corpus_lines(data_dir, f"{corpus.dev}.en")
         translator = loaded["translator"]
-        translator.model.load_state_dict(load_tensors(Path(checkpoint["path"])))
+        translator.model.load_state_dict(load_weights(Path(checkpoint["path"])))
         hyps = translator.translate(loaded["sources"], beam=BEAM, length_penalty=LENGTH_PENALTY)
         bleu = sacrebleu.BLEU()
         return bleu.corpus_score(hyps, [loaded["refs"]]).score, str(bleu.get_signature())

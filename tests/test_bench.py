@@ -274,7 +274,7 @@ def test_ours_name_and_checkpoints(tmp_path):
     assert name == "ours_multi30k-config_train.max_minutes=8"
     (tmp_path / "checkpoints").mkdir()
     for step in (100, 50):
-        (tmp_path / "checkpoints" / f"step-{step:08d}.pt").write_bytes(b"")
+        (tmp_path / "checkpoints" / f"step-{step:08d}.safetensors").write_bytes(b"")
     metrics = [{"step": 50, "elapsed": 12.5, "dev_loss": 3.0}, {"step": 60, "loss": 2.0}]
     metrics.append({"step": 100, "elapsed": 25.0, "dev_loss": 2.5})
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))

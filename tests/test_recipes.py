@@ -135,7 +135,8 @@ def test_multi30k_recipe_refuses_other_data_before_training(tatoeba_like, tmp_pa
     assert done.returncode == 1
     assert "is not the published Multi30k" in done.stderr
     assert "differs from the file of record" in done.stderr
-    assert not (tmp_path / "exp" / "model.pt").exists()
+    assert not (tmp_path / "exp" / "model.safetensors").exists()
+    assert not (tmp_path / "exp" / "checkpoint.pt").exists()
 
     (data / "val.en").unlink()
     missing = run("multi30k", "--data-dir", str(data), "--out", str(tmp_path / "exp"))
@@ -172,6 +173,8 @@ def test_the_toy_recipe_answers_help_and_never_deletes_what_is_not_a_model(tmp_p
     precious.mkdir()
     (precious / "thesis.tex").write_text("years of work")
     refused = run("toy", str(precious))
-    assert refused.returncode == 2 and "is not a model directory; not replacing it" in refused.stderr
+    assert (
+        refused.returncode == 2 and "is not a model directory; not replacing it" in refused.stderr
+    )
     assert (precious / "thesis.tex").read_text() == "years of work"
     assert run("toy", "--out").returncode == 2
