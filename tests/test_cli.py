@@ -93,7 +93,7 @@ def test_train_translate_score_end_to_end(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "kept" in done.stderr and "dropped" in done.stderr
-    assert {"config.yaml", "spm.model", "model.pt", "metrics.jsonl"} <= {
+    assert {"config.yaml", "spm.model", "model.safetensors", "metrics.jsonl"} <= {
         p.name for p in model.iterdir()
     }
     log = [json.loads(line) for line in (model / "metrics.jsonl").read_text().splitlines()]

@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace) -> None:
         from ..train.average import average_checkpoints
 
         paths = average_checkpoints(args.model, args.last)
-        _say(f"averaged {len(paths)} checkpoints into {args.model}/model.pt")
+        _say(f"averaged {len(paths)} checkpoints into {args.model}/model.safetensors")
     elif args.command == "plot":
         from ..plots import plot_training_curves
 

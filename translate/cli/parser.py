@@ -150,7 +150,7 @@ def _train_parser(sub) -> None:
         help="train a model; out_dir becomes a self-contained model directory",
         description="Prepare the data if needed, then train with teacher forcing, Adam and "
         "gradient clipping, validating on data.dev every train.valid_every steps. The best "
-        "model (by dev BLEU) is kept in out_dir/model.pt; metrics go to out_dir/metrics.jsonl. "
+        "model (by dev BLEU) is kept in out_dir/model.safetensors; metrics go to out_dir/metrics.jsonl. "
         "A run resumes from out_dir/checkpoint.pt by itself. Several processes or machines: "
         "torchrun --nproc_per_node N -m translate train CONFIG (train.batch_tokens is the "
         "batch of all of them together; gloo on CPUs, NCCL when every process has a GPU).",
@@ -226,10 +226,10 @@ def _tune_parser(sub) -> None:
 def _average_parser(sub) -> None:
     av = sub.add_parser(
         "average",
-        help="average the last N checkpoints into model.pt",
+        help="average the last N checkpoints into model.safetensors",
         description="Average the weights of the N most recent checkpoints in "
         "MODEL/checkpoints (train with train.keep_checkpoints=N) into "
-        "MODEL/model.pt; the previous model.pt is kept as model.single.pt.",
+        "MODEL/model.safetensors; the previous one is kept as model.single.safetensors.",
     )
     av.add_argument("-m", "--model", action=OneModel, required=True, help="model directory")
     av.add_argument(
