@@ -335,6 +335,12 @@ def _serve_parser(sub) -> None:
         ),
     ):
         limits.add_argument(flag, type=kind, help=what + " (default: %(default)s)")
+    sv.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        help="no line per request on stderr (method, path, status, sentences, milliseconds)",
+    )
     sv.set_defaults(**dataclasses.asdict(ServeOptions()))  # the defaults are ServeOptions'
 
 
