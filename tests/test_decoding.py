@@ -484,6 +484,10 @@ FLAGS = {
             bad="nan",
             why="must be a number >= 0, got nan",
         ),
+        "--no-access-log": [
+            Sets(["--no-access-log"], "access_log", False),
+            ShownBy("test_serve_compat.py::test_the_access_log_has_a_line_per_request"),
+        ],
     },
     "attention": {
         "--help": [HELP],
