@@ -8,12 +8,14 @@ import random
 import shutil
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+import translate.output
 from tests.conftest import GERMAN
 from translate.cli import EXIT_BROKEN_PIPE, main
 from translate.decoding import DecodeOptions
@@ -104,6 +106,7 @@ def test_train_translate_score_end_to_end(tmp_path):
     done = cli("translate", "-m", model, "-i", tmp_path / "test.de", "-o", hyp, "--beam", 4)
     assert done.returncode == 0, done.stderr
     assert len(hyp.read_text().splitlines()) == 100
+    assert done.stderr.endswith(f"wrote 100 lines to {hyp}\n")
     done = cli("score", "-r", tmp_path / "test.en", hyp, "--json")
     assert done.returncode == 0, done.stderr
     scores = json.loads(done.stdout)
@@ -135,6 +138,16 @@ def test_user_mistakes_are_one_line_errors(trained_dir, tmp_path, capsys):
         assert message in err and out == ""
 
 
+def test_version_names_translate_torch_and_python(capsys):
+    with pytest.raises(SystemExit) as ended:
+        main(["--version"])
+    assert ended.value.code == 0
+    python = ".".join(map(str, sys.version_info[:3]))
+    assert capsys.readouterr().out == (
+        f"translate {version('translate')} (torch {torch.__version__}, Python {python})\n"
+    )
+
+
 def test_help_explains_each_command(capsys):
     for command in COMMANDS:
         with pytest.raises(SystemExit) as ended:
@@ -158,13 +171,18 @@ def test_commands_that_load_no_model_start_without_torch(tmp_path):
         "    if 'torch' in sys.modules:\n"
         "        sys.exit('torch imported by: ' + argv)\n"
     )
-    runs = ["--help", *(f"{c}|--help" for c in COMMANDS), f"score|-r|{tmp_path}/ref|{tmp_path}/ref"]
+    runs = [
+        "--help",
+        "--version",
+        *(f"{c}|--help" for c in COMMANDS),
+        f"score|-r|{tmp_path}/ref|{tmp_path}/ref",
+    ]
     done = subprocess.run(
         [sys.executable, "-c", script, *runs], capture_output=True, text=True, timeout=120, cwd=ROOT
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("usage: translate") == 1 + len(COMMANDS)
-    assert "BLEU = 100.00" in done.stdout
+    assert "BLEU = 100.00" in done.stdout and "(torch " in done.stdout
 
 
 def test_a_closed_pipe_ends_quietly_with_141(trained_dir, tmp_path):
@@ -279,7 +297,7 @@ def test_resume_a_partly_written_output(trained_dir, tmp_path):
     (tmp_path / "out.txt.tmp").write_text("".join(lines[:4]) + lines[4][:2])
     done = cli("translate", "-m", trained_dir, "-i", source, "-o", out, "--resume")
     assert done.returncode == 0, done.stderr
-    assert "resuming after the 4 lines" in done.stderr
+    assert "resuming after the 4 input line(s) already translated" in done.stderr
     assert out.read_text() == expected and not (tmp_path / "out.txt.tmp").exists()
 
 
@@ -307,10 +325,11 @@ def test_beam_scores_and_alignments(greedy_attention_dir, tmp_path, capsys):
     flags = ["-i", str(source), "--beam", "3", "--scores", "--alignment", "--threads", "1"]
     assert main(["translate", "-m", str(greedy_attention_dir), *flags]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == len(lines) and out[len(LONG)] == " ||| 0.0000 ||| "  # a blank line stays
-    for line, translation in zip(out, best):
-        text, score, pairs = line.split(" ||| ")
+    assert len(out) == len(lines) and out[len(LONG)] == f"{len(LONG)} |||  ||| 0.0000 ||| "
+    for number, (line, translation) in enumerate(zip(out, best)):
+        line_number, text, score, pairs = line.split(" ||| ")
         candidate = translation.candidates[0]
+        assert line_number == str(number)
         assert text == candidate.text and score == f"{candidate.score:.4f}"
         expected = [f"{s}-{t}" for t, s in enumerate((candidate.alignment or [])[:-1])]
         assert pairs.split() == expected
@@ -327,7 +346,8 @@ def test_n_best_lines_are_numbered_from_0_with_the_n_best_of_each_line(
         for number, translation in enumerate(nbest)
         for c in translation.candidates
     ]
-    assert expected[3:6] == ["1 |||  ||| 0.0000"] * 3 and len(set(expected[:3])) == 3
+    del expected[4:6]  # a blank line gives one row
+    assert expected[3] == "1 |||  ||| 0.0000" and len(set(expected[:3])) == 3
     source = tmp_path / "in.txt"
     source.write_text("".join(line + "\n" for line in lines))
     flags = ["-i", str(source), "--beam", "4", "--n-best", "3", "--threads", "1"]
@@ -346,7 +366,8 @@ def test_greedy_scores_follow_the_length_penalty(attention_dir, tmp_path, capsys
     def run(alpha: str) -> str:
         flags = ["-i", str(source), "--beam", "1", "--scores", "--length-penalty", alpha]
         assert main(["translate", "-m", str(attention_dir), *flags, "--threads", "1"]) == 0
-        text, score = capsys.readouterr().out.rstrip("\n").split(" ||| ")
+        line, text, score = capsys.readouterr().out.rstrip("\n").split(" ||| ")
+        assert line == "0"
         assert text == found.text
         return float(score)
 
@@ -368,3 +389,68 @@ def test_sampling_follows_seed_and_temperature_each_alone(attention_dir, tmp_pat
     assert len(first.splitlines()) == 60 and sample("--seed", "7", "--temperature", "2") == first
     assert sample("--seed", "8", "--temperature", "2") != first  # the seed alone
     assert sample("--seed", "7", "--temperature", "0.5") != first  # the temperature alone
+
+
+def format_flags() -> list[list[str]]:
+    """Every combination of the flags that shape translate's output."""
+    return [
+        [*scores, *alignment, *n_best, *sample]
+        for scores in ([], ["--scores"])
+        for alignment in ([], ["--alignment"])
+        for n_best in ([], ["--n-best", "1"], ["--n-best", "3"])
+        for sample in ([], ["--sample", "--temperature", "3"])
+    ]
+
+
+@pytest.mark.parametrize("flags", format_flags(), ids=lambda flags: " ".join(flags) or "plain")
+def test_each_flag_combination_writes_fixed_columns_the_same_on_every_path(
+    flags, attention_dir, tmp_path, capsys, monkeypatch
+):
+    """Plain text, one line per line, unless --scores, --alignment or --n-best is given; then
+    rows LINE ||| TEXT ||| SCORE, ||| ALIGNMENT added by --alignment: the columns never move,
+    N rows per line with --n-best N (1 too) and one for a blank line. stdout, -o and an -o
+    resumed after an interruption hold the same bytes (sampled ones too: chunks of 3 here)."""
+    monkeypatch.setattr(translate.output, "CHUNK_LINES", 3)
+    lines = ["hund katze baum", "", *LONG[:4], "auto"]
+    source = tmp_path / "in.de"
+    source.write_text("".join(line + "\n" for line in lines))
+    command = ["translate", "-m", str(attention_dir), "-i", str(source), "--threads", "1", *flags]
+    assert main(command) == 0
+    written = capsys.readouterr().out
+
+    rows = {"--scores", "--alignment", "--n-best"} & set(flags)
+    n_best = int(flags[flags.index("--n-best") + 1]) if "--n-best" in flags else 1
+    fields = [row.split(" ||| ") for row in written.splitlines()]
+    if not rows:
+        assert [len(row) for row in fields] == [1] * len(lines) and fields[1] == [""]
+    else:
+        assert {len(row) for row in fields} == {4 if "--alignment" in flags else 3}
+        numbers = [int(row[0]) for row in fields]
+        assert numbers == [n for n, line in enumerate(lines) for _ in range(n_best if line else 1)]
+        assert fields[numbers.index(1)][1:3] == ["", "0.0000"]  # the blank line's one row
+    if "--sample" not in flags:  # the search's own candidates, column by column
+        translator = Translator.from_dir(attention_dir)
+        options = translator.defaults.override(n_best=n_best, attention=True)
+        found = [
+            candidate
+            for line, translation in zip(lines, translator.translate_batch(lines, options))
+            for candidate in (translation.candidates if line else translation.candidates[:1])
+        ]
+        assert [row[1 if rows else 0] for row in fields] == [c.text for c in found]
+        if rows:
+            assert [row[2] for row in fields] == [f"{c.score:.4f}" for c in found]
+        if "--alignment" in flags:
+            pairs = [[f"{s}-{t}" for t, s in enumerate((c.alignment or [])[:-1])] for c in found]
+            assert [row[3].split() for row in fields] == pairs
+
+    out = tmp_path / "out.txt"
+    assert main([*command, "-o", str(out)]) == 0
+    what = f"the rows of {len(lines)} input lines" if rows else f"{len(lines)} lines"
+    assert capsys.readouterr().err == f"wrote {what} to {out}\n"
+    assert out.read_text() == written
+    # interrupted in the middle of line 5 (in a chunk, for sampling: resumed where it starts)
+    cut = written.index("\n5 ||| " if rows else "\n", len("".join(written.splitlines(True)[:4])))
+    resumed = tmp_path / "resumed.txt"
+    (tmp_path / "resumed.txt.tmp").write_text(written[: cut + 4])
+    assert main([*command, "-o", str(resumed), "--resume"]) == 0
+    assert resumed.read_text() == written

@@ -1,5 +1,6 @@
 """Where translate translate writes: regular files replaced whole, devices, FIFOs and symlinks
-written through, directories refused, nothing left beside the output after an error."""
+written through, directories refused, nothing left beside the output after an error, and what
+an interrupted output resumes after."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from translate.output import (
     OutputError,
     Writer,
     check_output,
-    finished_lines,
     opened,
+    resume_point,
     translate_file,
 )
 from translate.translator import Translator
@@ -226,10 +227,44 @@ def test_an_interruption_keeps_the_tmp_for_resume(translator, source, expected):
     assert out.read_text() == expected and beside(out) == ["out.en"]
 
 
-def test_finished_lines_cuts_a_partial_line(tmp_path):
-    path = tmp_path / "p"
-    path.write_bytes(b"a\nb\nhalf")
-    assert finished_lines(path) == 2 and path.read_bytes() == b"a\nb\n"
+ROWS = b"0 ||| a ||| -1.0000\n0 ||| b ||| -2.0000\n1 |||  ||| 0.0000\n2 ||| c ||| -1.0000\n2 ||| d"
+
+
+def test_resume_point_keeps_whole_lines_and_cuts_the_rest(tmp_path):
+    path = tmp_path / "out.tmp"
+    for data, rows, multiple, done, kept in [
+        (b"a\nb\nhalf", False, 1, 2, b"a\nb\n"),
+        (b"a\n\nc\n", False, 2, 2, b"a\n\n"),  # sampling resumes where a chunk starts
+        (b"", False, 1, 0, b""),
+        (b"", True, 1, 0, b""),
+        # the rows of the last line may lack some (here one of 2, cut short): they go too
+        (ROWS, True, 1, 2, ROWS[: ROWS.index(b"2 |||")]),
+        (ROWS + b" ||| -3.0000\n", True, 1, 2, ROWS[: ROWS.index(b"2 |||")]),
+        (ROWS, True, 2, 2, ROWS[: ROWS.index(b"2 |||")]),
+        (ROWS, True, 3, 0, b""),
+    ]:
+        path.write_bytes(data)
+        assert resume_point(path, rows, alignment=False, multiple=multiple) == done, data
+        assert path.read_bytes() == kept
+
+
+def test_resume_point_refuses_another_format(tmp_path):
+    path = tmp_path / "out.tmp"
+    with_alignment = b"0 ||| a ||| -1.0000 ||| 0-0\n1 ||| b ||| -1.0000 ||| 0-0\n"
+    for data, rows, alignment, message in [
+        (ROWS, False, False, "it holds rows LINE ||| TEXT ||| SCORE, but this run writes plain"),
+        (b"a\nb\n", True, False, "it holds plain text, but this run writes rows LINE ||| TEXT"),
+        (ROWS, True, True, "but this run writes rows LINE ||| TEXT ||| SCORE ||| ALIGNMENT;"),
+        (with_alignment, True, False, "holds rows LINE ||| TEXT ||| SCORE ||| ALIGNMENT, but"),
+        (b"0 ||| a ||| 1\n2 ||| b ||| 1\n", True, False, "rows are not numbered 0, 1, 2 ..."),
+        (b"0 ||| a ||| 1\nb\n", True, False, "rows are not numbered 0, 1, 2 ..."),
+    ]:
+        path.write_bytes(data)
+        with pytest.raises(UserError) as refused:
+            resume_point(path, rows, alignment)
+        assert str(refused.value).startswith(f"cannot resume {path}: ")
+        assert message in str(refused.value) and "\n" not in str(refused.value)
+        assert path.read_bytes() == data  # left as it was, for a run with the right flags
 
 
 def test_the_writer_names_what_it_cannot_write_and_lets_a_closed_pipe_through():

@@ -1,8 +1,11 @@
 """PNG charts through the CLI: ``translate plot`` draws every curve of metrics.jsonl,
-``translate attention`` one heatmap per sentence, and each user mistake is one line."""
+``translate attention`` one heatmap per sentence (from arguments, a file or stdin, into -o FILE
+or --out-dir DIR), each says what it wrote, and each user mistake is one line."""
 
+import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -16,6 +19,14 @@ from translate.translator import Translator
 
 BLUE, ORANGE = (0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E)  # matplotlib's first two line colours
 DPI = 120
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """main() sets torch's threads for the process; leave them as they were."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -54,10 +65,11 @@ def write_metrics(model_dir: Path, records: list[dict], tail: str = "") -> None:
     (model_dir / "metrics.jsonl").write_text(lines + tail, encoding="utf-8")
 
 
-def test_plot_draws_each_curve_where_it_belongs(tmp_path):
+def test_plot_draws_each_curve_where_it_belongs(tmp_path, capsys):
     model_dir = tmp_path / "m"
     write_metrics(model_dir, training_records())
     assert main(["plot", "-m", str(model_dir), "-o", str(tmp_path / "curves.png")]) == 0
+    assert capsys.readouterr().err == f"wrote {tmp_path / 'curves.png'}\n"
     image = pixels(tmp_path / "curves.png")
     assert image.shape == (3.6 * DPI, 13 * DPI, 3)
     loss, bleu, lr = panels(image)
@@ -100,6 +112,7 @@ def test_a_last_line_cut_by_a_kill_is_left_out(tmp_path):
 @pytest.mark.parametrize(
     "metrics, output, message",
     [
+        ("no folder", "c.png", r"model directory not found: {dir}"),
         (None, "c.png", r"{dir}/metrics.jsonl not found"),
         ("", "c.png", r"{dir}/metrics.jsonl holds no training numbers to plot \(.*\)"),
         (
@@ -114,6 +127,7 @@ def test_a_last_line_cut_by_a_kill_is_left_out(tmp_path):
         ('{"step": 1, "lr": 0.1}\n', "c.pdf", r"{out}: plots are written as PNG; give a .*\.png"),
     ],
     ids=[
+        "no-model",
         "no-metrics",
         "empty",
         "no-numbers",
@@ -126,8 +140,9 @@ def test_a_last_line_cut_by_a_kill_is_left_out(tmp_path):
 )
 def test_plot_mistakes_are_one_line(metrics, output, message, tmp_path, capsys):
     model_dir = tmp_path / "m"
-    model_dir.mkdir()
-    if metrics is not None:
+    if metrics != "no folder":
+        model_dir.mkdir()
+    if metrics not in (None, "no folder"):
         (model_dir / "metrics.jsonl").write_text(metrics, encoding="utf-8")
     out = tmp_path / output
     assert main(["plot", "-m", str(model_dir), "-o", str(out)]) == 1
@@ -140,22 +155,15 @@ def test_plot_mistakes_are_one_line(metrics, output, message, tmp_path, capsys):
 
 def test_attention_writes_one_heatmap_per_sentence(attention_dir, tmp_path, capsys):
     sentences = ["hund katze baum auto tisch", "haus"]
-    threads = torch.get_num_threads()
-    try:
-        assert (
-            main(["attention", "-m", str(attention_dir), "-o", str(tmp_path / "att"), *sentences])
-            == 0
-        )
-    finally:
-        torch.set_num_threads(threads)
-    assert sorted(p.name for p in (tmp_path / "att").iterdir()) == [
-        "attention-1.png",
-        "attention-2.png",
-    ]
+    folder = tmp_path / "att"
+    assert main(["attention", "-m", str(attention_dir), "--out-dir", str(folder), *sentences]) == 0
+    paths = [folder / "attention-1.png", folder / "attention-2.png"]
+    assert capsys.readouterr().err == f"wrote 2 attention plots: {paths[0]}, {paths[1]}\n"
+    assert sorted(folder.iterdir()) == paths
     translator = Translator.from_dir(attention_dir)
     for n, sentence in enumerate(sentences, 1):
         src, tgt, weights = translator.attention(sentence)
-        image = pixels(tmp_path / "att" / f"attention-{n}.png")
+        image = pixels(folder / f"attention-{n}.png")
         # one column per source piece and one row per target piece: the sentence in its file
         height, width = round((1 + 0.4 * len(tgt)) * DPI), round((1 + 0.45 * len(src)) * DPI)
         assert image.shape == (height, width, 3)
@@ -166,12 +174,84 @@ def test_attention_writes_one_heatmap_per_sentence(attention_dir, tmp_path, caps
         assert ink > 3 * (pixels(blank).min(axis=-1) < 0.95).sum()
 
 
+def test_attention_draws_one_sentence_into_o_and_reads_a_file_or_stdin(
+    attention_dir, tmp_path, capsys, monkeypatch
+):
+    """-o FILE is one sentence's chart; -i FILE and stdin give a sentence a line, each file
+    numbered by its line (blank lines have none); all draw what the arguments draw."""
+    model = ["attention", "-m", str(attention_dir)]
+    assert main([*model, "--out-dir", str(tmp_path / "args"), "haus", "hund katze baum"]) == 0
+    one = tmp_path / "one.png"
+    assert main([*model, "-o", str(one), "hund katze baum"]) == 0
+    source = tmp_path / "in.de"
+    source.write_text("haus\n\nhund katze baum\n", encoding="utf-8")
+    assert main([*model, "--out-dir", str(tmp_path / "file"), "-i", str(source)]) == 0
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(source.read_bytes())))
+    assert main([*model, "--out-dir", str(tmp_path / "stdin")]) == 0
+    said = capsys.readouterr().err.splitlines()
+    assert said[1] == f"wrote 1 attention plot: {one}"
+    assert said[2] == f"wrote 2 attention plots: {tmp_path}/file/attention-1.png, " + (
+        f"{tmp_path}/file/attention-3.png"
+    )
+    drawn = pixels(tmp_path / "args" / "attention-2.png")
+    assert not np.array_equal(drawn, pixels(tmp_path / "args" / "attention-1.png"))
+    for read in "file", "stdin":
+        assert sorted(p.name for p in (tmp_path / read).iterdir()) == [
+            "attention-1.png",
+            "attention-3.png",
+        ]
+        first = pixels(tmp_path / read / "attention-1.png")
+        assert np.array_equal(first, pixels(tmp_path / "args" / "attention-1.png"))
+        assert np.array_equal(pixels(tmp_path / read / "attention-3.png"), drawn)
+    assert np.array_equal(pixels(one), drawn)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-o", "{tmp}/folder", "hund"], "-o names one PNG file and {tmp}/folder is a folder: "),
+        (["-o", "{tmp}/a.png", "hund", "katze"], "-o names one PNG file, but there are 2 "),
+        (["-o", "{tmp}/a.pdf", "hund"], "{tmp}/a.pdf: plots are written as PNG; give a file"),
+        (["--out-dir", "{tmp}/in.de", "hund"], "cannot write into {tmp}/in.de: it is not a fold"),
+        (["--out-dir", "{tmp}/d", "-i", "{tmp}/in.de", "hund"], "give sentences as arguments "),
+        (["--out-dir", "{tmp}/d", "-i", "{tmp}/blank.de"], "no sentences to draw: {tmp}/blank"),
+        (["--out-dir", "{tmp}/d", "-i", "{tmp}/none.de"], "input file not found: {tmp}/none.de"),
+        (["--out-dir", "{tmp}/d", "hund", " "], "attention needs sentences to translate, got a"),
+    ],
+    ids=["o-folder", "o-two", "o-pdf", "dir-file", "args-and-i", "blank-file", "no-file", "blank"],
+)
+def test_attention_mistakes_are_one_line_before_anything_is_drawn(
+    args, message, attention_dir, tmp_path, capsys
+):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "in.de").write_text("hund\n")
+    (tmp_path / "blank.de").write_text("\n  \n")
+    argv = ["attention", "-m", str(attention_dir), *(a.format(tmp=tmp_path) for a in args)]
+    assert main(argv) == 1
+    stdout, stderr = capsys.readouterr()
+    assert stdout == "" and stderr.count("\n") == 1
+    assert stderr.startswith("translate: error: " + message.format(tmp=tmp_path)), stderr
+    assert not list(tmp_path.rglob("*.png")) and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["hund"], "one of the arguments -o/--output --out-dir is required"),
+        (
+            ["-o", "a.png", "--out-dir", "d", "hund"],
+            "argument --out-dir: not allowed with argument -o/--output",
+        ),
+    ],
+)
+def test_attention_needs_either_o_or_out_dir(args, message, capsys):
+    with pytest.raises(SystemExit) as ended:
+        main(["attention", "-m", "model", *args])
+    assert ended.value.code == 2 and capsys.readouterr().err.splitlines()[-1].endswith(message)
+
+
 def test_attention_from_a_model_without_it_is_one_line(trained_dir, tmp_path, capsys):
-    threads = torch.get_num_threads()
-    try:
-        code = main(["attention", "-m", str(trained_dir), "-o", str(tmp_path / "att"), "hund"])
-    finally:
-        torch.set_num_threads(threads)
+    code = main(["attention", "-m", str(trained_dir), "--out-dir", str(tmp_path / "att"), "hund"])
     assert code == 1
     stdout, stderr = capsys.readouterr()
     assert (
@@ -179,16 +259,3 @@ def test_attention_from_a_model_without_it_is_one_line(trained_dir, tmp_path, ca
         and stderr == "translate: error: this model has no attention (model.attention is none)\n"
     )
     assert not (tmp_path / "att").exists()  # refused before the folder was made
-
-
-def test_attention_of_a_blank_sentence_is_one_line(attention_dir, tmp_path, capsys):
-    threads = torch.get_num_threads()
-    try:
-        code = main(["attention", "-m", str(attention_dir), "-o", str(tmp_path / "a"), "hund", " "])
-    finally:
-        torch.set_num_threads(threads)
-    assert code == 1
-    assert capsys.readouterr().err == (
-        "translate: error: attention needs sentences to translate, got a blank one\n"
-    )
-    assert not (tmp_path / "a").exists()

@@ -63,7 +63,7 @@ def test_score_cli_with_significance_buckets_and_plot(tmp_path):
             "100",
             "--src",
             tmp_path / "src",
-            "--plot",
+            "-o",
             tmp_path / "buckets.png",
             "--json",
         ],
@@ -75,13 +75,14 @@ def test_score_cli_with_significance_buckets_and_plot(tmp_path):
     result = json.loads(done.stdout)
     assert result[str(tmp_path / "good")]["paired_bs"]["bleu_p_value"] < 0.05
     assert (tmp_path / "buckets.png").read_bytes()[:4] == b"\x89PNG"
+    assert done.stderr == f"wrote {tmp_path / 'buckets.png'}\n"
 
 
-def score_cli(capsys, *args) -> str:
-    """``translate score ARGS`` in this process: what it prints."""
+def score_cli(capsys, *args, said: str = "") -> str:
+    """``translate score ARGS`` in this process: what it prints (on stderr: ``said``)."""
     assert main(["score", *map(str, args)]) == 0
     out, err = capsys.readouterr()
-    assert err == ""
+    assert err == said
     return out
 
 
@@ -140,12 +141,39 @@ def test_src_adds_bleu_by_source_length_and_plot_draws_it(files, capsys, tmp_pat
     table = bleu_by_length(SOURCES, REFS, {str(files["good"]): GOOD})
     out = score_cli(capsys, "-r", files["ref"], files["good"], "--src", files["src"])
     assert out == plain + format_length_table(table) + "\n"
-    png = tmp_path / "buckets.png"
-    score_cli(capsys, "-r", files["ref"], files["good"], "--src", files["src"], "--plot", png)
-    assert png.read_bytes()[:4] == b"\x89PNG"
-    assert main(["score", "-r", str(files["ref"]), str(files["good"]), "--plot", str(png)]) == 1
-    err = capsys.readouterr().err
-    assert err == "translate: error: --plot draws the length buckets: give --src too\n"
+    for flag in "-o", "--output", "--plot":  # --plot: its earlier name
+        png = tmp_path / f"buckets{flag}.png"
+        drawn = score_cli(
+            capsys,
+            "-r",
+            files["ref"],
+            files["good"],
+            "--src",
+            files["src"],
+            flag,
+            png,
+            said=f"wrote {png}\n",
+        )
+        assert drawn == out and png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            [],
+            "-o draws BLEU by source length as a PNG: give --src too (the scores are printed; > FILE "
+            "keeps them)",
+        ),
+        (["--src", "{src}"], "{out}: plots are written as PNG; give a file name ending in .png"),
+    ],
+)
+def test_o_without_src_or_png_is_one_line_and_draws_nothing(files, tmp_path, capsys, args, message):
+    out = tmp_path / "report.txt"
+    named = [a.format(src=files["src"]) for a in args]
+    assert main(["score", "-r", str(files["ref"]), str(files["good"]), *named, "-o", str(out)]) == 1
+    assert capsys.readouterr() == ("", f"translate: error: {message.format(out=out)}\n")
+    assert not out.exists()
 
 
 def test_empty_files_are_one_line(tmp_path, capsys):

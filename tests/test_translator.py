@@ -47,6 +47,19 @@ def test_stream_keeps_line_count(trained_dir, tmp_path):
     assert out.getvalue().split("\n")[:-1] == translator.translate(LINES * 5, beam=1)
 
 
+def test_a_stream_asked_for_n_best_lists_writes_rows_numbered_from_its_first_line(trained_dir):
+    """Plain text cannot hold several candidates a line: n-best makes rows even unasked; a
+    resumed stream numbers its lines from where it starts."""
+    translator = Translator.from_dir(trained_dir)
+    out = io.StringIO()
+    lines = ["hund katze\n", "\n", "baum\n"]
+    options = DecodeOptions(beam=4, n_best=2)
+    assert translator.translate_stream(lines, out, options, first_line=7) == (3, 0)
+    rows = [row.split(" ||| ") for row in out.getvalue().splitlines()]
+    assert [row[0] for row in rows] == ["7", "7", "8", "9", "9"]
+    assert [row[1] for row in rows][:3] == ["dog cat", rows[1][1], ""] and rows[1][1] != "dog cat"
+
+
 def test_very_long_input_is_translated_not_crashed(trained_dir):
     translator = Translator.from_dir(trained_dir)
     out = translator.translate_batch(["hund " * 2000, "katze"], DecodeOptions(beam=2))

@@ -1,18 +1,21 @@
-"""Where ``translate translate`` writes, respecting what it writes to: stdout; a regular file (or
-a new one) written as OUT.tmp beside it and renamed when complete, so that it is never
-half-written and an interrupted run can resume it; a device or FIFO (``/dev/null``, a pipe)
-written in place, never replaced. A symlink is followed: its target is written as above and the
-link is kept. A directory is refused. A failed write is one line naming what could not be
-written, and leaves no OUT.tmp behind (only an interruption keeps it, for ``--resume``)."""
+"""Where and how ``translate translate`` writes. The format: plain text, one line per input
+line, unless rows are asked for; then rows ``LINE ||| TEXT ||| SCORE`` (``||| ALIGNMENT`` added
+with attention), ``n_best`` rows per input line and one for a blank line. Where: stdout; a
+regular file (or a new one) written as OUT.tmp beside it and renamed when complete, so that it is
+never half-written and an interrupted run can resume it; a device or FIFO (``/dev/null``, a
+pipe) written in place, never replaced. A symlink is followed: its target is written as above
+and the link is kept. A directory is refused. A failed write is one line naming what could not
+be written, and leaves no OUT.tmp behind (only an interruption keeps it, for ``--resume``)."""
 
 from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +25,11 @@ from .errors import UserError
 
 if TYPE_CHECKING:
     from .decoding import DecodeOptions
-    from .translator import Translator
+    from .translator import Translation, Translator
+
+CHUNK_LINES = 2000  # lines of a stream translated (and, sampling, drawn for) at once
+SEPARATOR = " ||| "  # between the columns of a row
+_ROW = re.compile(rb"(\d+) \|\|\| ")  # a row's start: LINE and the first separator
 
 
 class OutputError(UserError):
@@ -72,45 +79,85 @@ def check_output(path: Path | None) -> Output | None:
     return Output(path, target, in_place=False)
 
 
+def wants_rows(options: DecodeOptions) -> bool:
+    """Whether ``options`` ask for more than plain text holds: several candidates a line, or
+    alignments."""
+    return options.n_best > 1 or options.attention
+
+
+def format_lines(
+    sources: Sequence[str],
+    translations: Sequence[Translation],
+    first: int,
+    rows: bool,
+    alignment: bool,
+) -> str:
+    """The output of consecutive input lines (``first``: the number of the first, from 0):
+    plain text, one line each; or with ``rows``, each line's candidates as rows ``LINE ||| TEXT
+    ||| SCORE``, with ``||| ALIGNMENT`` (SRC-TGT pairs of pieces, from 0) if ``alignment``; a
+    blank input line gives one row, of empty text and score 0."""
+    out = []
+    for number, (source, translation) in enumerate(zip(sources, translations), first):
+        candidates = translation.candidates if source.strip() else translation.candidates[:1]
+        if not rows:
+            out.append(" ".join(candidates[0].text.split()) + "\n")  # a newline would shift lines
+            continue
+        for candidate in candidates:
+            fields = [str(number), " ".join(candidate.text.split()), f"{candidate.score:.4f}"]
+            if alignment:
+                pairs = enumerate((candidate.alignment or [])[:-1])  # EOS has no piece
+                fields.append(" ".join(f"{src}-{tgt}" for tgt, src in pairs))
+            out.append(SEPARATOR.join(fields) + "\n")
+    return "".join(out)
+
+
 def translate_file(
     translator: Translator,
     source: str | None,
     output: Path | None,
     options: DecodeOptions,
-    numbered: bool = False,
-    scores: bool = False,
+    rows: bool = False,
     resume: bool = False,
     replace_bad_utf8: bool = False,
     log=print,
 ) -> tuple[int, int]:
     """Translate the lines of ``source`` (None or '-': stdin) into ``output`` (None: stdout),
-    formatted as :meth:`Translator.translate_stream` says and written as :func:`opened` says;
-    with ``resume``, the OUT.tmp an interrupted run left is continued after its whole lines.
-    Returns how many lines were translated and how many cut."""
+    formatted as :func:`format_lines` says (rows with ``rows`` or when :func:`wants_rows`)
+    and written as :func:`opened` says; with ``resume``, the OUT.tmp an interrupted run left is
+    continued after its whole lines. Returns how many lines were translated and how many cut."""
     from tqdm import tqdm
 
     from .translator import input_lines
 
-    if resume and (output is None or numbered or options.sampling is not None):
-        raise UserError("--resume continues an output file: give -o, without --n-best or --sample")
+    rows = rows or wants_rows(options)
+    if resume and output is None:
+        raise UserError("--resume continues an output file: give -o")
     checked = check_output(output)
     if resume and checked is not None and checked.in_place:
         raise UserError(f"--resume continues a regular file; {output} is not one")
     lines = input_lines(source, replace_bad_utf8)  # refused now if it cannot be read
     if checked is None:
         count, truncated = translator.translate_stream(
-            lines, Writer(sys.stdout, "stdout"), options, numbered=numbered, scores=scores
+            lines, Writer(sys.stdout, "stdout"), options, CHUNK_LINES, rows=rows
         )
     else:
-        with opened(checked, resume, log) as (out, done):
+        # sampling draws for a chunk of lines at once: a resumed run starts at a chunk, so that
+        # it draws what the uninterrupted run would have drawn
+        multiple = CHUNK_LINES if options.sampling is not None else 1
+
+        def point(tmp: Path) -> int:
+            return resume_point(tmp, rows, options.attention, multiple)
+
+        with opened(checked, point if resume else None, log) as (out, done):
             lines = itertools.islice(lines, done, None)  # those an interrupted run translated
             with tqdm(  # on a terminal only: a log file gets the lines below, not a bar
                 desc="translate", unit="line", mininterval=1.0, initial=done, disable=None
             ) as progress:
                 count, truncated = translator.translate_stream(
-                    lines, out, options, progress=progress, numbered=numbered, scores=scores
+                    lines, out, options, CHUNK_LINES, progress, rows=rows, first_line=done
                 )
-        log(f"translated {done + count} lines into {output}")
+        what = f"the rows of {done + count} input lines" if rows else f"{done + count} lines"
+        log(f"wrote {what} to {output}")
     if truncated:
         log(
             f"translate: warning: {truncated} input line(s) longer than "
@@ -142,12 +189,15 @@ class Writer:
 
 
 @contextmanager
-def opened(output: Output, resume: bool = False, log=print) -> Iterator[tuple[Writer, int]]:
-    """``output`` opened for writing, with how many whole lines it already holds. A device or
+def opened(
+    output: Output, resume: Callable[[Path], int] | None = None, log=print
+) -> Iterator[tuple[Writer, int]]:
+    """``output`` opened for writing, with how many input lines it already holds. A device or
     FIFO is written in place (0 lines). A regular file is written as OUT.tmp, synced and
     renamed over it when the block ends without an error, so it is never half-written; with
-    ``resume``, OUT.tmp is continued after the whole lines an interrupted run left in it. An
-    error removes OUT.tmp; an interruption (Ctrl-C) keeps it for ``--resume``."""
+    ``resume`` (e.g. :func:`resume_point`: how many input lines an OUT.tmp holds whole, the
+    rest cut), the OUT.tmp an interrupted run left is continued. An error removes OUT.tmp; an
+    interruption (Ctrl-C) keeps it for ``--resume``."""
     if output.in_place:
         stream = _open(output.path, output.target, "w")
         try:
@@ -158,9 +208,9 @@ def opened(output: Output, resume: bool = False, log=print) -> Iterator[tuple[Wr
         _close(stream, output.path)
         return
     tmp = output.tmp
-    done = finished_lines(tmp) if resume and tmp.is_file() else 0
+    done = resume(tmp) if resume is not None and tmp.is_file() else 0
     if done:
-        log(f"resuming after the {done} lines already in {tmp}")
+        log(f"resuming after the {done} input line(s) already translated in {tmp}")
     stream = _open(output.path, tmp, "a" if done else "w")
     try:
         if output.target.is_file():
@@ -208,11 +258,38 @@ def _close(stream: TextIO, path: Path, quietly: bool = False) -> None:
             pass
 
 
-def finished_lines(partial: Path) -> int:
-    """How many whole lines a partly written output holds; a cut-off last line is removed."""
+def resume_point(partial: Path, rows: bool, alignment: bool, multiple: int = 1) -> int:
+    """How many input lines the output an interrupted run left holds whole (as
+    :func:`format_lines` wrote them), rounded down to a ``multiple``; the file is cut after
+    them: a cut-off last line goes, and of rows, those of the last line (some may be missing).
+    A file in another format than the one asked for is refused."""
     data = partial.read_bytes()
-    whole = data[: data.rfind(b"\n") + 1]
-    if len(whole) != len(data):
-        with open(partial, "r+b") as f:
-            f.truncate(len(whole))
-    return whole.count(b"\n")
+    lines = [line + b"\n" for line in data.split(b"\n")[:-1]]  # whole lines, \n alone ends one
+    numbers = [int(m.group(1)) if (m := _ROW.match(line)) else None for line in lines]
+    if lines:
+        fields = len(lines[0].split(SEPARATOR.encode())) if numbers[0] == 0 else 1
+        found = _format_name(fields >= 3, fields >= 4)
+        if found != _format_name(rows, alignment):
+            raise UserError(
+                f"cannot resume {partial}: it holds {found}, but this run writes "
+                f"{_format_name(rows, alignment)}; give the interrupted run's flags, or leave "
+                "out --resume to start over"
+            )
+        if rows and not all(
+            n is not None and n - m in (0, 1) for m, n in zip([0, *numbers], numbers)
+        ):
+            raise UserError(
+                f"cannot resume {partial}: its rows are not numbered 0, 1, 2 ... in order"
+            )
+    done = (numbers[-1] if lines else 0) if rows else len(lines)
+    done -= done % multiple
+    kept = sum(1 for n in numbers if n < done) if rows else done  # rows are in order
+    with open(partial, "r+b") as f:
+        f.truncate(sum(len(line) for line in lines[:kept]))
+    return done
+
+
+def _format_name(rows: bool, alignment: bool) -> str:
+    if not rows:
+        return "plain text"
+    return "rows LINE ||| TEXT ||| SCORE" + (" ||| ALIGNMENT" if alignment else "")

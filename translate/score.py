@@ -128,9 +128,16 @@ def score_files(
     """``translate score``: the scores of each hypothesis file against ``ref``, by file name;
     with ``paired_bs``, each system's paired bootstrap (that many samples) against the first
     under "paired_bs"; with ``src``, BLEU by source length under "by_length" (drawn into the PNG
-    ``plot``)."""
+    ``plot``, checked before any scoring)."""
     if plot and not src:
-        raise UserError("--plot draws the length buckets: give --src too")
+        raise UserError(
+            "-o draws BLEU by source length as a PNG: give --src too (the scores are printed; "
+            "> FILE keeps them)"
+        )
+    if plot:
+        from .plots import check_png_path
+
+        check_png_path(plot)  # a folder, a missing one, not .png: refused before the work
     texts = read_same_length([ref, *hyps, *([src] if src else [])])
     refs, systems = texts[0], dict(zip(hyps, texts[1 : 1 + len(hyps)]))
     result: dict = {name: score(lines, refs, ter=ter) for name, lines in systems.items()}

@@ -23,6 +23,7 @@ from .errors import UserError
 from .model.ensemble import Ensemble, members, vocabulary_difference
 from .model.seq2seq import Seq2Seq, build_model, reverse_padded
 from .modeldir import ModelDirError, ModelFiles, read_model_dir
+from .output import CHUNK_LINES, format_lines, wants_rows
 from .runtime import autocast, pick_device, resolve_dtype
 from .search import search_batches
 
@@ -226,26 +227,30 @@ class Translator:
         lines: Iterable[str],
         out: TextIO,
         options: DecodeOptions | None = None,
-        chunk_size: int = 2000,
+        chunk_size: int = CHUNK_LINES,
         progress=None,
-        numbered: bool = False,
-        scores: bool = False,
+        rows: bool = False,
+        first_line: int = 0,
     ) -> tuple[int, int]:
-        """Translate an iterable of lines in chunks, writing one line out per line in, or with
-        ``numbered`` ``options.n_best`` lines ``LINE ||| TEXT ||| SCORE`` (LINE counted from
-        0). ``scores`` adds ``||| SCORE`` to one-line output; attention in the options adds
-        ``||| SRC-TGT ...`` (subword pieces, from 0, EOS left out) to every line. Returns how
-        many lines were translated and how many of them were cut to the length limit."""
+        """Translate an iterable of lines in chunks, writing them as
+        :func:`~translate.output.format_lines` does: plain text, one line out per line in; or
+        with ``rows`` (implied by n-best or attention in the options) rows ``LINE ||| TEXT |||
+        SCORE [||| ALIGNMENT]``, LINE counted from ``first_line`` (where a resumed run
+        starts). Returns how many lines were translated and how many were cut to the length
+        limit."""
         options = options if options is not None else self.defaults
+        rows = rows or wants_rows(options)
         count, truncated, chunk = 0, 0, []
         for line in itertools.chain(lines, [None]):  # None: the end, to flush the last chunk
             if line is not None:
                 chunk.append(line.rstrip("\n").removesuffix("\r"))
             if len(chunk) == chunk_size or (line is None and chunk):
+                first = first_line + count
                 translations = self.translate_batch(
-                    chunk, _chunk_seeded(options, count, chunk_size)
+                    chunk, _chunk_seeded(options, first, chunk_size)
                 )
-                _write(translations, count, out, numbered, scores, options.attention)
+                out.write(format_lines(chunk, translations, first, rows, options.attention))
+                out.flush()
                 if progress is not None:
                     progress.update(len(chunk))
                 count += len(chunk)
@@ -261,21 +266,6 @@ def _chunk_seeded(options: DecodeOptions, first: int, chunk_size: int) -> Decode
     key = np.random.SeedSequence([options.sampling.seed, first // chunk_size])
     sampling = dataclasses.replace(options.sampling, seed=int(key.generate_state(1)[0]))
     return dataclasses.replace(options, sampling=sampling)
-
-
-def _write(translations: list[Translation], first: int, out: TextIO, numbered, scores, alignment):
-    for offset, translation in enumerate(translations):
-        for candidate in translation.candidates:
-            fields = [" ".join(candidate.text.split())]  # no newline may shift later lines
-            if numbered:
-                fields.insert(0, str(first + offset))
-            if numbered or scores:
-                fields.append(f"{candidate.score:.4f}")
-            if alignment:
-                pairs = enumerate((candidate.alignment or [])[:-1])  # EOS has no piece
-                fields.append(" ".join(f"{source}-{target}" for target, source in pairs))
-            out.write(" ||| ".join(fields) + "\n")
-    out.flush()
 
 
 def input_lines(path: str | None, replace_bad_utf8: bool = False, skip: int = 0) -> Iterator[str]:

@@ -38,8 +38,7 @@ def _translate(args: argparse.Namespace) -> None:
         args.input,
         output,
         options,
-        numbered=args.n_best is not None,
-        scores=args.scores,
+        rows=args.scores or args.n_best is not None,  # --alignment: in the options
         resume=args.resume,
         replace_bad_utf8=args.replace_bad_utf8,
         log=_log,
@@ -65,28 +64,71 @@ def _score(args: argparse.Namespace) -> None:
     from ..score import format_report, score_files
 
     check_output(None)  # the scores go to stdout: refused before the work if it is closed
-    result = score_files(args.ref, args.hyp, args.ter, args.paired_bs, args.src, args.plot)
+    result = score_files(args.ref, args.hyp, args.ter, args.paired_bs, args.src, args.output)
     if args.json:
         _say(json.dumps(result[args.hyp[0]] if len(result) == 1 else result))
     else:
         _say(format_report(result, args.hyp))
+    if args.output:
+        _log(f"wrote {args.output}")
 
 
 def _attention(args: argparse.Namespace) -> None:
-    from ..plots import plot_attention
+    """``translate attention``: a heatmap per sentence, into -o FILE (one sentence) or
+    --out-dir DIR (attention-N.png, N the sentence's place), each refused before the model
+    loads where it cannot be written."""
+    from ..plots import check_png_path, plot_attention
     from ..translator import Translator
 
-    folder = Path(args.output)
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"cannot write into {folder}: it is not a folder")
-    if not all(sentence.strip() for sentence in args.sentences):
-        raise UserError("attention needs sentences to translate, got a blank one")
+    sentences = _attention_sentences(args)
+    if args.output is not None:
+        if Path(args.output).is_dir():
+            raise UserError(
+                f"-o names one PNG file and {args.output} is a folder: --out-dir "
+                f"{args.output} writes one attention-N.png per sentence into it"
+            )
+        if len(sentences) > 1:
+            raise UserError(
+                f"-o names one PNG file, but there are {len(sentences)} sentences: --out-dir "
+                "DIR writes one attention-N.png per sentence"
+            )
+        paths = [check_png_path(args.output)]
+    else:
+        folder = Path(args.out_dir)
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"cannot write into {folder}: it is not a folder")
+        paths = [folder / f"attention-{n}.png" for n in sentences]
     translator = Translator.from_dirs(args.model)
     translator.check(DecodeOptions(attention=True))  # before the folder is made
-    folder.mkdir(parents=True, exist_ok=True)
-    for n, sentence in enumerate(args.sentences, 1):
+    if args.out_dir is not None:
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    for path, sentence in zip(paths, sentences.values()):
         src, tgt, weights = translator.attention(sentence)
-        plot_attention(weights.numpy(), src, tgt, folder / f"attention-{n}.png")
+        plot_attention(weights.numpy(), src, tgt, path)
+    names = [str(p) for p in paths]
+    if len(names) > 3:
+        names = [names[0], "...", names[-1]]
+    _log(f"wrote {len(paths)} attention plot{'s' * (len(paths) > 1)}: {', '.join(names)}")
+
+
+def _attention_sentences(args: argparse.Namespace) -> dict[int, str]:
+    """The sentences of ``translate attention`` by their place, from 1: the arguments (a
+    blank one refused), else the non-blank lines of -i FILE or of stdin, by line number."""
+    from ..translator import input_lines
+
+    if args.sentences:
+        if args.input is not None:
+            raise UserError("give sentences as arguments or with -i, not both")
+        if not all(sentence.strip() for sentence in args.sentences):
+            raise UserError("attention needs sentences to translate, got a blank one")
+        return dict(enumerate(args.sentences, 1))
+    if args.input is None and sys.stdin is not None and sys.stdin.isatty():
+        raise UserError("no sentences: give them as arguments, with -i FILE, or on stdin")
+    lines = enumerate(input_lines(args.input), 1)
+    sentences = {n: line.rstrip("\r\n") for n, line in lines if line.strip()}
+    if not sentences:
+        raise UserError(f"no sentences to draw: {args.input or 'stdin'} has no non-blank line")
+    return sentences
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -105,17 +147,21 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "tune":
         _tune(args)
     elif args.command == "average":
+        from ..modeldir import WEIGHTS
         from ..train.average import average_checkpoints
 
         paths = average_checkpoints(args.model, args.last)
-        _say(f"averaged {len(paths)} checkpoints into {args.model}/model.safetensors")
+        _say(f"averaged {len(paths)} checkpoints into {args.model}/{WEIGHTS}")
     elif args.command == "plot":
         from ..plots import plot_training_curves
 
         metrics = Path(args.model) / "metrics.jsonl"
+        if not Path(args.model).is_dir():
+            raise UserError(f"model directory not found: {args.model}")
         if not metrics.is_file():
             raise UserError(f"{metrics} not found")
         plot_training_curves(metrics, args.output)
+        _log(f"wrote {args.output}")
     elif args.command == "serve":
         from ..serve.http import serve
 

@@ -1,15 +1,24 @@
-"""The command line's parser: every subcommand with its arguments, and the argparse types that
-range-check numbers as they are parsed (a value out of range is a usage error naming its flag,
-exit status 2). Nothing here imports torch, so that --help starts at once."""
+"""The command line's parser: every subcommand with its arguments (their types and actions:
+:mod:`.arguments`). Nothing here imports torch, so that --help starts at once."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 
 from ..decoding import add_decoding_flags, flag_type
+from ..output import CHUNK_LINES
 from ..serve.options import ServeOptions
+from .arguments import (
+    OneModel,
+    ShowVersion,
+    checkpoint_count,
+    non_negative_float,
+    non_negative_int,
+    port_number,
+    positive_float,
+    positive_int,
+)
 
 EXAMPLES = """\
 examples:
@@ -19,32 +28,21 @@ examples:
   echo "Ein Hund läuft." | translate translate -m exp/m30k
   translate score -r test.en test.hyp.en
 """
+TRANSLATE_FORMAT = """\
+Translate one sentence per line, in input order. What is written: with none
+of --scores, --alignment and --n-best, plain text, one line per input line (a
+blank line for a blank one). With any of them, rows whose columns never move,
+fields separated by ' ||| ':
 
+  LINE ||| TEXT ||| SCORE ||| ALIGNMENT
 
-def number_type(kind: type, requirement: str, ok, name: str):
-    """An argparse ``type=``: the text as a finite ``kind`` for which ``ok`` holds, else
-    "must be an integer REQUIREMENT, got TEXT"."""
-    noun = {int: "an integer", float: "a number"}[kind]
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
-        if not (math.isfinite(value) and ok(value)):
-            raise argparse.ArgumentTypeError(f"must be {noun} {requirement}, got {value!r}")
-        return value
-
-    parse.__name__ = name  # argparse names the type in some messages
-    return parse
-
-
-positive_int = number_type(int, ">= 1", lambda n: n >= 1, "positive_int")
-non_negative_int = number_type(int, ">= 0", lambda n: n >= 0, "non_negative_int")
-port_number = number_type(int, "from 0 to 65535", lambda n: 0 <= n <= 65535, "port_number")
-positive_float = number_type(float, "> 0", lambda x: x > 0, "positive_float")
-non_negative_float = number_type(float, ">= 0", lambda x: x >= 0, "non_negative_float")
-_checkpoint_count = number_type(int, ">= 2 (an average of several)", lambda n: n >= 2, "count")
+LINE: the input line, counted from 0; TEXT: the translation; SCORE: its
+log-probability (EOS included) divided by the length penalty (see
+--length-penalty); ALIGNMENT, only with --alignment: SRC-TGT pairs of subword
+pieces, counted from 0. --n-best N writes N rows per input line, best first
+(N = 1 too); a blank input line gives one row, of empty TEXT and SCORE 0.0000.
+--resume continues either format.
+"""
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -55,20 +53,6 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
         metavar="section.key=value",
         help="override config values, e.g. train.lr=0.0005 model.cell=lstm out_dir=exp/run1",
     )
-
-
-class OneModel(argparse.Action):
-    """``-m`` of a command that takes one model directory: given twice, a usage error rather
-    than the last one silently winning."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        if getattr(namespace, self.dest, None) is not None:
-            raise argparse.ArgumentError(
-                self,
-                "given more than once: this command takes one model directory (ensembles of "
-                "several: translate, tune, serve and attention)",
-            )
-        setattr(namespace, self.dest, values)
 
 
 def add_models(parser: argparse.ArgumentParser, what: str) -> None:
@@ -120,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--version", action=ShowVersion, help="show the versions of translate, torch and Python"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _prepare_parser(sub)
     _train_parser(sub)
@@ -150,8 +137,8 @@ def _train_parser(sub) -> None:
         help="train a model; out_dir becomes a self-contained model directory",
         description="Prepare the data if needed, then train with teacher forcing, Adam and "
         "gradient clipping, validating on data.dev every train.valid_every steps. The best "
-        "model (by dev BLEU) is kept in out_dir/model.safetensors; metrics go to out_dir/metrics.jsonl. "
-        "A run resumes from out_dir/checkpoint.pt by itself. Several processes or machines: "
+        "model (by dev BLEU) is kept in out_dir/model.safetensors; metrics go to "
+        "out_dir/metrics.jsonl. A run resumes from out_dir/checkpoint.pt by itself. Several processes or machines: "
         "torchrun --nproc_per_node N -m translate train CONFIG (train.batch_tokens is the "
         "batch of all of them together; gloo on CPUs, NCCL when every process has a GPU).",
     )
@@ -162,8 +149,8 @@ def _translate_parser(sub) -> None:
     tr = sub.add_parser(
         "translate",
         help="translate lines from a file or stdin",
-        description="Translate one sentence per line. Output has exactly one line per input "
-        "line, in input order; blank input lines give blank output lines.",
+        description=TRANSLATE_FORMAT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_models(tr, "model directory written by 'train'")
     tr.add_argument("-i", "--input", help="input file (default: stdin)")
@@ -180,7 +167,9 @@ def _translate_parser(sub) -> None:
         "--resume",
         action="store_true",
         help="continue the partly written OUTPUT.tmp that an interrupted run left (a regular "
-        "file's; without --n-best or --sample)",
+        "file's), after its whole lines; give the interrupted run's flags. A sampled "
+        f"(--sample) output is continued from a multiple of {CHUNK_LINES} lines, so that it is "
+        "what an uninterrupted run writes",
     )
     tr.add_argument(
         "--replace-bad-utf8",
@@ -190,9 +179,10 @@ def _translate_parser(sub) -> None:
     tr.add_argument(
         "--scores",
         action="store_true",
-        help="write 'TEXT ||| SCORE': SCORE is the translation's log-probability (EOS included) "
-        "divided by the length penalty ((5 + length) / 6) ** ALPHA, whichever the search "
-        "(greedy, beam, --sample); see --length-penalty",
+        help="write rows 'LINE ||| TEXT ||| SCORE' (see above) instead of plain text: SCORE is "
+        "the translation's log-probability (EOS included) divided by the length penalty "
+        "((5 + length) / 6) ** ALPHA, whichever the search (greedy, beam, --sample); see "
+        "--length-penalty",
     )
 
 
@@ -229,11 +219,12 @@ def _average_parser(sub) -> None:
         help="average the last N checkpoints into model.safetensors",
         description="Average the weights of the N most recent checkpoints in "
         "MODEL/checkpoints (train with train.keep_checkpoints=N) into "
-        "MODEL/model.safetensors; the previous one is kept as model.single.safetensors.",
+        "MODEL/model.safetensors; the weights training chose are kept as "
+        "model.single.safetensors.",
     )
     av.add_argument("-m", "--model", action=OneModel, required=True, help="model directory")
     av.add_argument(
-        "-n", "--last", type=_checkpoint_count, default=5, help="how many, >= 2 (default: 5)"
+        "-n", "--last", type=checkpoint_count, default=5, help="how many, >= 2 (default: 5)"
     )
 
 
@@ -242,8 +233,9 @@ def _score_parser(sub) -> None:
         "score",
         help="BLEU and chrF (and TER) of hypothesis files, with sacrebleu signatures",
         description="Score detokenized hypotheses against one reference file with sacrebleu "
-        "(BLEU with the 13a tokenizer, chrF; every file must have the same number of lines). "
-        "With several systems, the first is the baseline of --paired-bs.",
+        "(BLEU with the 13a tokenizer, chrF; every file must have the same number of lines) "
+        "and print the scores. With several systems, the first is the baseline of "
+        "--paired-bs.",
     )
     sc.add_argument("-r", "--ref", required=True, help="reference file")
     sc.add_argument("hyp", nargs="+", help="hypothesis file(s)")
@@ -259,7 +251,14 @@ def _score_parser(sub) -> None:
         "against the first, with p-values",
     )
     sc.add_argument("--src", help="source file: adds BLEU by source-length bucket")
-    sc.add_argument("--plot", help="with --src: also draw the buckets as a PNG chart")
+    sc.add_argument(
+        "-o",
+        "--output",
+        "--plot",
+        metavar="PNG",
+        help="with --src: the file to draw BLEU by source length into, as a PNG chart (the "
+        "scores themselves are printed; --plot is this option's earlier name)",
+    )
 
 
 def _plot_parser(sub) -> None:
@@ -269,7 +268,7 @@ def _plot_parser(sub) -> None:
         description="Draw loss, dev BLEU and learning rate from metrics.jsonl.",
     )
     pl.add_argument("-m", "--model", action=OneModel, required=True, help="model directory")
-    pl.add_argument("-o", "--output", required=True, help="PNG file to write")
+    pl.add_argument("-o", "--output", required=True, metavar="PNG", help="the PNG file to write")
 
 
 def _serve_parser(sub) -> None:
@@ -348,13 +347,20 @@ def _attention_parser(sub) -> None:
     at = sub.add_parser(
         "attention",
         help="attention heatmaps (PNG) for chosen sentences",
-        description="Translate each sentence and draw the attention weights "
-        "the model used, one PNG per sentence.",
+        description="Translate each sentence and draw the attention weights the model used: "
+        "-o FILE.png for one sentence, --out-dir DIR for any number (DIR/attention-N.png, N "
+        "the sentence's place: its argument, or its line of the input; blank lines skipped). "
+        "The sentences are the arguments, else the lines of -i FILE, else of stdin.",
     )
     add_models(
         at,
         "model directory with attention (an ensemble draws the mean attention of its models "
         "that have it)",
     )
-    at.add_argument("-o", "--output", required=True, help="folder for attention-N.png files")
-    at.add_argument("sentences", nargs="+", help="source sentences")
+    where = at.add_mutually_exclusive_group(required=True)
+    where.add_argument("-o", "--output", metavar="PNG", help="the PNG file of one sentence")
+    where.add_argument(
+        "--out-dir", metavar="DIR", help="the folder to write attention-N.png into (made if new)"
+    )
+    at.add_argument("-i", "--input", help="a file of sentences, one a line ('-': stdin)")
+    at.add_argument("sentences", nargs="*", help="source sentences")
