@@ -495,7 +495,17 @@ FLAGS = {
             ShownBy("test_plots.py::test_attention_writes_one_heatmap_per_sentence"),
             ShownBy("test_plots.py::test_attention_from_a_model_without_it_is_one_line"),
         ],
-        "--output": [ShownBy("test_plots.py::test_attention_writes_one_heatmap_per_sentence")],
+        "--output": [
+            ShownBy(
+                "test_plots.py::test_attention_draws_one_sentence_into_o_and_reads_a_file_or_stdin"
+            )
+        ],
+        "--out-dir": [ShownBy("test_plots.py::test_attention_writes_one_heatmap_per_sentence")],
+        "--input": [
+            ShownBy(
+                "test_plots.py::test_attention_draws_one_sentence_into_o_and_reads_a_file_or_stdin"
+            )
+        ],
         "sentences": [ShownBy("test_plots.py::test_attention_writes_one_heatmap_per_sentence")],
     },
 }
