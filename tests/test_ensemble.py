@@ -123,6 +123,7 @@ def test_one_model_and_a_model_with_itself_translate_as_the_model_alone(
     assert translate(model_dir) == expected
     assert translate(model_dir, model_dir) == expected
     assert type(Translator.from_dirs([model_dir]).model) is Seq2Seq
+    assert type(Translator.from_dirs(str(model_dir)).model) is Seq2Seq  # one path, not letters
     assert isinstance(Translator.from_dirs([model_dir] * 2).model, Ensemble)
 
 

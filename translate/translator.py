@@ -116,7 +116,10 @@ class Translator:
         sides (else refused, naming both directories); they may differ in architecture. The
         first one gives the decoding defaults, the length limits and the batch size, and
         splits the source into pieces. Device, dtype and quantization apply to every one.
+        A single path (a string, not a list) is one directory, not a sequence of letters.
         """
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
         if quantize not in (None, "int8"):
             raise UserError(f"quantize must be int8, got {quantize!r}")
         if not paths:
