@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -20,12 +19,11 @@ from tests.conftest import tiny_config
 pytest.importorskip("onnxruntime")
 
 from translate import search as torch_search  # noqa: E402
-from translate import translator as torch_translator  # noqa: E402
 from translate.decoding import DecodeOptions, Sampling  # noqa: E402
 from translate.errors import UserError  # noqa: E402
 from translate.export import search as numpy_search  # noqa: E402
 from translate.export.directory import export_model  # noqa: E402
-from translate.export.engine import Candidate, OnnxTranslator, Translation  # noqa: E402
+from translate.export.engine import OnnxTranslator, Translation  # noqa: E402
 from translate.train.loop import train  # noqa: E402
 from translate.translator import Translator  # noqa: E402
 
@@ -207,15 +205,6 @@ def test_the_defaults_batching_and_order_are_the_models(exported, trained_dir):
     together = engine.translate(lines, beam=3)
     assert together == [engine.translate([line], beam=3)[0] for line in lines]
     assert together[2] == ""
-
-
-def test_result_types_have_the_translators_fields():
-    for ours, theirs in [
-        (Candidate, torch_translator.Candidate),
-        (Translation, torch_translator.Translation),
-    ]:
-        mine = [(f.name, f.default) for f in dataclasses.fields(ours)]
-        assert mine == [(f.name, f.default) for f in dataclasses.fields(theirs)]
 
 
 def test_what_the_engine_cannot_do_is_refused_in_one_line(exported):

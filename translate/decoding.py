@@ -247,3 +247,31 @@ def options_from_flags(args: argparse.Namespace, defaults: DecodeOptions) -> Dec
         )
     except DecodingError as err:
         raise UserError(err.naming(flag_name(err.setting))) from None
+
+
+@dataclass
+class Candidate:
+    """One translation of a line: its text, score (the log-probability divided by the length
+    penalty) and log-probability; with attention asked for, its pieces, the attention weights
+    (one row per target piece, EOS included, over the source pieces and EOS) and the alignment
+    (for each target piece, the source piece it attends to most)."""
+
+    text: str
+    score: float
+    log_prob: float = 0.0
+    pieces: list[str] | None = None
+    attention: list[list[float]] | None = None
+    alignment: list[int] | None = None
+
+
+@dataclass
+class Translation:
+    """What one input line became: its candidates, best first."""
+
+    candidates: list[Candidate]
+    truncated: bool = False  # the source was cut to the model's length limit first
+    source_pieces: list[str] | None = None  # with attention: the pieces it was read as
+
+    @property
+    def text(self) -> str:
+        return self.candidates[0].text

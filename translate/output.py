@@ -9,23 +9,30 @@ be written, and leaves no OUT.tmp behind (only an interruption keeps it, for ``-
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import re
 import shutil
 import stat
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+import numpy as np
+
+from .data.corpus import utf8_lines
 from .errors import UserError
 
 if TYPE_CHECKING:
-    from .decoding import DecodeOptions
-    from .translator import Translation, Translator
+    from .decoding import DecodeOptions, Translation
+    from .export.engine import OnnxTranslator
+    from .translator import Translator
+
+    Engine = Translator | OnnxTranslator  # what translates: PyTorch's model or the ONNX graphs
 
 CHUNK_LINES = 2000  # lines of a stream translated (and, sampling, drawn for) at once
 SEPARATOR = " ||| "  # between the columns of a row
@@ -112,7 +119,7 @@ def format_lines(
 
 
 def translate_file(
-    translator: Translator,
+    translator: Engine,
     source: str | None,
     output: Path | None,
     options: DecodeOptions,
@@ -127,8 +134,6 @@ def translate_file(
     continued after its whole lines. Returns how many lines were translated and how many cut."""
     from tqdm import tqdm
 
-    from .translator import input_lines
-
     rows = rows or wants_rows(options)
     if resume and output is None:
         raise UserError("--resume continues an output file: give -o")
@@ -137,8 +142,8 @@ def translate_file(
         raise UserError(f"--resume continues a regular file; {output} is not one")
     lines = input_lines(source, replace_bad_utf8)  # refused now if it cannot be read
     if checked is None:
-        count, truncated = translator.translate_stream(
-            lines, Writer(sys.stdout, "stdout"), options, CHUNK_LINES, rows=rows
+        count, truncated = translate_stream(
+            translator, lines, Writer(sys.stdout, "stdout"), options, CHUNK_LINES, rows=rows
         )
     else:
         # sampling draws for a chunk of lines at once: a resumed run starts at a chunk, so that
@@ -153,8 +158,8 @@ def translate_file(
             with tqdm(  # on a terminal only: a log file gets the lines below, not a bar
                 desc="translate", unit="line", mininterval=1.0, initial=done, disable=None
             ) as progress:
-                count, truncated = translator.translate_stream(
-                    lines, out, options, CHUNK_LINES, progress, rows=rows, first_line=done
+                count, truncated = translate_stream(
+                    translator, lines, out, options, CHUNK_LINES, progress, rows, done
                 )
         what = f"the rows of {done + count} input lines" if rows else f"{done + count} lines"
         log(f"wrote {what} to {output}")
@@ -164,6 +169,88 @@ def translate_file(
             f"{translator.max_source_len} subwords were truncated to that length"
         )
     return count, truncated
+
+
+def translate_stream(
+    engine: Engine,
+    lines: Iterable[str],
+    out: TextIO,
+    options: DecodeOptions | None = None,
+    chunk_size: int = CHUNK_LINES,
+    progress=None,
+    rows: bool = False,
+    first_line: int = 0,
+) -> tuple[int, int]:
+    """Translate an iterable of lines in chunks with ``engine`` (a Translator or an
+    OnnxTranslator), writing them as :func:`format_lines` does: plain text, one line out per
+    line in; or with ``rows`` (implied by n-best or attention in the options) rows ``LINE |||
+    TEXT ||| SCORE [||| ALIGNMENT]``, LINE counted from ``first_line`` (where a resumed run
+    starts). Returns how many lines were translated and how many were cut to the length
+    limit."""
+    options = options if options is not None else engine.defaults
+    rows = rows or wants_rows(options)
+    count, truncated, chunk = 0, 0, []
+    for line in itertools.chain(lines, [None]):  # None: the end, to flush the last chunk
+        if line is not None:
+            chunk.append(line.rstrip("\n").removesuffix("\r"))
+        if len(chunk) == chunk_size or (line is None and chunk):
+            first = first_line + count
+            translations = engine.translate_batch(chunk, _chunk_seeded(options, first, chunk_size))
+            out.write(format_lines(chunk, translations, first, rows, options.attention))
+            out.flush()
+            if progress is not None:
+                progress.update(len(chunk))
+            count += len(chunk)
+            truncated += sum(t.truncated for t in translations)
+            chunk = []
+    return count, truncated
+
+
+def _chunk_seeded(options: DecodeOptions, first: int, chunk_size: int) -> DecodeOptions:
+    """With sampling, each chunk of a stream draws from its own stream of the seed."""
+    if options.sampling is None:
+        return options
+    key = np.random.SeedSequence([options.sampling.seed, first // chunk_size])
+    sampling = dataclasses.replace(options.sampling, seed=int(key.generate_state(1)[0]))
+    return dataclasses.replace(options, sampling=sampling)
+
+
+def input_lines(path: str | None, replace_bad_utf8: bool = False, skip: int = 0) -> Iterator[str]:
+    """Lines of a file (or stdin for None / '-'), split on ``\\n`` only, read as they come.
+
+    An input that cannot be read (missing, a directory, a closed stdin) is refused at once; a
+    line that is not UTF-8 is an error naming its number when it is reached, or with
+    ``replace_bad_utf8`` is decoded with U+FFFD for the bad bytes. The first ``skip`` lines are
+    passed over.
+    """
+    hint = "--replace-bad-utf8 translates it with U+FFFD for the bad bytes"
+    if path in (None, "-"):
+        if sys.stdin is None:
+            raise UserError("cannot read stdin: it is closed")
+        return _read(
+            None, "stdin", utf8_lines(sys.stdin.buffer, "stdin", replace_bad_utf8, hint, skip)
+        )
+    if Path(path).is_dir():
+        raise UserError(f"cannot read {path}: it is a directory")
+    if not Path(path).exists():
+        raise UserError(f"input file not found: {path}")
+    try:
+        stream = open(path, "rb")
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror or err}") from None
+    return _read(stream, path, utf8_lines(stream, path, replace_bad_utf8, hint, skip))
+
+
+def _read(stream, name: str, lines: Iterator[str]) -> Iterator[str]:
+    """``lines``, with a failed read a one-line error naming ``name``, and ``stream`` (if any)
+    closed when they end or are abandoned."""
+    try:
+        yield from lines
+    except OSError as err:
+        raise UserError(f"cannot read {name}: {err.strerror or err}") from None
+    finally:
+        if stream is not None:
+            stream.close()
 
 
 class Writer:

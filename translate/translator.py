@@ -2,58 +2,25 @@
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
 import torch
 from torch import nn
 
 from .config import Config
 from .data.batches import pair_batch
-from .data.corpus import utf8_lines
 from .data.vocab import EOS, Vocab
-from .decoding import DecodeOptions
+from .decoding import Candidate, DecodeOptions, Translation
 from .errors import UserError
 from .model.ensemble import Ensemble, members, vocabulary_difference
 from .model.seq2seq import Seq2Seq, build_model, reverse_padded
 from .modeldir import ModelDirError, ModelFiles, read_model_dir
-from .output import CHUNK_LINES, format_lines, wants_rows
+from .output import CHUNK_LINES, translate_stream
 from .runtime import autocast, pick_device, resolve_dtype
 from .search import search_batches
-
-
-@dataclass
-class Candidate:
-    """One translation of a line: its text, score (the log-probability divided by the length
-    penalty) and log-probability; with attention asked for, its pieces, the attention weights
-    (one row per target piece, EOS included, over the source pieces and EOS) and the alignment
-    (for each target piece, the source piece it attends to most)."""
-
-    text: str
-    score: float
-    log_prob: float = 0.0
-    pieces: list[str] | None = None
-    attention: list[list[float]] | None = None
-    alignment: list[int] | None = None
-
-
-@dataclass
-class Translation:
-    """What one input line became: its candidates, best first."""
-
-    candidates: list[Candidate]
-    truncated: bool = False  # the source was cut to the model's length limit first
-    source_pieces: list[str] | None = None  # with attention: the pieces it was read as
-
-    @property
-    def text(self) -> str:
-        return self.candidates[0].text
 
 
 def quantize_int8(model: Seq2Seq) -> Seq2Seq:
@@ -235,78 +202,9 @@ class Translator:
         rows: bool = False,
         first_line: int = 0,
     ) -> tuple[int, int]:
-        """Translate an iterable of lines in chunks, writing them as
-        :func:`~translate.output.format_lines` does: plain text, one line out per line in; or
-        with ``rows`` (implied by n-best or attention in the options) rows ``LINE ||| TEXT |||
-        SCORE [||| ALIGNMENT]``, LINE counted from ``first_line`` (where a resumed run
-        starts). Returns how many lines were translated and how many were cut to the length
-        limit."""
-        options = options if options is not None else self.defaults
-        rows = rows or wants_rows(options)
-        count, truncated, chunk = 0, 0, []
-        for line in itertools.chain(lines, [None]):  # None: the end, to flush the last chunk
-            if line is not None:
-                chunk.append(line.rstrip("\n").removesuffix("\r"))
-            if len(chunk) == chunk_size or (line is None and chunk):
-                first = first_line + count
-                translations = self.translate_batch(
-                    chunk, _chunk_seeded(options, first, chunk_size)
-                )
-                out.write(format_lines(chunk, translations, first, rows, options.attention))
-                out.flush()
-                if progress is not None:
-                    progress.update(len(chunk))
-                count += len(chunk)
-                truncated += sum(t.truncated for t in translations)
-                chunk = []
-        return count, truncated
-
-
-def _chunk_seeded(options: DecodeOptions, first: int, chunk_size: int) -> DecodeOptions:
-    """With sampling, each chunk of a stream draws from its own stream of the seed."""
-    if options.sampling is None:
-        return options
-    key = np.random.SeedSequence([options.sampling.seed, first // chunk_size])
-    sampling = dataclasses.replace(options.sampling, seed=int(key.generate_state(1)[0]))
-    return dataclasses.replace(options, sampling=sampling)
-
-
-def input_lines(path: str | None, replace_bad_utf8: bool = False, skip: int = 0) -> Iterator[str]:
-    """Lines of a file (or stdin for None / '-'), split on ``\\n`` only, read as they come.
-
-    An input that cannot be read (missing, a directory, a closed stdin) is refused at once; a
-    line that is not UTF-8 is an error naming its number when it is reached, or with
-    ``replace_bad_utf8`` is decoded with U+FFFD for the bad bytes. The first ``skip`` lines are
-    passed over.
-    """
-    hint = "--replace-bad-utf8 translates it with U+FFFD for the bad bytes"
-    if path in (None, "-"):
-        if sys.stdin is None:
-            raise UserError("cannot read stdin: it is closed")
-        return _read(
-            None, "stdin", utf8_lines(sys.stdin.buffer, "stdin", replace_bad_utf8, hint, skip)
-        )
-    if Path(path).is_dir():
-        raise UserError(f"cannot read {path}: it is a directory")
-    if not Path(path).exists():
-        raise UserError(f"input file not found: {path}")
-    try:
-        stream = open(path, "rb")
-    except OSError as err:
-        raise UserError(f"cannot read {path}: {err.strerror or err}") from None
-    return _read(stream, path, utf8_lines(stream, path, replace_bad_utf8, hint, skip))
-
-
-def _read(stream, name: str, lines: Iterator[str]) -> Iterator[str]:
-    """``lines``, with a failed read a one-line error naming ``name``, and ``stream`` (if any)
-    closed when they end or are abandoned."""
-    try:
-        yield from lines
-    except OSError as err:
-        raise UserError(f"cannot read {name}: {err.strerror or err}") from None
-    finally:
-        if stream is not None:
-            stream.close()
+        """:func:`translate.output.translate_stream` with this model: lines in chunks into
+        ``out``, plain or as rows. Returns how many lines were translated and how many cut."""
+        return translate_stream(self, lines, out, options, chunk_size, progress, rows, first_line)
 
 
 def _load(path: str | Path) -> tuple[ModelFiles, Seq2Seq]:

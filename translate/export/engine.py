@@ -8,43 +8,16 @@ Nothing on this path imports torch, so a service can install translate without i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 import sentencepiece
 
-from ..decoding import DecodeOptions
+from ..decoding import Candidate, DecodeOptions, Translation
 from ..errors import UserError
 from .manifest import ExportError, Manifest, read_manifest
 from .search import EOS, PAD, beam_search, greedy_search, max_lengths
-
-
-@dataclass
-class Candidate:
-    """One translation of a line: :class:`translate.translator.Candidate`'s fields (that module
-    imports torch), of which this engine fills text, score and log_prob."""
-
-    text: str
-    score: float
-    log_prob: float = 0.0
-    pieces: list[str] | None = None
-    attention: list[list[float]] | None = None
-    alignment: list[int] | None = None
-
-
-@dataclass
-class Translation:
-    """What one input line became: :class:`translate.translator.Translation`'s fields."""
-
-    candidates: list[Candidate]
-    truncated: bool = False
-    source_pieces: list[str] | None = None
-
-    @property
-    def text(self) -> str:
-        return self.candidates[0].text
 
 
 class OnnxModel:
