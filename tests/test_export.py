@@ -4,6 +4,7 @@ int8 graphs are quantized; the export directory and its refusals."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -22,6 +23,7 @@ from translate.export.directory import export_model  # noqa: E402
 from translate.export.graphs import EncoderGraph, export_graphs  # noqa: E402
 from translate.export.manifest import ExportError, read_manifest  # noqa: E402
 from translate.export.quantize import quantize_graph  # noqa: E402
+from translate.export.tied import store_tied_once  # noqa: E402
 from translate.model.seq2seq import build_model  # noqa: E402
 
 ATTENTION = [
@@ -152,6 +154,31 @@ def test_int8_graphs_are_quantized_smaller_and_close():
     ours, theirs = int8_pairs[1]  # the log-probabilities
     assert np.abs(theirs - ours).max() < 0.05
     assert (theirs.argmax(axis=1) == ours.argmax(axis=1)).mean() >= 0.75
+
+
+def table_copies(graph: bytes, vocab: int, width: int) -> int:
+    """How many constants of a graph have a (vocab, width) table's size, either way round."""
+    shapes = [tuple(init.dims) for init in onnx.load_from_string(graph).graph.initializer]
+    return sum(shape in {(vocab, width), (width, vocab)} for shape in shapes)
+
+
+def test_a_tied_table_is_stored_once_in_the_step_and_computes_the_same():
+    torch.manual_seed(0)
+    cfg = ModelConfig(emb_dim=64, hidden_dim=64, attention="general", tie_embeddings=True)
+    model = build_model(cfg, 500, 500).eval()
+    encoder, traced = export_graphs(model)
+    assert table_copies(traced, 500, 64) == 2  # what the exporter writes: table and transpose
+    step, int8 = store_tied_once(traced), quantize_graph(traced)
+    assert table_copies(step, 500, 64) == 1 and table_copies(int8, 500, 64) == 1
+    assert len(step) < 0.75 * len(traced)
+    tokens, lengths = torch.tensor([[5, 6, 7, 3], [4, 3, 0, 0]]), np.array([4, 2])
+    for ours, theirs in run_both(model, encoder, step, tokens, lengths, 3):
+        np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
+    ours, theirs = run_both(model, quantize_graph(encoder), int8, tokens, lengths, 3)[1]
+    assert np.abs(theirs - ours).max() < 0.05
+    untied = build_model(dataclasses.replace(cfg, tie_embeddings=False), 500, 500).eval()
+    _, untied_step = export_graphs(untied)
+    assert store_tied_once(untied_step) == untied_step  # nothing tied: left as it is
 
 
 def test_an_export_directory_holds_what_the_manifest_names(trained_dir, tmp_path):

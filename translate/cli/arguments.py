@@ -1,6 +1,6 @@
-"""The argparse types and actions of the command line: numbers range-checked as they are parsed
-(a value out of range is a usage error naming its flag, exit status 2), ``-m`` given once, and
-``--version``."""
+"""The argparse texts, types and actions of the command line: the examples and the translate
+output format shown by --help, numbers range-checked as they are parsed (a value out of range is
+a usage error naming its flag, exit status 2), ``-m`` given once, and ``--version``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,30 @@ import argparse
 import math
 import platform
 from importlib.metadata import PackageNotFoundError, version
+
+EXAMPLES = """\
+examples:
+  translate train recipes/toy/config.yaml
+  translate train recipes/multi30k/config.yaml out_dir=exp/m30k train.max_minutes=30
+  translate translate -m exp/m30k -i test.de -o test.hyp.en --beam 5
+  echo "Ein Hund läuft." | translate translate -m exp/m30k
+  translate score -r test.en test.hyp.en
+"""
+TRANSLATE_FORMAT = """\
+Translate one sentence per line, in input order. What is written: with none
+of --scores, --alignment and --n-best, plain text, one line per input line (a
+blank line for a blank one). With any of them, rows whose columns never move,
+fields separated by ' ||| ':
+
+  LINE ||| TEXT ||| SCORE ||| ALIGNMENT
+
+LINE: the input line, counted from 0; TEXT: the translation; SCORE: its
+log-probability (EOS included) divided by the length penalty (see
+--length-penalty); ALIGNMENT, only with --alignment: SRC-TGT pairs of subword
+pieces, counted from 0. --n-best N writes N rows per input line, best first
+(N = 1 too); a blank input line gives one row, of empty TEXT and SCORE 0.0000.
+--resume continues either format.
+"""
 
 
 def number_type(kind: type, requirement: str, ok, name: str):

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..config import load_config
 from ..decoding import DecodeOptions, options_from_flags
 from ..errors import UserError
+from ..export.manifest import MANIFEST as EXPORT_MANIFEST
 from ..output import Writer, check_output
 from ..serve.options import ServeOptions
 from .parser import build_parser
@@ -21,18 +22,14 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer a clo
 
 def _translate(args: argparse.Namespace) -> None:
     """``translate translate``: the model's decoding options with the flags', into a file or
-    stdout."""
+    stdout, in PyTorch or (``--engine onnx``) in ONNX Runtime."""
     from ..output import translate_file
-    from ..runtime import set_threads
-    from ..translator import Translator
 
     output = Path(args.output) if args.output else None
     check_output(output)  # before the model is loaded
-    set_threads(args.threads)
-    translator = Translator.from_dirs(
-        args.model, device=args.device, dtype=args.dtype, quantize=args.quantize
-    )
+    translator = _onnx_engine(args) if args.engine == "onnx" else _torch_engine(args)
     options = options_from_flags(args, translator.defaults)
+    translator.check(options)  # what the engine cannot do, before the output is opened
     translate_file(
         translator,
         args.input,
@@ -43,6 +40,76 @@ def _translate(args: argparse.Namespace) -> None:
         replace_bad_utf8=args.replace_bad_utf8,
         log=_log,
     )
+
+
+def _torch_engine(args: argparse.Namespace):
+    """The Translator of ``-m`` (several: an ensemble), run as the runtime flags say."""
+    from ..runtime import set_threads
+    from ..translator import Translator
+
+    for model in args.model:
+        if (Path(model) / EXPORT_MANIFEST).is_file():
+            raise UserError(f"{model} is an ONNX export: translate it with --engine onnx")
+    set_threads(args.threads)
+    return Translator.from_dirs(
+        args.model, device=args.device, dtype=args.dtype, quantize=args.quantize
+    )
+
+
+def _onnx_engine(args: argparse.Namespace):
+    """The OnnxTranslator of one export folder (never importing torch); the runtime flags it
+    cannot honour are refused rather than ignored."""
+    from ..export.engine import OnnxTranslator
+
+    if len(args.model) > 1:
+        raise UserError(
+            "--engine onnx translates with one export (-m once); ensembles: --engine torch"
+        )
+    if args.device not in (None, "cpu"):
+        raise UserError(
+            f"--engine onnx runs on the CPU; --device {args.device} needs --engine torch"
+        )
+    if args.dtype != "fp32":
+        raise UserError(
+            f"--engine onnx runs fp32 graphs, or int8 ones with --quantize int8; --dtype "
+            f"{args.dtype} needs --engine torch"
+        )
+    folder = Path(args.model[0])
+    if not (folder / EXPORT_MANIFEST).is_file() and (folder / "config.yaml").is_file():
+        raise UserError(
+            f"{folder} is a model directory, not an export: translate export -m {folder} -o "
+            "OUT writes one, for --engine onnx -m OUT"
+        )
+    return OnnxTranslator.from_dir(folder, int8=args.quantize == "int8", threads=args.threads)
+
+
+def _export(args: argparse.Namespace) -> None:
+    """``translate export``: the graphs, then (``--web``) the page folder; what the page needs
+    from npm is fetched (or found cached) before the slower export, so that a missing npm or
+    registry is said at once."""
+    from ..export.directory import export_model
+    from ..export.web import folder_size, prepare_web, write_web
+
+    output, web = Path(args.output), Path(args.web) if args.web else None
+    if web is not None:
+        if web.absolute() == output.absolute():
+            raise UserError("--web needs a folder of its own, not the export's (-o)")
+        prepare_web(web)
+    export_model(args.model, output, int8=args.int8)
+    precisions = "fp32 and int8" if args.int8 else "fp32"
+    _log(f"wrote {output}: {precisions} ONNX graphs, {_megabytes(folder_size(output)[0])}")
+    if web is not None:
+        write_web(output, web, precision="int8" if args.int8 else "fp32")
+        raw, zipped = folder_size(web)
+        _log(
+            f"wrote {web}: a page that translates in the browser, {_megabytes(raw)} "
+            f"({_megabytes(zipped)} gzipped); serve it as static files, e.g. python -m "
+            f"http.server -d {web}"
+        )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
 
 
 def _tune(args: argparse.Namespace) -> None:
@@ -114,7 +181,7 @@ def _attention(args: argparse.Namespace) -> None:
 def _attention_sentences(args: argparse.Namespace) -> dict[int, str]:
     """The sentences of ``translate attention`` by their place, from 1: the arguments (a
     blank one refused), else the non-blank lines of -i FILE or of stdin, by line number."""
-    from ..translator import input_lines
+    from ..output import input_lines
 
     if args.sentences:
         if args.input is not None:
@@ -168,6 +235,8 @@ def _run(args: argparse.Namespace) -> None:
         serve(args.model, ServeOptions.from_namespace(args))
     elif args.command == "attention":
         _attention(args)
+    elif args.command == "export":
+        _export(args)
 
 
 def main(argv: list[str] | None = None) -> int:

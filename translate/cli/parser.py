@@ -10,6 +10,8 @@ from ..decoding import add_decoding_flags, flag_type
 from ..output import CHUNK_LINES
 from ..serve.options import ServeOptions
 from .arguments import (
+    EXAMPLES,
+    TRANSLATE_FORMAT,
     OneModel,
     ShowVersion,
     checkpoint_count,
@@ -19,30 +21,6 @@ from .arguments import (
     positive_float,
     positive_int,
 )
-
-EXAMPLES = """\
-examples:
-  translate train recipes/toy/config.yaml
-  translate train recipes/multi30k/config.yaml out_dir=exp/m30k train.max_minutes=30
-  translate translate -m exp/m30k -i test.de -o test.hyp.en --beam 5
-  echo "Ein Hund läuft." | translate translate -m exp/m30k
-  translate score -r test.en test.hyp.en
-"""
-TRANSLATE_FORMAT = """\
-Translate one sentence per line, in input order. What is written: with none
-of --scores, --alignment and --n-best, plain text, one line per input line (a
-blank line for a blank one). With any of them, rows whose columns never move,
-fields separated by ' ||| ':
-
-  LINE ||| TEXT ||| SCORE ||| ALIGNMENT
-
-LINE: the input line, counted from 0; TEXT: the translation; SCORE: its
-log-probability (EOS included) divided by the length penalty (see
---length-penalty); ALIGNMENT, only with --alignment: SRC-TGT pairs of subword
-pieces, counted from 0. --n-best N writes N rows per input line, best first
-(N = 1 too); a blank input line gives one row, of empty TEXT and SCORE 0.0000.
---resume continues either format.
-"""
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +73,15 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         help="CPU threads (0, the default: all cores)",
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    parser.add_argument(
+        "--engine",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="torch (the default): -m names model directories, run in PyTorch; onnx: -m names "
+        "one folder written by 'translate export', run in ONNX Runtime without torch (CPU, "
+        "fp32, or its int8 graphs with --quantize int8; greedy and beam search, n-best; no "
+        "sampling or alignments)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     _plot_parser(sub)
     _serve_parser(sub)
     _attention_parser(sub)
+    _export_parser(sub)
     return parser
 
 
@@ -364,3 +352,35 @@ def _attention_parser(sub) -> None:
     )
     at.add_argument("-i", "--input", help="a file of sentences, one a line ('-': stdin)")
     at.add_argument("sentences", nargs="*", help="source sentences")
+
+
+def _export_parser(sub) -> None:
+    ex = sub.add_parser(
+        "export",
+        help="the model as ONNX graphs, to translate without PyTorch and in a browser",
+        description="Write the model's encoder and one decoder step as ONNX graphs (fp32, and "
+        "int8 through ONNX Runtime's dynamic quantization), its SentencePiece model(s) and a "
+        "manifest.json into OUT, after checking the graphs against the model. OUT translates "
+        "with 'translate translate --engine onnx -m OUT' (or serve), which needs only "
+        "onnxruntime, sentencepiece and numpy. --web DIR also writes a static folder whose "
+        "page translates in the browser (ONNX Runtime Web and SentencePiece in WebAssembly, "
+        "from the npm registry at pinned versions: npm is needed once, then they are cached).",
+    )
+    ex.add_argument("-m", "--model", action=OneModel, required=True, help="model directory")
+    ex.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="the export folder: new, empty, or an earlier export (replaced once the new one "
+        "is complete)",
+    )
+    ex.add_argument(
+        "--no-int8", dest="int8", action="store_false", help="write the fp32 graphs only"
+    )
+    ex.add_argument(
+        "--web",
+        metavar="DIR",
+        help="also write a page folder that translates in the browser into DIR (new or empty), "
+        "with the int8 graphs (fp32 with --no-int8); serve it as static files",
+    )

@@ -15,6 +15,7 @@ from ..translator import Translator
 from .graphs import EncoderGraph, StepGraph, export_graphs, graph_tensors
 from .manifest import MANIFEST, ExportError, write_manifest
 from .quantize import quantize_graph
+from .tied import store_tied_once
 
 GRAPH_FILES = {
     "fp32": {"encoder": "encoder.onnx", "step": "step.onnx"},
@@ -33,12 +34,13 @@ def export_model(model_dir: str | Path, out_dir: str | Path, int8: bool = True) 
     _check_target(out_dir)
     translator = Translator.from_dir(model_dir, device="cpu")
     model, cfg = translator.model, translator.cfg
-    encoder_bytes, step_bytes = export_graphs(model)
+    encoder_bytes, traced_step = export_graphs(model)
+    step_bytes = store_tied_once(traced_step)
     _probe(model, encoder_bytes, step_bytes)
     files = {GRAPH_FILES["fp32"]["encoder"]: encoder_bytes, GRAPH_FILES["fp32"]["step"]: step_bytes}
-    if int8:
+    if int8:  # from the traced step, whose two copies quantization tells apart by their use
         files[GRAPH_FILES["int8"]["encoder"]] = quantize_graph(encoder_bytes)
-        files[GRAPH_FILES["int8"]["step"]] = quantize_graph(step_bytes)
+        files[GRAPH_FILES["int8"]["step"]] = quantize_graph(traced_step)
     joint = cfg.data.joint_vocab
     src_spm, tgt_spm = ("spm.model",) * 2 if joint else ("spm.src.model", "spm.tgt.model")
     files[src_spm] = translator.src_vocab.model_proto

@@ -4,8 +4,9 @@ ONNX Runtime quantizes MatMul (to MatMulInteger; a linear layer's Gemm is rewrit
 first) and Gather (an int8 embedding table), not the GRU and RNN ops; its LSTM op it turns into
 one of its own (com.microsoft), which is left out here. So, after it, the weights of every RNN, GRU
 and LSTM op are stored int8 with one scale per output row and a DequantizeLinear in front, which
-ONNX Runtime folds when it loads the graph (smaller files; those products stay fp32). Only
-standard ONNX ops result, which ONNX Runtime Web runs too.
+ONNX Runtime folds when it loads the graph (smaller files; those products stay fp32). A tied
+table (the step's embedding and output layer) is stored once: the embedding gathers columns of
+the output layer's int8 matrix. Only standard ONNX ops result, which ONNX Runtime Web runs too.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ import onnx
 from onnx import helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from .tied import drop_unused_initializers, initializers, share_tied_table, tied_tables
+
 RECURRENT_OPS = ("RNN", "GRU", "LSTM")
 
 
 def quantize_graph(graph_bytes: bytes) -> bytes:
     """The int8 version of an fp32 graph (ONNX bytes)."""
+    tied = tied_tables(onnx.load_from_string(graph_bytes))  # found before quantize renames them
     with tempfile.TemporaryDirectory() as folder:
         fp32_path, path = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
         fp32_path.write_bytes(graph_bytes)
@@ -39,17 +43,15 @@ def quantize_graph(graph_bytes: bytes) -> bytes:
             logging.disable(logging.NOTSET)
         model = onnx.load(path)
     recurrent_weights_to_int8(model)
+    for table, matrix in tied:
+        share_tied_table(model, table, matrix, quantized=True)
     return model.SerializeToString()
-
-
-def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
-    return {init.name: init for init in model.graph.initializer}
 
 
 def recurrent_weights_to_int8(model: onnx.ModelProto) -> None:
     """Store, in place, the W and R weights of every RNN/GRU/LSTM op as int8 with a per-row
     scale, dequantized by a DequantizeLinear node in front of the op."""
-    graph, constants = model.graph, _initializers(model)
+    graph, constants = model.graph, initializers(model)
     nodes = []
     for node in graph.node:
         if node.op_type in RECURRENT_OPS:
@@ -79,23 +81,4 @@ def recurrent_weights_to_int8(model: onnx.ModelProto) -> None:
         nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
-    _drop_unused_initializers(model)
-
-
-def _drop_unused_initializers(model: onnx.ModelProto) -> None:
-    graph = model.graph
-    used = _inputs_used(graph) | {output.name for output in graph.output}
-    kept = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-
-
-def _inputs_used(graph: onnx.GraphProto) -> set[str]:
-    """The names that the nodes of ``graph`` and of its subgraphs (If branches) read."""
-    used = set()
-    for node in graph.node:
-        used.update(node.input)
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                used |= _inputs_used(attribute.g)
-    return used
+    drop_unused_initializers(model)
