@@ -4,7 +4,7 @@ ones run.
 
 Which README lines run, in README order, in a copy of the repository: those whose commands are
 all quick (the toy recipe, ``translate`` train/prepare of the toy config, translate, score,
-tune, average, plot, attention, the config reference, and text tools) and whose input files
+tune, average, plot, attention, export, the config reference, and text tools) and whose input files
 exist by then. Installing (``python3 -m venv``, ``. .venv/bin/activate``, ``pip install``) is
 a no-op there: the test runs in the installed environment. There ``translate train`` and
 ``prepare`` get TINY appended and data/toy is cut to TOY_LINES: the runs check that the
@@ -45,7 +45,7 @@ NOT_IN_A_CLONE = (  # names of files and folders a clone has not: .git and what 
 SEPARATORS = {"&&", "||", "|", ";", "&", "(", ")"}
 REDIRECTS = {">", ">>", "<", ">&", "&>", ">|"}
 TEXT_TOOLS = {"echo", "printf", "cat", "head", "tail", "cut", "paste", "wc", "sort", "diff", "ls"}
-QUICK_SUBCOMMANDS = {"translate", "score", "tune", "average", "plot", "attention"}
+QUICK_SUBCOMMANDS = {"translate", "score", "tune", "average", "plot", "attention", "export"}
 TOY_CONFIG = "recipes/toy/config.yaml"
 QUICK_RECIPES = {"recipes/toy/run.sh"}
 TOY_LINES = {"train": 600, "dev": 40, "test": 40}
