@@ -1,7 +1,7 @@
 """ONNX Runtime against ours in PyTorch, side by side in one run: the exported graphs (fp32 and
-int8, translate.export) and the PyTorch model (fp32 and --quantize int8), one sentence at a
-time (latency: median and p90) and the whole file in the model's batches (sentences/s), greedy
-and beam; each system's identical lines against PyTorch fp32 and its BLEU against a reference;
+int8, translate.export) and the PyTorch model (fp32, --quantize int8, and bf16 where the CPU has
+bf16 units), one sentence at a time (latency: median and p90) and the whole file in the model's
+batches (sentences/s), greedy and beam; each system's identical lines against PyTorch fp32 and its BLEU against a reference;
 the export's size on disk and the install size of torch and of onnxruntime.
 
     python -m bench.onnx_speed -m MODEL --src test.de --ref test.en [--export OUT]
@@ -22,7 +22,7 @@ from translate.decoding import DecodeOptions
 from translate.export.directory import export_model
 from translate.export.engine import OnnxTranslator
 from translate.export.manifest import MANIFEST, read_manifest
-from translate.runtime import set_threads
+from translate.runtime import cpu_bf16_speedup, set_threads
 from translate.translator import Translator
 
 from .bench import cpu_name
@@ -53,6 +53,14 @@ def export_sizes(export_dir: Path) -> dict[str, int]:
         precision: spm + sum(folder_size(export_dir / name) for name in graphs.values())
         for precision, graphs in manifest.data["graphs"].items()
     }
+
+
+def bf16_row(model: Path) -> dict:
+    """PyTorch under bf16 autocast, on a CPU whose bf16 units make it fast (else no row: an
+    emulated bf16 is tens of times slower than fp32 and measures nothing a user would run)."""
+    if cpu_bf16_speedup() < 1.3:  # as dtype auto decides
+        return {}
+    return {"PyTorch bf16": Translator.from_dir(model, device="cpu", dtype="bf16")}
 
 
 def latency(system, lines: list[str], options: DecodeOptions) -> tuple[float, float]:
@@ -104,6 +112,7 @@ def run(args, export_dir: Path) -> None:
     systems = {
         "PyTorch fp32": Translator.from_dir(args.model, device="cpu"),
         "PyTorch int8": Translator.from_dir(args.model, device="cpu", quantize="int8"),
+        **bf16_row(args.model),
         "ONNX Runtime fp32": OnnxTranslator.from_dir(export_dir, threads=args.threads),
         "ONNX Runtime int8": OnnxTranslator.from_dir(export_dir, int8=True, threads=args.threads),
     }
