@@ -98,6 +98,12 @@ class OnnxTranslator:
         return cls(manifest, model, spm_src, spm_tgt, precision)
 
     @property
+    def src_vocab(self) -> sentencepiece.SentencePieceProcessor:
+        """The source SentencePiece model under Translator's name for its vocabulary
+        (``encode(lines)``: each line's ids), so that the server counts pieces alike."""
+        return self.src_spm
+
+    @property
     def defaults(self) -> DecodeOptions:
         """The model's decoding options: the beam and length penalty it was exported with."""
         return DecodeOptions(beam=self.decode["beam"], length_penalty=self.decode["length_penalty"])

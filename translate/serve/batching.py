@@ -17,9 +17,13 @@ import itertools
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..decoding import DecodeOptions
-from ..translator import Translation, Translator
+from ..decoding import DecodeOptions, Translation
+
+if TYPE_CHECKING:
+    from ..export.engine import OnnxTranslator
+    from ..translator import Translator
 
 
 def search_rows(options: DecodeOptions) -> int:
@@ -93,7 +97,7 @@ class Batcher:
 
     def __init__(
         self,
-        translator: Translator,
+        translator: Translator | OnnxTranslator,
         max_sentences: int,
         max_tokens: int,
         wait_s: float,

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-from ..decoding import DecodeOptions
+from ..decoding import DecodeOptions, Translation
 from ..errors import is_integer
-from ..translator import Translation
 from .options import MAX_BEAM
 from .requests import ApiError, reject_unknown
 

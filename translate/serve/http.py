@@ -1,5 +1,6 @@
-"""``translate serve``: a model (or an ensemble of models) loaded once behind a JSON API, a
-small web page, and the APIs of LibreTranslate and OpenNMT-py's REST server.
+"""``translate serve``: a model (or an ensemble of models; or, with the ONNX engine, an
+export) loaded once behind a JSON API, a small web page, and the APIs of LibreTranslate and
+OpenNMT-py's REST server.
 
 Requests are checked by :mod:`.requests` (ours) and :mod:`.compat` (theirs); the sentences of
 all go through the batcher of :mod:`.batching`, which decodes those of concurrent requests
@@ -16,12 +17,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..decoding import DecodeOptions
+from ..decoding import DecodeOptions, Translation
 from ..errors import UserError
-from ..runtime import set_threads
-from ..translator import Translation, Translator
-from .answers import model_json, translation_json
+from .answers import translation_json
 from .batching import Batcher, Overloaded, search_rows
 from .compat import (
     check_lengths,
@@ -34,8 +34,13 @@ from .compat import (
     parse_libretranslate,
     parse_opennmt,
 )
+from .engines import check_request, describe, length_limits, load_translator
 from .options import ServeOptions, check_options
 from .requests import ApiError, check_work, default_decoding, parse_request, read_json
+
+if TYPE_CHECKING:
+    from ..export.engine import OnnxTranslator
+    from ..translator import Translator
 
 try:
     from aiohttp import web
@@ -56,10 +61,12 @@ class ClientGone(Exception):
 
 
 class Service:
-    """The handlers of the routes, over one translator and its batcher, and the requests in
-    flight, which :meth:`finish` waits for at shutdown."""
+    """The handlers of the routes, over one translator (of ``options.engine``) and its batcher,
+    and the requests in flight, which :meth:`finish` waits for at shutdown."""
 
-    def __init__(self, translator: Translator, options: ServeOptions, model_dirs: list[Path]):
+    def __init__(
+        self, translator: Translator | OnnxTranslator, options: ServeOptions, model_dirs: list[Path]
+    ):
         self.translator, self.options = translator, options
         self.defaults = default_decoding(translator, options)
         self.batcher = Batcher(
@@ -70,8 +77,10 @@ class Service:
             options.max_queued_sentences,
             default_rows=search_rows(self.defaults),
         )
-        self.description = model_json(translator, model_dirs, options, self.defaults)  # GET /model
-        self.languages = (translator.cfg.data.src_lang, translator.cfg.data.tgt_lang)
+        self.description = describe(translator, model_dirs, options, self.defaults)  # GET /model
+        self.length_limits = length_limits(translator, options)  # as check_work reads them
+        described = self.description
+        self.languages = (described["source_language"], described["target_language"])
         self.models = opennmt_models(model_dirs, self.defaults)  # GET /translator/models
         self.page = PAGE.read_bytes()
         self.in_flight = 0  # translation requests being read, queued or decoded
@@ -143,6 +152,7 @@ class Service:
         if isinstance(value, dict) and "q" in value:
             return await self._libretranslate(request, value)
         lines, options, single = parse_request(value, self.defaults, self.options.max_sentences)
+        check_request(options, self.options.engine)
         translations = await self._decode(request, lines, options)
         limit = self.translator.max_source_len
         answers = [translation_json(t, limit) for t in translations]
@@ -178,7 +188,7 @@ class Service:
                 lengths = [len(ids) for ids in self.translator.src_vocab.encode(lines)]
                 check_lengths(lengths, self.translator.max_source_len, where)
             tokens = self.batcher.source_tokens(lines)
-            check_work(tokens, options, self.translator.cfg.decode, self.options)
+            check_work(tokens, options, self.length_limits, self.options)
             return await self.batcher.translate(lines, options, tokens)
         except UserError as err:
             raise ApiError(400, str(err)) from None
@@ -278,10 +288,11 @@ def _listed(model_dirs: ModelDirs) -> list[Path]:
 
 
 def build_app(
-    translator: Translator, options: ServeOptions, model_dirs: ModelDirs
+    translator: Translator | OnnxTranslator, options: ServeOptions, model_dirs: ModelDirs
 ) -> web.Application:
     """The aiohttp application: routes, JSON errors, the batcher started and stopped with it.
-    ``model_dirs``: where the translator's model (or each member of its ensemble) was loaded
+    ``translator``: a Translator, or with ``options.engine`` "onnx" an OnnxTranslator;
+    ``model_dirs``: where its model (each member of an ensemble, or the export) was loaded
     from, for ``GET /model``."""
     check_options(options)
     service = Service(translator, options, _listed(model_dirs))
@@ -349,15 +360,14 @@ async def serve_app(
 
 
 def load_app(model_dirs: ModelDirs, options: ServeOptions) -> web.Application:
-    """What ``translate serve`` does before it listens: check the options, set the threads,
-    load the model (several: an ensemble) as they say and build the application."""
+    """What ``translate serve`` does before it listens: check the options, load the model
+    (several: an ensemble; with engine onnx: an export) as they say and build the
+    application."""
     if web is None:
         raise UserError("translate serve needs aiohttp: pip install 'translate[serve]'")
     check_options(options)
-    set_threads(options.threads)
     model_dirs = _listed(model_dirs)
-    translator = Translator.from_dirs(model_dirs, options.device, options.dtype, options.quantize)
-    return build_app(translator, options, model_dirs)
+    return build_app(load_translator(model_dirs, options), options, model_dirs)
 
 
 def serve(model_dirs: ModelDirs, options: ServeOptions) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ..errors import UserError, is_integer, is_number
 
+ENGINES = ("torch", "onnx")
 MAX_BEAM = 64  # beam sizes (and samples per line) a request may ask for; the defaults may be more
 
 
@@ -30,10 +31,11 @@ class ServeOptions:
     max_queued_sentences: int = 4096  # waiting sentences of all requests; beyond: 503
     read_timeout: float = 15.0  # seconds a client has to send a request's head, and its body
     shutdown_timeout: float = 60.0  # seconds in-flight requests get after SIGTERM; then 503
-    threads: int = 0  # torch threads; 0: all cores
+    threads: int = 0  # torch's threads (ONNX Runtime's with engine onnx); 0: all cores
     device: str | None = None  # None: CUDA when present, else the CPU
     dtype: str = "fp32"  # as for translate translate: fp32, bf16, fp16, auto
-    quantize: str | None = None  # int8: dynamic quantization (CPU)
+    quantize: str | None = None  # int8: dynamic quantization (CPU); engine onnx: the int8 graphs
+    engine: str = "torch"  # torch: model directories in PyTorch; onnx: an export, without torch
     access_log: bool = True  # one line per request on stderr: method, path, status, sentences, ms
 
     @classmethod
@@ -61,6 +63,10 @@ def check_options(options: ServeOptions) -> None:
         value = getattr(options, field)
         if not is_integer(value) or value < least:
             raise UserError(f"{flag(field)} must be an integer >= {least}, got {value!r}")
+    if options.engine not in ENGINES:
+        raise UserError(f"--engine must be one of {', '.join(ENGINES)}, got {options.engine!r}")
+    if options.engine == "onnx":
+        _check_onnx_runtime(options)
     if not isinstance(options.access_log, bool):
         raise UserError(f"access_log must be true or false, got {options.access_log!r}")
     port = options.port
@@ -79,4 +85,20 @@ def check_options(options: ServeOptions) -> None:
         raise UserError(
             f"--max-queued-sentences ({options.max_queued_sentences}) must be at least "
             f"--max-sentences ({options.max_sentences}), or a full request could never be queued"
+        )
+
+
+def _check_onnx_runtime(options: ServeOptions) -> None:
+    """Refuse the runtime settings the ONNX engine cannot follow: it runs on the CPU, its fp32
+    graphs or (--quantize int8) its int8 ones."""
+    if options.device not in (None, "cpu"):
+        raise UserError(
+            f"--engine onnx runs on the CPU; --device {options.device} needs --engine torch"
+        )
+    if options.quantize not in (None, "int8"):
+        raise UserError(f"--quantize must be int8, got {options.quantize!r}")
+    if options.dtype != "fp32":
+        raise UserError(
+            "--engine onnx runs fp32 graphs, or int8 ones with --quantize int8; --dtype "
+            f"{options.dtype} needs --engine torch"
         )

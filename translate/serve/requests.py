@@ -6,17 +6,15 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-import torch
-
 from ..decoding import SAMPLING_FIELDS, DecodeOptions, DecodingError, Sampling, flag_name
 from ..errors import UserError
-from ..search import max_lengths
-from ..translator import Translator
 from .batching import search_rows
 from .options import MAX_BEAM, ServeOptions
 
 if TYPE_CHECKING:
     from ..config import DecodeConfig
+    from ..export.engine import OnnxTranslator
+    from ..translator import Translator
 
 REQUEST_FIELDS = ("text", "beam", "length_penalty", "n_best", "return_attention", "sample")
 
@@ -30,7 +28,9 @@ class ApiError(Exception):
         self.status, self.headers = status, headers or {}
 
 
-def default_decoding(translator: Translator, options: ServeOptions) -> DecodeOptions:
+def default_decoding(
+    translator: Translator | OnnxTranslator, options: ServeOptions
+) -> DecodeOptions:
     """The options of requests that name none: the model's, with the flags' beam and length
     penalty in their place."""
     try:
@@ -101,6 +101,10 @@ def check_work(
         )
     if not options.attention:
         return
+    import torch  # only the PyTorch engine gives attention: the ONNX one refused it before
+
+    from ..search import max_lengths
+
     lengths = torch.tensor(tokens)
     longest = max_lengths(lengths, decode.max_len_a, decode.max_len_b)  # as the search stops
     cells = options.n_best * int((longest * lengths).sum())
