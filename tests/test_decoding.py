@@ -301,6 +301,13 @@ FLAGS = {
             Refused(["--device", "tpu"], "device 'tpu' is not a torch device"),
             Refused(["--device", "cuda:99"], "device 'cuda:99': this machine has"),
         ],
+        "--engine": [
+            ShownBy("test_cli_export.py::test_the_onnx_engine_writes_what_the_torch_engine_writes"),
+            ShownBy(
+                "test_cli_export.py::test_the_onnx_engine_translates_where_torch_cannot_be_imported"
+            ),
+            Unparsed(["--engine", "tensorflow"], "invalid choice: 'tensorflow'"),
+        ],
         "--resume": [
             ShownBy("test_cli.py::test_resume_a_partly_written_output"),
             ShownBy("test_output.py::test_an_interruption_keeps_the_tmp_for_resume"),
@@ -488,6 +495,13 @@ FLAGS = {
             Sets(["--no-access-log"], "access_log", False),
             ShownBy("test_serve_compat.py::test_the_access_log_has_a_line_per_request"),
         ],
+        "--engine": serve_flag(
+            "--engine",
+            "onnx",
+            "onnx",
+            "test_serve_onnx.py::test_answers_equal_the_onnx_engine",
+            "test_serve_onnx.py::test_serves_without_torch",
+        ),
     },
     "attention": {
         "--help": [HELP],
@@ -507,6 +521,19 @@ FLAGS = {
             )
         ],
         "sentences": [ShownBy("test_plots.py::test_attention_writes_one_heatmap_per_sentence")],
+    },
+    "export": {
+        "--help": [HELP],
+        "--model": [
+            ShownBy("test_cli_export.py::test_export_writes_the_graphs_it_names"),
+            ShownBy("test_cli_export.py::test_export_refusals_are_one_line_and_write_nothing"),
+        ],
+        "--output": [
+            ShownBy("test_cli_export.py::test_export_writes_the_graphs_it_names"),
+            ShownBy("test_cli_export.py::test_export_refusals_are_one_line_and_write_nothing"),
+        ],
+        "--no-int8": [ShownBy("test_cli_export.py::test_export_writes_the_graphs_it_names")],
+        "--web": [ShownBy("test_cli_export.py::test_export_web_writes_a_page_folder")],
     },
 }
 # what a command needs on the command line besides the flags of an Unparsed case

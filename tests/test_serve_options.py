@@ -29,6 +29,11 @@ REQUEST_DEFAULTS = (
 # Where each setting's effect is tested: the test fails if the setting stops doing what it says.
 EFFECTS = {
     "host": ["test_serve_options.py::test_host_is_where_it_listens"],
+    "engine": [
+        "test_serve_onnx.py::test_answers_equal_the_onnx_engine",
+        "test_serve_onnx.py::test_serves_without_torch",
+        "test_serve_onnx.py::test_the_other_engines_folders_and_settings_are_refused_in_one_line",
+    ],
     "port": ["test_serve_options.py::test_port_is_where_it_listens"],
     "beam": [REQUEST_DEFAULTS],
     "length_penalty": [REQUEST_DEFAULTS],

@@ -140,7 +140,9 @@ def _translate_parser(sub) -> None:
         description=TRANSLATE_FORMAT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_models(tr, "model directory written by 'train'")
+    add_models(
+        tr, "model directory written by 'train' (--engine onnx: a folder written by 'export')"
+    )
     tr.add_argument("-i", "--input", help="input file (default: stdin)")
     tr.add_argument(
         "-o",
@@ -268,7 +270,9 @@ def _serve_parser(sub) -> None:
         "options are decoded together in length-sorted batches. SIGTERM or Ctrl-C stops "
         "accepting connections, finishes the requests in flight, then exits.",
     )
-    add_models(sv, "model directory written by 'train'")
+    add_models(
+        sv, "model directory written by 'train' (--engine onnx: a folder written by 'export')"
+    )
     sv.add_argument(
         "--host",
         help="address to listen on (default: %(default)s; 127.0.0.1: this machine "
