@@ -1,7 +1,7 @@
-"""fairseq's LSTM (the fairseq-fixed 0.12.3.1 fork) as a peer: its training options built from
-a :class:`PeerSetup`, the shared data binarised its way, training against the clock or for a
-number of updates, and decoding a pieces file with a checkpoint; also its FLOPs per target
-token. Speeds are its own figures, as it logs them.
+"""fairseq's LSTM and Transformer (the fairseq-fixed 0.12.3.1 fork) as a peer: its training
+options built from a :class:`PeerSetup`, the shared data binarised its way, training against
+the clock or for a number of updates, and decoding a pieces file with a checkpoint; also its
+FLOPs per target token. Speeds are its own figures, as it logs them.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ FAIRSEQ_STAMPED = re.compile(
     r"|Saved checkpoint (\S+) \(epoch \d+ @ (\d+) updates)",
     re.M,
 )
+FAIRSEQ_PARAMETERS = r"num\. shared model params: ([\d,]+)"
 FAIRSEQ_DECODED = r"Translated [\d,]+ sentences \([\d,]+ tokens\) in \S+ \(([\d.]+) sentences/s"
 FAIRSEQ_LANGS = ["--source-lang", "de", "--target-lang", "en"]
 
@@ -56,9 +57,11 @@ def setup_fairseq(cache: Path = DEFAULT_CACHE) -> Path:
 def fairseq_flops_per_target_token(
     vocab: int, src_per_tgt: float = 1.0, src_len: float = 18.0, setup: PeerSetup = BENCH
 ) -> float:
-    """Forward+backward FLOPs per target token of fairseq's LSTM at ``setup``'s sizes: 3x the
-    forward matrix products, as bench.py counts ours, with ``src_per_tgt`` source tokens per
-    target token and ``src_len`` source tokens each target token attends to."""
+    """Forward+backward FLOPs per target token of fairseq's LSTM or Transformer at ``setup``'s
+    sizes: 3x the forward matrix products, as bench.py counts ours, with ``src_per_tgt``
+    source tokens per target token and ``src_len`` source tokens each token attends to."""
+    if setup.arch == "transformer":
+        return transformer_flops_per_target_token(vocab, src_per_tgt, src_len, setup)
     emb, enc, hidden = setup.emb_dim, setup.enc_dir_dim, setup.hidden_dim
     encoder = 2 * 2 * 4 * enc * (emb + enc)  # two directions
     decoder = 2 * 4 * hidden * (emb + hidden + hidden)  # input feeding
@@ -66,6 +69,25 @@ def fairseq_flops_per_target_token(
     attend = 2 * hidden * (hidden + 2 * src_len + 2 * hidden) if setup.attention else 0
     output = 2 * hidden * vocab
     return 3.0 * (src_per_tgt * encoder + decoder + attend + output)
+
+
+def transformer_flops_per_target_token(
+    vocab: int, src_per_tgt: float, src_len: float, setup: PeerSetup
+) -> float:
+    """The Transformer's part of :func:`fairseq_flops_per_target_token`: projections, scores
+    and weighted sums of every attention, feed-forward layers and the output layer. Decoder
+    self-attention spans half the target length on average (the causal mask); the memory's
+    keys and values are computed once per source token and layer."""
+    width, ffn, layers = setup.emb_dim, setup.ffn_dim, setup.layers
+    tgt_len = src_len / src_per_tgt
+    feed_forward = 2 * 2 * width * ffn
+    encoder = 2 * 4 * width * width + 2 * 2 * src_len * width + feed_forward
+    self_attend = 2 * 4 * width * width + 2 * 2 * (tgt_len / 2) * width
+    cross_attend = 2 * 2 * width * width + 2 * 2 * src_len * width  # queries and output
+    memory = 2 * 2 * width * width  # keys and values, per source token
+    decoder = self_attend + cross_attend + feed_forward
+    per_layer = src_per_tgt * (encoder + memory) + decoder
+    return 3.0 * (layers * per_layer + 2 * width * vocab)
 
 
 def write_fairseq_dictionary(vocab: Path, path: Path) -> Path:
@@ -117,36 +139,22 @@ def fairseq_args(
     setup: PeerSetup = BENCH,
     save_every: int = FAIRSEQ_SAVE_EVERY,
 ) -> list[str]:
-    """fairseq 0.12 training options: architecture ``lstm`` with a bi-LSTM 2 x 256 and an
-    LSTM 512 that starts from the encoder's final states, no validation; against the clock it
-    checkpoints every ``save_every`` updates and keeps the last two, else once at the end.
-
-    The decoder always feeds its previous output back in (input feeding). With attention it
-    is Luong's "general" score, bilinear and bias-free (OpenNMT-py and JoeyNMT use Bahdanau's
-    MLP), and a tanh layer over [context; state]; without, the output is the LSTM state and
-    the source reaches the decoder only through its initial state (our context-vector model
-    also reads a context at every step). Forward+backward per target token (see
-    :func:`fairseq_flops_per_target_token`: 8001 types, 1.035 source tokens and 17.7 attended
-    ones per target token on Multi30k): 51.6 MFLOP, 46.8 without attention; bench.py counts
-    35.2 for ours. Lengths include the end-of-sentence token, hence ``max_len + 1``; batches
-    are not rounded to multiples of 8 sentences (fairseq's default, for GPUs)."""
+    """fairseq 0.12 training options: the model of ``setup.arch`` (:func:`lstm_options`,
+    :func:`transformer_options`), no validation; against the clock it checkpoints every
+    ``save_every`` updates and keeps the last two, else once at the end. Lengths include the
+    end-of-sentence token, hence ``max_len + 1``; batches are not rounded to multiples of 8
+    sentences (fairseq's default, for GPUs)."""
+    model, flags = (
+        transformer_options(setup) if setup.arch == "transformer" else lstm_options(setup)
+    )
     options = {
         "--task": "translation",
-        "--arch": "lstm",
-        "--encoder-embed-dim": setup.emb_dim,
-        "--encoder-hidden-size": setup.enc_dir_dim,
-        "--encoder-layers": 1,
-        "--decoder-embed-dim": setup.emb_dim,
-        "--decoder-hidden-size": setup.hidden_dim,
-        "--decoder-layers": 1,
-        "--decoder-out-embed-dim": setup.hidden_dim,  # no extra layer before the softmax
-        "--decoder-attention": int(setup.attention),
-        "--dropout": setup.dropout,  # on embeddings, encoder outputs and decoder outputs
+        **model,
+        "--dropout": setup.dropout,
         "--criterion": "label_smoothed_cross_entropy",  # summed, divided by target tokens
         "--label-smoothing": setup.label_smoothing,
         "--optimizer": "adam",
-        "--lr": setup.learning_rate,
-        "--lr-scheduler": "fixed",
+        **schedule_options(setup),
         "--clip-norm": setup.clip_norm,
         "--max-tokens" if setup.batch_type == "tokens" else "--batch-size": setup.batch_size,
         "--required-batch-size-multiple": 1,
@@ -161,10 +169,70 @@ def fairseq_args(
         "--save-interval-updates": steps or save_every,
         "--keep-interval-updates": 2,
     }
-    flags = ["--encoder-bidirectional", "--cpu", "--disable-validation"]
+    flags += ["--cpu", "--disable-validation"]
     flags += ["--no-epoch-checkpoints", "--no-last-checkpoints"]  # last: a copy of each one
     pairs = [item for option, value in options.items() for item in (option, str(value))]
     return [str(data_bin), *FAIRSEQ_LANGS, *pairs, *flags]
+
+
+def lstm_options(setup: PeerSetup) -> tuple[dict, list[str]]:
+    """Options and flags of fairseq's ``lstm``: a bi-LSTM 2 x 256 and an LSTM 512 that starts
+    from the encoder's final states.
+
+    The decoder always feeds its previous output back in (input feeding). With attention it
+    is Luong's "general" score, bilinear and bias-free (OpenNMT-py and JoeyNMT use Bahdanau's
+    MLP), and a tanh layer over [context; state]; without, the output is the LSTM state and
+    the source reaches the decoder only through its initial state (our context-vector model
+    also reads a context at every step). Dropout is on embeddings, encoder outputs and decoder
+    outputs. Forward+backward per target token (see :func:`fairseq_flops_per_target_token`:
+    8001 types, 1.035 source tokens and 17.7 attended ones per target token on Multi30k):
+    51.6 MFLOP, 46.8 without attention; bench.py counts 35.2 for ours."""
+    options = {
+        "--arch": "lstm",
+        "--encoder-embed-dim": setup.emb_dim,
+        "--encoder-hidden-size": setup.enc_dir_dim,
+        "--encoder-layers": setup.layers,
+        "--decoder-embed-dim": setup.emb_dim,
+        "--decoder-hidden-size": setup.hidden_dim,
+        "--decoder-layers": setup.layers,
+        "--decoder-out-embed-dim": setup.hidden_dim,  # no extra layer before the softmax
+        "--decoder-attention": int(setup.attention),
+    }
+    return options, ["--encoder-bidirectional"]
+
+
+def transformer_options(setup: PeerSetup) -> tuple[dict, list[str]]:
+    """Options and flags of fairseq's ``transformer`` at ``setup``'s sizes, every one given
+    (``transformer_iwslt_de_en`` is 512 wide, 6 + 6 layers, 4 heads, feed-forward 1024):
+    post-norm layers, sinusoidal positions, ReLU, dropout on sub-layer outputs and embeddings
+    only (its attention and activation dropouts stay 0, as in the IWSLT recipe), and one
+    table for source and target pieces and the output layer (``--share-all-embeddings``:
+    the pieces are joint). Forward+backward per target token on Multi30k (8001 types, 1.035
+    and 17.7 as for the LSTM): 218 MFLOP for transformer_iwslt, 46.3 for transformer_small,
+    28.6 for transformer_tiny."""
+    options: dict = {"--arch": "transformer"}
+    for side in ("encoder", "decoder"):
+        options[f"--{side}-embed-dim"] = setup.emb_dim
+        options[f"--{side}-ffn-embed-dim"] = setup.ffn_dim
+        options[f"--{side}-layers"] = setup.layers
+        options[f"--{side}-attention-heads"] = setup.heads
+    return options, ["--share-all-embeddings"]
+
+
+def schedule_options(setup: PeerSetup) -> dict:
+    """Adam's learning rate, schedule and, where they differ from its defaults, betas and
+    weight decay."""
+    options: dict = {}
+    if setup.adam_betas != PeerSetup().adam_betas:
+        options["--adam-betas"] = f"({setup.adam_betas[0]}, {setup.adam_betas[1]})"
+    options["--lr"] = setup.learning_rate
+    options["--lr-scheduler"] = setup.lr_schedule
+    if setup.lr_schedule == "inverse_sqrt":
+        options["--warmup-updates"] = setup.warmup_updates
+        options["--warmup-init-lr"] = 1e-07
+    if setup.weight_decay:
+        options["--weight-decay"] = setup.weight_decay
+    return options
 
 
 def fairseq_checkpoints(log: str) -> list[tuple[Path, int, float]]:
@@ -192,11 +260,12 @@ def train_fairseq(
     save_every: int = FAIRSEQ_SAVE_EVERY,
     cache: Path = DEFAULT_CACHE,
 ) -> dict:
-    """Train fairseq's LSTM (see :func:`fairseq_args`) with ``setup`` for ``steps`` updates or about
-    ``minutes`` of its training loop, then interrupt it. It saves nothing on SIGINT, so the
+    """Train fairseq's model (see :func:`fairseq_args`) with ``setup`` for ``steps`` updates or
+    about ``minutes`` of its training loop, then interrupt it. It saves nothing on SIGINT, so the
     model is its newest checkpoint (one every ``save_every`` updates) and ``steps`` counts the
     updates in it. ``tgt_tokens_per_s`` comes from its log (see :func:`window_throughput`);
-    ``wall_s`` is the training process, binarising the data (once, shared) excluded."""
+    ``wall_s`` is the training process, binarising the data (once, shared) excluded;
+    ``parameters`` counts a shared table once, as fairseq logs it."""
     check_budget(minutes, steps)
     python = setup_fairseq(cache)
     workdir = Path(workdir).resolve()
@@ -230,8 +299,17 @@ def train_fairseq(
         "checkpoints": [(str(path), seconds) for path, _, seconds in chosen if path.is_file()],
         "model": chosen[-1][0],
         "steps": chosen[-1][1],
+        "parameters": fairseq_parameters(run.log),
         "rss_mib": run.rss_mib,
     }
+
+
+def fairseq_parameters(log: str) -> int:
+    """The parameters fairseq counted as it built the model (a shared table once)."""
+    found = re.search(FAIRSEQ_PARAMETERS, log)
+    if not found:
+        raise PeerError("fairseq's training log does not count the model's parameters")
+    return int(found.group(1).replace(",", ""))
 
 
 def fairseq_hypotheses(output: str, sentences: int) -> list[str]:
@@ -262,7 +340,7 @@ def translate_fairseq(
     :func:`reference_of`). fairseq's ``--lenpen`` divides a hypothesis's log-probability by its
     length to that power, not by GNMT's ((5 + length) / 6) ** alpha; 1.0 ranks by the mean per
     token. Speed is the toolkit's own timing of its generation steps (loading and batching
-    excluded)."""
+    excluded); ``hypotheses`` is the pieces file it wrote."""
     python = setup_fairseq(cache)
     beam = beam or setup.beam
     model = Path(model).resolve()
@@ -287,4 +365,4 @@ def translate_fairseq(
     sentences = len(src_file.read_text(encoding="utf-8").splitlines())
     write_lines(out, fairseq_hypotheses(raw.read_text(encoding="utf-8"), sentences))
     rate = logged_value(run, FAIRSEQ_DECODED)
-    return decoded(out, ref_file or reference_of(src_file), rate, run)
+    return {**decoded(out, ref_file or reference_of(src_file), rate, run), "hypotheses": str(out)}

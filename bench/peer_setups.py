@@ -15,11 +15,30 @@ clipping at norm 1, loss normalised by target tokens, batches of 4000 tokens (as
 counts them: the longer side, padding included) and pairs of up to 80 subwords. Decoding: beam
 5, 64 sentences a batch, length penalty 1.0 (GNMT's for OpenNMT-py and JoeyNMT; fairseq divides
 by the length).
+
+fairseq also runs a Transformer (``arch="transformer"``: post-norm, sinusoidal positions, one
+table for source, target and output pieces), trained as fairseq's IWSLT'14 De-En recipe does:
+Adam with betas (0.9, 0.98) and weight decay 1e-4, an inverse-square-root schedule after a
+linear warm-up, dropout 0.3, label smoothing 0.1, no clipping, lr 5e-4. ``transformer_iwslt``
+has that recipe's sizes (transformer_iwslt_de_en), ``transformer_small`` and
+``transformer_tiny`` fewer layers and narrower ones, for a CPU budget; the ``TRANSFORMER_SWEEP``
+variants change one thing each from their base.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+
+# the fields only fairseq's Transformer reads; an LSTM set-up keeps their defaults
+TRANSFORMER_ONLY = (
+    "layers",
+    "ffn_dim",
+    "heads",
+    "lr_schedule",
+    "warmup_updates",
+    "adam_betas",
+    "weight_decay",
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,19 @@ class PeerSetup:
     # fairseq LSTMs with Luong's "general" one): LSTM | GRU, mlp (Bahdanau) | general (Luong)
     opennmt_rnn: str = "LSTM"
     opennmt_attention: str = "mlp"
+    # fairseq's model: lstm (the sizes above; every toolkit runs it) or transformer, fairseq
+    # only: emb_dim wide, ``layers`` layers on each side with ``heads`` heads and feed-forward
+    # layers ``ffn_dim`` wide (enc_dir_dim, hidden_dim and attention are the LSTM's)
+    arch: str = "lstm"
+    layers: int = 1
+    ffn_dim: int = 0
+    heads: int = 0
+    # fixed: learning_rate held; inverse_sqrt: linear warm-up from 1e-7 over warmup_updates,
+    # then learning_rate * sqrt(warmup_updates / update)
+    lr_schedule: str = "fixed"
+    warmup_updates: int = 0
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # torch's and every toolkit's default
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.batch_type not in ("tokens", "sents"):
@@ -57,6 +89,26 @@ class PeerSetup:
             raise ValueError(
                 f"opennmt_attention must be mlp or general, not {self.opennmt_attention!r}"
             )
+        if self.arch == "transformer":
+            self._check_transformer()
+        elif self.arch != "lstm":
+            raise ValueError(f"arch must be lstm or transformer, not {self.arch!r}")
+        else:  # the RNN toolkits read none of these: refused rather than ignored
+            for field in fields(self):
+                if field.name in TRANSFORMER_ONLY and getattr(self, field.name) != field.default:
+                    raise ValueError(f"{field.name} is the Transformer's: arch='transformer'")
+
+    def _check_transformer(self) -> None:
+        if self.layers < 1 or self.ffn_dim < 1 or self.heads < 1:
+            raise ValueError("a transformer needs layers, ffn_dim and heads of at least 1")
+        if self.emb_dim % self.heads:
+            raise ValueError(f"emb_dim {self.emb_dim} is not a multiple of heads {self.heads}")
+        if not self.attention:
+            raise ValueError("a transformer attends: attention must stay True")
+        if self.lr_schedule not in ("fixed", "inverse_sqrt"):
+            raise ValueError(f"lr_schedule must be fixed or inverse_sqrt, not {self.lr_schedule!r}")
+        if (self.lr_schedule == "inverse_sqrt") != (self.warmup_updates > 0):
+            raise ValueError("warmup_updates > 0 goes with lr_schedule inverse_sqrt, and only")
 
 
 BENCH = PeerSetup()
@@ -82,6 +134,40 @@ SETUPS: dict[str, PeerSetup] = {
 }
 # and with the sweep's winning batches, for the Tatoeba lead against OpenNMT-py at its best
 SETUPS["tatoeba_sents64"] = replace(SETUPS["tatoeba"], batch_size=64, batch_type="sents")
+# fairseq's Transformer, trained as its IWSLT'14 De-En recipe (examples/translation) trains
+# transformer_iwslt_de_en: batches of 4000 tokens here (4096 there)
+TRANSFORMER_IWSLT = replace(
+    BENCH,
+    arch="transformer",
+    emb_dim=512,
+    layers=6,
+    ffn_dim=1024,
+    heads=4,
+    learning_rate=5e-4,
+    lr_schedule="inverse_sqrt",
+    warmup_updates=4000,
+    adam_betas=(0.9, 0.98),
+    weight_decay=1e-4,
+    clip_norm=0.0,
+)
+SETUPS["transformer_iwslt"] = TRANSFORMER_IWSLT
+SETUPS["transformer_small"] = replace(TRANSFORMER_IWSLT, emb_dim=256, layers=3)
+SETUPS["transformer_tiny"] = replace(TRANSFORMER_IWSLT, emb_dim=256, layers=2, ffn_dim=512)
+# one change each from their base, named "{base}_{change}"
+TRANSFORMER_CHANGES = {
+    "lr1e-3": {"learning_rate": 1e-3},
+    "warmup1000": {"warmup_updates": 1000},
+    "warmup400": {"warmup_updates": 400},  # minutes on a CPU are hundreds of updates
+    "dropout0.1": {"dropout": 0.1},
+    "batch8000": {"batch_size": 8000},
+}
+for _base in ("transformer_small", "transformer_tiny"):
+    for _change, _values in TRANSFORMER_CHANGES.items():
+        SETUPS[f"{_base}_{_change}"] = replace(SETUPS[_base], **_values)
+# the Transformer's sweep at equal wall-clock (python -m bench.transformer --setups ...): the
+# three sizes, then the small one's variants
+TRANSFORMER_SWEEP = ["transformer_iwslt", "transformer_small", "transformer_tiny"]
+TRANSFORMER_SWEEP += [f"transformer_small_{change}" for change in TRANSFORMER_CHANGES]
 SWEEP = ["bench", "sents64", "sents128", "lr0.001", "dropout0.2", "smoothing0"]
 # the sweep's winner (README, Time to quality: each set-up 10 minutes, dev BLEU of the last
 # checkpoint): time_to_bleu.py's OpenNMT-py rows are this set-up, then the bench's as before
