@@ -12,7 +12,9 @@ decodes in this process, in fp32, timed after a warm-up. fairseq trains against 
 before the budget) and times its own generation steps. A fairseq set-up trains on the same
 pieces as ours: the SentencePiece model of our system with its ``vocab_size`` (8000: the
 attention recipe's; 4000: the small model's), else one it trains itself; the table says which.
-Every system's row is kept in ``WORKDIR/NAME.json`` as soon as it is measured: a later run with
+``--sweep`` trains the Transformer set-ups of ``peer_setups.TRANSFORMER_SWEEP`` and scores each
+on the dev set (val) instead, so that the winner is not chosen on the test set. Every system's
+row is kept in ``WORKDIR/NAME.json`` as soon as it is measured: a later run with
 the same ``--workdir`` measures only what is missing, and refuses one made with other settings
 (use one work directory per budget).
 """
@@ -148,8 +150,8 @@ def pieces_for(
 def fairseq_row(
     name: str, data: PeerData, pieces: str, args: argparse.Namespace, workdir: Path
 ) -> dict:
-    """Train fairseq with the set-up ``name`` against the clock and decode the test pieces
-    batched and (the first ``--single-sentences``) one at a time."""
+    """Train fairseq with the set-up ``name`` against the clock and decode the pieces of
+    ``args.split`` batched and (the first ``--single-sentences``) one at a time."""
     setup = SETUPS[name]
     folder = workdir / f"fairseq-{name}"
     print(f"fairseq: training {name} in {folder}", flush=True)
@@ -159,16 +161,15 @@ def fairseq_row(
     row = {"system": "fairseq", "setup": name, "pieces": pieces, "steps": trained["steps"]}
     row["train_s"] = dict(trained["checkpoints"])[str(trained["model"])]
     row["parameters"], row["dtype"] = trained["parameters"], "fp32"
-    decoded = translate_fairseq(trained["model"], data.test_src, BEAM, args.threads, setup=setup)
+    source = data.test_src if args.split == MULTI30K.test else data.val.with_suffix(".de")
+    decoded = translate_fairseq(trained["model"], source, BEAM, args.threads, setup=setup)
     pieces_out = Path(decoded["hypotheses"]).read_text(encoding="utf-8").splitlines()
-    refs = data.test_ref.read_text(encoding="utf-8").splitlines()
+    refs = reference_of(source).read_text(encoding="utf-8").splitlines()
     row.update(score([detokenize(line) for line in pieces_out], refs))
     row["sentences_per_s"] = decoded["sentences_per_s"]
     if args.single_sentences:
         src = folder / "single.de"
-        write_lines(
-            src, data.test_src.read_text(encoding="utf-8").splitlines()[: args.single_sentences]
-        )
+        write_lines(src, source.read_text(encoding="utf-8").splitlines()[: args.single_sentences])
         write_lines(reference_of(src), refs[: args.single_sentences])
         one = replace(setup, decode_batch=1)
         single = translate_fairseq(trained["model"], src, BEAM, args.threads, setup=one)
@@ -203,12 +204,13 @@ def measure(args: argparse.Namespace, workdir: Path) -> list[dict]:
     common = {
         "minutes": args.minutes,
         "threads": args.threads,
+        "split": args.split,
         "test_sentences": args.test_sentences,
         "single_sentences": args.single_sentences,
         "data_dir": str(Path(args.data_dir).resolve()),
     }
-    sources = read_corpus_lines(args.data_dir, f"{MULTI30K.test}.de")[: args.test_sentences]
-    refs = read_corpus_lines(args.data_dir, f"{MULTI30K.test}.en")[: args.test_sentences]
+    sources = read_corpus_lines(args.data_dir, f"{args.split}.de")[: args.test_sentences]
+    refs = read_corpus_lines(args.data_dir, f"{args.split}.en")[: args.test_sentences]
     rows, ours_spm = [], {}
     for name in args.ours:
         recipe = {**common, "ours": OURS[name]}
@@ -239,11 +241,13 @@ COLUMNS = ["system", "set-up", "pieces", "dtype", "steps", "train s", "BLEU", "c
 COLUMNS += ["sent/s one", "params", "MB fp32"]
 
 
-def format_table(rows: list[dict], cpu: str, minutes: float, threads: int, sentences: int) -> str:
-    """The rows as a markdown table, under a line naming the budget, the test set and the
+def format_table(
+    rows: list[dict], cpu: str, minutes: float, threads: int, split: str, sentences: int
+) -> str:
+    """The rows as a markdown table, under a line naming the budget, the scored split and the
     machine, and over sacreBLEU's signatures."""
     lines = [
-        f"{minutes:g} minutes of training each, {threads} thread(s), Multi30k test_2016_flickr"
+        f"{minutes:g} minutes of training each, {threads} thread(s), Multi30k {split}"
         f" ({sentences} sentences), beam 5; {cpu}",
         "",
         "| " + " | ".join(COLUMNS) + " |",
@@ -297,8 +301,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sweep",
         action="store_true",
-        help="the Transformer's sweep: --setups defaults to peer_setups.TRANSFORMER_SWEEP and"
-        " --ours to none",
+        help="the Transformer's sweep, scored on the dev set (val): --setups defaults to"
+        " peer_setups.TRANSFORMER_SWEEP and --ours to none",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -326,6 +330,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--minutes, --threads and --save-every must be positive")
     if (args.test_sentences is not None and args.test_sentences < 1) or args.single_sentences < 0:
         parser.error("--test-sentences must be at least 1, --single-sentences at least 0")
+    if args.sweep and args.test_sentences is not None:
+        parser.error("--sweep scores the whole dev set; --test-sentences is the test set's")
+    args.split = MULTI30K.dev if args.sweep else MULTI30K.test
     return args
 
 
@@ -335,9 +342,9 @@ def main(argv: list[str] | None = None) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"work directory: {workdir}", flush=True)
     rows = measure(args, workdir)
-    sentences = len(read_corpus_lines(args.data_dir, f"{MULTI30K.test}.de")[: args.test_sentences])
+    sentences = len(read_corpus_lines(args.data_dir, f"{args.split}.de")[: args.test_sentences])
     cpu = cpu_name()
-    print(format_table(rows, cpu, args.minutes, args.threads, sentences))
+    print(format_table(rows, cpu, args.minutes, args.threads, args.split, sentences))
     results = workdir / f"transformer-{args.minutes:g}min.json"
     results.write_text(json.dumps({"cpu": cpu, "args": vars(args), "rows": rows}, indent=1))
     print(f"rows: {results}")

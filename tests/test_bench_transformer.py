@@ -123,15 +123,17 @@ def test_transformer_flops_count_every_weight_matrix_three_times_twice():
 def test_parse_args_takes_names_and_refuses_unknown_ones(capsys):
     args = transformer.parse_args(["--data-dir", "d", "--minutes", "10", "--ours", "small4k"])
     assert args.setups == transformer.DEFAULT_SETUPS and args.ours == ["small4k"]
+    assert args.split == "test_2016_flickr"
     args = transformer.parse_args(["--data-dir", "d", "--minutes", "1", "--setups", ""])
     assert args.setups == [] and args.ours == ["attention", "small4k"]
     args = transformer.parse_args(["--data-dir", "d", "--minutes", "10", "--sweep"])
-    assert args.setups == TRANSFORMER_SWEEP and args.ours == []
+    assert args.setups == TRANSFORMER_SWEEP and args.ours == [] and args.split == "val"
     args = transformer.parse_args(
         ["--data-dir", "d", "--minutes", "1", "--sweep", "--ours", "attention"]
     )
     assert args.setups == TRANSFORMER_SWEEP and args.ours == ["attention"]
-    for wrong in (["--setups", "transformer_huge"], ["--ours", "big"], ["--minutes", "0"]):
+    wrongs = [["--setups", "transformer_huge"], ["--ours", "big"], ["--minutes", "0"]]
+    for wrong in [*wrongs, ["--sweep", "--test-sentences", "50"]]:
         with pytest.raises(SystemExit):
             transformer.parse_args(["--data-dir", "d", "--minutes", "1", *wrong])
     with pytest.raises(SystemExit):
@@ -240,7 +242,7 @@ def test_format_table_rows_errors_and_signatures():
         },
         {"system": "fairseq", "setup": "transformer_iwslt", "error": "fairseq exited\nTraceback"},
     ]
-    table = transformer.format_table(rows, "Some CPU, 2 cores", 10.0, 2, 1000)
+    table = transformer.format_table(rows, "Some CPU, 2 cores", 10.0, 2, "test_2016_flickr", 1000)
     assert table.splitlines() == [
         "10 minutes of training each, 2 thread(s), Multi30k test_2016_flickr (1000 sentences),"
         " beam 5; Some CPU, 2 cores",
