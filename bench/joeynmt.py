@@ -45,6 +45,8 @@ def joeynmt_config(
     is rejected by 2.3.0 itself, so it is an exponential decay by a factor of 1 per epoch.
     Validation is never reached. JoeyNMT has no decoder without attention (its recurrent
     decoder takes ``bahdanau`` or ``luong`` only), so a set-up without it is refused."""
+    if setup.arch != "lstm":
+        raise ValueError(f"{setup.arch} set-ups are fairseq's; JoeyNMT runs the RNN ones")
     if not setup.attention:
         raise ValueError("JoeyNMT's recurrent decoder always attends: no set-up without it")
     every = report_every(steps)

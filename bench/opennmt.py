@@ -70,6 +70,8 @@ def opennmt_config(
     that runs over all steps at once, fails in OpenNMT-py 3.0.4's training on CPU: the output
     of its ``nn.LSTM(batch_first=True)`` is not contiguous and the loss calls ``.view`` on it
     ("view size is not compatible with input tensor's size and stride")."""
+    if setup.arch != "lstm":
+        raise ValueError(f"{setup.arch} set-ups are fairseq's; OpenNMT-py runs the RNN ones")
     if model_dtype not in ("fp32", "fp16") or (model_dtype == "fp16" and not gpu):
         raise ValueError(f"model_dtype must be fp32, or fp16 on a GPU, not {model_dtype!r}")
     on_gpu = {"gpu_ranks": [0], "world_size": 1, "num_workers": 2, "model_dtype": model_dtype}

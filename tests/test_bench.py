@@ -383,3 +383,16 @@ def test_the_bench_runs_its_own_rows_at_tiny_sizes(tmp_path):
     assert 0.5 < results["ours_context_train_fp32"]["src_per_tgt"] < 2.0  # source per target
     assert "train context: ours / naive tutorial-style" in done.stdout
     assert results["peak_gflops"]["fp32"] > 0
+
+
+def test_the_rnn_toolkits_refuse_a_transformer_set_up(tmp_path):
+    """OpenNMT-py and JoeyNMT would train their RNN in its place without a word."""
+    from bench.joeynmt import joeynmt_config
+    from bench.opennmt import opennmt_config
+    from bench.peer_setups import SETUPS
+
+    setup = SETUPS["transformer_small"]
+    with pytest.raises(ValueError, match="transformer set-ups are fairseq's; OpenNMT-py"):
+        opennmt_config(tmp_path, None, 10, setup)
+    with pytest.raises(ValueError, match="transformer set-ups are fairseq's; JoeyNMT"):
+        joeynmt_config(tmp_path, None, 10, setup)
