@@ -164,6 +164,11 @@ TRANSFORMER_CHANGES = {
 for _base in ("transformer_small", "transformer_tiny"):
     for _change, _values in TRANSFORMER_CHANGES.items():
         SETUPS[f"{_base}_{_change}"] = replace(SETUPS[_base], **_values)
+# a second round from warm-up 400 (at a few minutes on a CPU, the warm-up decides): a larger
+# rate, or smaller batches for more updates in the same minutes
+for _base in ("transformer_small_warmup400", "transformer_tiny_warmup400"):
+    SETUPS[f"{_base}_lr1e-3"] = replace(SETUPS[_base], learning_rate=1e-3)
+    SETUPS[f"{_base}_batch2000"] = replace(SETUPS[_base], batch_size=2000)
 # the Transformer's sweep at equal wall-clock (python -m bench.transformer --setups ...): the
 # three sizes, then the small one's variants
 TRANSFORMER_SWEEP = ["transformer_iwslt", "transformer_small", "transformer_tiny"]

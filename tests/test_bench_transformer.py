@@ -82,6 +82,9 @@ def test_sweep_variants_change_exactly_the_named_field():
     assert changes(SETUPS["transformer_tiny"], SETUPS["transformer_small"]) == (
         "layers=2 ffn_dim=512"
     )
+    for base in ("transformer_small_warmup400", "transformer_tiny_warmup400"):
+        assert changes(SETUPS[f"{base}_lr1e-3"], SETUPS[base]) == "learning_rate=0.001"
+        assert changes(SETUPS[f"{base}_batch2000"], SETUPS[base]) == "batch_size=2000"
     assert set(TRANSFORMER_SWEEP) <= set(SETUPS)
     assert all(SETUPS[name].arch == "transformer" for name in TRANSFORMER_SWEEP)
 
