@@ -14,7 +14,7 @@ from ..decoding import DecodeOptions, options_from_flags
 from ..errors import UserError
 from ..export.manifest import MANIFEST as EXPORT_MANIFEST
 from ..output import Writer, check_output
-from ..serve.options import ServeOptions
+from ..serve.options import ServeOptions, check_onnx_runtime
 from .parser import build_parser
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer a closed pipe ended
@@ -65,15 +65,7 @@ def _onnx_engine(args: argparse.Namespace):
         raise UserError(
             "--engine onnx translates with one export (-m once); ensembles: --engine torch"
         )
-    if args.device not in (None, "cpu"):
-        raise UserError(
-            f"--engine onnx runs on the CPU; --device {args.device} needs --engine torch"
-        )
-    if args.dtype != "fp32":
-        raise UserError(
-            f"--engine onnx runs fp32 graphs, or int8 ones with --quantize int8; --dtype "
-            f"{args.dtype} needs --engine torch"
-        )
+    check_onnx_runtime(args.device, args.dtype, args.quantize)
     folder = Path(args.model[0])
     if not (folder / EXPORT_MANIFEST).is_file() and (folder / "config.yaml").is_file():
         raise UserError(

@@ -66,7 +66,7 @@ def check_options(options: ServeOptions) -> None:
     if options.engine not in ENGINES:
         raise UserError(f"--engine must be one of {', '.join(ENGINES)}, got {options.engine!r}")
     if options.engine == "onnx":
-        _check_onnx_runtime(options)
+        check_onnx_runtime(options.device, options.dtype, options.quantize)
     if not isinstance(options.access_log, bool):
         raise UserError(f"access_log must be true or false, got {options.access_log!r}")
     port = options.port
@@ -88,17 +88,15 @@ def check_options(options: ServeOptions) -> None:
         )
 
 
-def _check_onnx_runtime(options: ServeOptions) -> None:
+def check_onnx_runtime(device: str | None, dtype: str, quantize: str | None) -> None:
     """Refuse the runtime settings the ONNX engine cannot follow: it runs on the CPU, its fp32
-    graphs or (--quantize int8) its int8 ones."""
-    if options.device not in (None, "cpu"):
-        raise UserError(
-            f"--engine onnx runs on the CPU; --device {options.device} needs --engine torch"
-        )
-    if options.quantize not in (None, "int8"):
-        raise UserError(f"--quantize must be int8, got {options.quantize!r}")
-    if options.dtype != "fp32":
+    graphs or (--quantize int8) its int8 ones (``translate translate`` and ``serve`` alike)."""
+    if device not in (None, "cpu"):
+        raise UserError(f"--engine onnx runs on the CPU; --device {device} needs --engine torch")
+    if quantize not in (None, "int8"):
+        raise UserError(f"--quantize must be int8, got {quantize!r}")
+    if dtype != "fp32":
         raise UserError(
             "--engine onnx runs fp32 graphs, or int8 ones with --quantize int8; --dtype "
-            f"{options.dtype} needs --engine torch"
+            f"{dtype} needs --engine torch"
         )
