@@ -63,7 +63,14 @@ def running(model_dir: Path | list[Path], **changes):
     model directories: an ensemble of them."""
     translator = Translator.from_dirs(model_dir if isinstance(model_dir, list) else [model_dir])
     options = ServeOptions(host="127.0.0.1", port=0, **changes)
-    app = build_app(translator, options, model_dir)
+    with serving(build_app(translator, options, model_dir), options, translator) as server:
+        yield server
+
+
+@contextmanager
+def serving(app, options: ServeOptions, translator):
+    """``app`` served as ``options`` say, in a thread of this process, until the block ends;
+    yields a Server."""
     started: queue.Queue = queue.Queue()
 
     async def serve() -> None:

@@ -22,11 +22,11 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("aiohttp")
 
 from tests.test_serve import (  # noqa: E402
-    Server,
     call,
     chromium,
     chromium_executable,
     expected,
+    serving,
     use_page,
 )
 from translate import modeldir, runtime  # noqa: E402
@@ -35,7 +35,7 @@ from translate.errors import UserError  # noqa: E402
 from translate.export.directory import export_model  # noqa: E402
 from translate.export.engine import OnnxTranslator  # noqa: E402
 from translate.serve import engines, http  # noqa: E402
-from translate.serve.http import SERVICE, load_app, serve_app  # noqa: E402
+from translate.serve.http import SERVICE, load_app  # noqa: E402
 from translate.serve.options import ServeOptions  # noqa: E402
 
 LINES = ["hund katze", "", "   ", "baum auto buch", "haus", "stuhl tisch hund katze"]
@@ -59,20 +59,8 @@ def running(export: Path, **changes):
     process, loaded as ``translate serve`` loads it; yields a Server."""
     options = ServeOptions(host="127.0.0.1", port=0, engine="onnx", **changes)
     app = load_app(export, options)
-    started: queue.Queue = queue.Queue()
-
-    async def serve() -> None:
-        stop, loop = asyncio.Event(), asyncio.get_running_loop()
-        await serve_app(app, options, stop, lambda host, port: started.put((loop, stop, port)))
-
-    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
-    thread.start()
-    loop, stop, port = started.get(timeout=60)
-    server = Server(port, app[SERVICE].translator, loop, stop, thread)
-    try:
+    with serving(app, options, app[SERVICE].translator) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
