@@ -8,6 +8,7 @@ and none of the functions here communicate.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,6 +134,13 @@ def gather_to_main(ranks: Ranks, obj) -> list | None:
 
 
 def finish(ranks: Ranks) -> None:
-    """Leave the process group (every rank, at the end of training)."""
+    """Leave the process group (every rank, at the end of training).
+
+    The DistributedDataParallel wrapper keeps the group alive past ``destroy_process_group``
+    until it is collected; collecting it first tears gloo's threads down now, while the
+    interpreter is whole, not during its shutdown, where they can abort the process.
+    """
     if ranks.world > 1 and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()

@@ -77,7 +77,10 @@ def train(cfg: Config, log=print) -> Path:
         with ExitStack() as held:
             # one trainer per out_dir: rank 0 holds its lock for the run's life
             distributed.main_first(ranks, lambda: held.enter_context(outdir.hold(cfg.out_dir)))
-            return _train(cfg, ranks, log if ranks.main else lambda message: None)
+            out = _train(cfg, ranks, log if ranks.main else lambda message: None)
+            # every rank has finished its last collective before any rank tears the group down
+            distributed.barrier(ranks)
+            return out
     finally:
         distributed.finish(ranks)
 
