@@ -334,13 +334,16 @@ def translate_fairseq(
     ref_file: Path | None = None,
     setup: PeerSetup = BENCH,
     cache: Path = DEFAULT_CACHE,
+    number_format: str | None = None,
 ) -> dict:
     """Decode a pieces file with a fairseq checkpoint (binarised first, as fairseq-generate
     reads; beam: ``setup``'s unless given) and score it against ``ref_file`` (default:
-    :func:`reference_of`). fairseq's ``--lenpen`` divides a hypothesis's log-probability by its
-    length to that power, not by GNMT's ((5 + length) / 6) ** alpha; 1.0 ranks by the mean per
-    token. Speed is the toolkit's own timing of its generation steps (loading and batching
-    excluded); ``hypotheses`` is the pieces file it wrote."""
+    :func:`reference_of`). With ``number_format`` (fp32, bf16, int8) the models are converted
+    after loading by bench/fairseq_generate.py, and ``model_bytes`` says what they weigh.
+    fairseq's ``--lenpen`` divides a hypothesis's log-probability by its length to that power,
+    not by GNMT's ((5 + length) / 6) ** alpha; 1.0 ranks by the mean per token. Speed is the
+    toolkit's own timing of its generation steps (loading and batching excluded);
+    ``hypotheses`` is the pieces file it wrote."""
     python = setup_fairseq(cache)
     beam = beam or setup.beam
     model = Path(model).resolve()
@@ -352,7 +355,10 @@ def translate_fairseq(
     shutil.copy(src_file, data_bin / "input.de")
     dictionary = model.parent / "dict.txt"
     binarize_fairseq(python, {"test": data_bin / "input"}, dictionary, data_bin, threads)
-    cmd = [str(python), "-m", "fairseq_cli.generate", str(data_bin), "--task", "translation"]
+    generate = ["-m", "fairseq_cli.generate"]
+    if number_format:
+        generate = [str(Path(__file__).with_name("fairseq_generate.py")), number_format]
+    cmd = [str(python), *generate, str(data_bin), "--task", "translation"]
     cmd += [*FAIRSEQ_LANGS, "--gen-subset", "test", "--path", str(model), "--beam", str(beam)]
     cmd += ["--batch-size", str(setup.decode_batch), "--required-batch-size-multiple", "1"]
     cmd += ["--lenpen", str(setup.length_penalty), "--cpu", "--num-workers", "0"]
@@ -365,4 +371,7 @@ def translate_fairseq(
     sentences = len(src_file.read_text(encoding="utf-8").splitlines())
     write_lines(out, fairseq_hypotheses(raw.read_text(encoding="utf-8"), sentences))
     rate = logged_value(run, FAIRSEQ_DECODED)
-    return {**decoded(out, ref_file or reference_of(src_file), rate, run), "hypotheses": str(out)}
+    row = {**decoded(out, ref_file or reference_of(src_file), rate, run), "hypotheses": str(out)}
+    if number_format:
+        row["model_bytes"] = int(logged_value(run, r"model bytes: (\d+)"))
+    return row

@@ -38,6 +38,7 @@ from translate.translator import Translator
 
 from .bench import cpu_name
 from .fairseq import train_fairseq, translate_fairseq
+from .fairseq_generate import weight_bytes
 from .peer_data import (
     CORPORA,
     PeerData,
@@ -90,21 +91,36 @@ def ours_trained(out: Path, log: str) -> dict:
     }
 
 
-def decode_ours(out: Path, sources: list[str], refs: list[str], threads: int, single: int) -> dict:
+def decode_ours(
+    out: Path,
+    sources: list[str],
+    refs: list[str],
+    threads: int,
+    single: int,
+    number_format: str = "fp32",
+    hyp_file: Path | None = None,
+) -> dict:
     """Test scores, sentences/s batched and one at a time (the first ``single`` sentences),
-    parameters (a tied table once) of the model directory ``out``, in fp32."""
+    parameters (a tied table once) and weight bytes of the model directory ``out``, decoded in
+    ``number_format``: fp32, bf16 (autocast over fp32 weights) or int8 (dynamic quantization);
+    the translations go to ``hyp_file`` when given."""
     set_threads(threads)
-    translator = Translator.from_dir(out, device="cpu")
+    dtype = "bf16" if number_format == "bf16" else "fp32"
+    quantize = "int8" if number_format == "int8" else None
+    translator = Translator.from_dir(out, device="cpu", dtype=dtype, quantize=quantize)
     translator.translate(sources[:20], beam=BEAM)  # warm-up
     start = time.perf_counter()
     hyps = translator.translate(sources, beam=BEAM)
     row = {"sentences_per_s": len(sources) / (time.perf_counter() - start)}
+    if hyp_file:
+        write_lines(hyp_file, hyps)
     if single:
         start = time.perf_counter()
         for line in sources[:single]:
             translator.translate([line], beam=BEAM)
         row["single_sentences_per_s"] = min(single, len(sources)) / (time.perf_counter() - start)
     row["parameters"] = sum(p.numel() for p in translator.model.parameters())
+    row["model_bytes"] = weight_bytes(translator.model)
     return {**row, **score(hyps, refs)}
 
 
