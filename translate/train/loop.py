@@ -70,16 +70,14 @@ def train(cfg: Config, log=print) -> Path:
     """Train (or resume training) as ``cfg`` says; returns the model directory ``cfg.out_dir``.
 
     Under torchrun every process runs this: each takes its share of every global batch,
-    gradients are averaged, and rank 0 alone validates, logs and writes files.
-    """
+    gradients are averaged, and rank 0 alone validates, logs and writes files."""
     ranks = distributed.start()
     try:
         with ExitStack() as held:
             # one trainer per out_dir: rank 0 holds its lock for the run's life
             distributed.main_first(ranks, lambda: held.enter_context(outdir.hold(cfg.out_dir)))
             out = _train(cfg, ranks, log if ranks.main else lambda message: None)
-            # every rank has finished its last collective before any rank tears the group down
-            distributed.barrier(ranks)
+            distributed.barrier(ranks)  # no rank leaves the group while another still talks
             return out
     finally:
         distributed.finish(ranks)
