@@ -1,7 +1,8 @@
 """How ``translate translate`` reads its lines (:func:`input_lines`), translates them in chunks
 with either engine (:func:`translate_stream`) and writes them. The format: plain text, one line
-per input line, unless rows are asked for; then rows ``LINE ||| TEXT ||| SCORE`` (``||| ALIGNMENT`` added
-with attention), ``n_best`` rows per input line and one for a blank line. Where: stdout; a
+per input line, unless rows are asked for; then rows ``LINE ||| TEXT ||| SCORE``
+(``||| ALIGNMENT`` added with attention), ``n_best`` rows per input line and one for a blank
+line. Where: stdout; a
 regular file (or a new one) written as OUT.tmp beside it and renamed when complete, so that it is
 never half-written and an interrupted run can resume it; a device or FIFO (``/dev/null``, a
 pipe) written in place, never replaced. A symlink is followed: its target is written as above

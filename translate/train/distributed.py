@@ -136,9 +136,10 @@ def gather_to_main(ranks: Ranks, obj) -> list | None:
 def finish(ranks: Ranks) -> None:
     """Leave the process group (every rank, at the end of training).
 
-    The DistributedDataParallel wrapper keeps the group alive past ``destroy_process_group``
-    until it is collected; collecting it first tears gloo's threads down now, while the
-    interpreter is whole, not during its shutdown, where they can abort the process.
+    Whatever still holds the group after ``destroy_process_group`` (``ranks.group`` does, and a
+    wrapper left in a reference cycle would) keeps gloo's threads alive; collecting around it
+    ends as much as can end now, while the interpreter is whole, rather than at its shutdown,
+    where a rank once aborted. Best effort: that abort was not reproduced here.
     """
     if ranks.world > 1 and dist.is_initialized():
         gc.collect()
