@@ -138,10 +138,12 @@ def fairseq_args(
     steps: int | None,
     setup: PeerSetup = BENCH,
     save_every: int = FAIRSEQ_SAVE_EVERY,
+    keep_every: int = 0,
 ) -> list[str]:
     """fairseq 0.12 training options: the model of ``setup.arch`` (:func:`lstm_options`,
     :func:`transformer_options`), no validation; against the clock it checkpoints every
-    ``save_every`` updates and keeps the last two, else once at the end. Lengths include the
+    ``save_every`` updates and keeps the last two (and, with ``keep_every``, every one whose
+    updates are a multiple of it), else once at the end. Lengths include the
     end-of-sentence token, hence ``max_len + 1``; batches are not rounded to multiples of 8
     sentences (fairseq's default, for GPUs)."""
     model, flags = (
@@ -169,6 +171,8 @@ def fairseq_args(
         "--save-interval-updates": steps or save_every,
         "--keep-interval-updates": 2,
     }
+    if keep_every:
+        options["--keep-interval-updates-pattern"] = keep_every
     flags += ["--cpu", "--disable-validation"]
     flags += ["--no-epoch-checkpoints", "--no-last-checkpoints"]  # last: a copy of each one
     pairs = [item for option, value in options.items() for item in (option, str(value))]
@@ -258,12 +262,13 @@ def train_fairseq(
     *,
     setup: PeerSetup = BENCH,
     save_every: int = FAIRSEQ_SAVE_EVERY,
+    keep_every: int = 0,
     cache: Path = DEFAULT_CACHE,
 ) -> dict:
     """Train fairseq's model (see :func:`fairseq_args`) with ``setup`` for ``steps`` updates or
     about ``minutes`` of its training loop, then interrupt it. It saves nothing on SIGINT, so the
     model is its newest checkpoint (one every ``save_every`` updates) and ``steps`` counts the
-    updates in it. ``tgt_tokens_per_s`` comes from its log (see :func:`window_throughput`);
+    updates in it; ``keep_every`` keeps more (see :func:`fairseq_args`). ``tgt_tokens_per_s`` comes from its log (see :func:`window_throughput`);
     ``wall_s`` is the training process, binarising the data (once, shared) excluded;
     ``parameters`` counts a shared table once, as fairseq logs it."""
     check_budget(minutes, steps)
@@ -274,7 +279,7 @@ def train_fairseq(
     save_dir = workdir / "model"
     save_dir.mkdir(exist_ok=True)
     shutil.copy(data_bin / "dict.txt", save_dir / "dict.txt")  # for translate_fairseq
-    options = fairseq_args(data_bin, save_dir, steps, setup, save_every)
+    options = fairseq_args(data_bin, save_dir, steps, setup, save_every, keep_every)
     (workdir / "train.args").write_text("".join(f"{option}\n" for option in options))
     chosen: list[tuple[Path, int, float]] = []
     out_of_time = minutes_after(minutes or 0.0, FAIRSEQ_LOOP_START)

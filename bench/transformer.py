@@ -11,12 +11,14 @@ decodes in this process, in fp32, timed after a warm-up. fairseq trains against 
 (:func:`bench.fairseq.train_fairseq`: its last checkpoint, every ``--save-every`` updates,
 before the budget) and times its own generation steps. A fairseq set-up trains on the same
 pieces as ours: the SentencePiece model of our system with its ``vocab_size`` (8000: the
-attention recipe's; 4000: the small model's), else one it trains itself; the table says which.
+attention recipe's; 4000: the small model's, trained by this run or an earlier one in the same
+work directory), else one it trains itself; the table says which.
 ``--sweep`` trains the Transformer set-ups of ``peer_setups.TRANSFORMER_SWEEP`` and scores each
 on the dev set (val) instead, so that the winner is not chosen on the test set. Every system's
 row is kept in ``WORKDIR/NAME.json`` as soon as it is measured: a later run with
 the same ``--workdir`` measures only what is missing, and refuses one made with other settings
-(use one work directory per budget).
+(use one work directory per budget). ``--keep-every N`` keeps more checkpoints, for
+``python -m bench.curves``: every validation of ours, every N updates of fairseq.
 """
 
 from __future__ import annotations
@@ -67,12 +69,15 @@ FAILURES = (PeerError, subprocess.CalledProcessError, OSError)
 
 
 def ours_command(
-    out: Path, data_dir: Path, minutes: float, threads: int, overrides: list[str]
+    out: Path, data_dir: Path, minutes: float, threads: int, overrides: list[str], keep: bool
 ) -> list[str]:
-    """``translate train`` of the attention recipe with ``overrides`` for ``minutes``."""
+    """``translate train`` of the attention recipe with ``overrides`` for ``minutes`` (the
+    budget its only limit: the recipe's 30 epochs take about 50 minutes here); ``keep`` keeps
+    the weights of every validation."""
     command = [sys.executable, "-m", "translate", "train", str(RECIPE), f"out_dir={out}"]
     command += [f"data.train={data_dir}/{MULTI30K.train}", f"data.dev={data_dir}/{MULTI30K.dev}"]
     command += [f"train.max_minutes={minutes:g}", f"train.threads={threads}"]
+    command += ["train.max_epochs=1000"] + (["train.keep_checkpoints=1000"] if keep else [])
     return command + overrides
 
 
@@ -135,7 +140,9 @@ def ours_row(
     """Train and decode our system ``name``; interrupted, the same call resumes its training."""
     out = workdir / f"ours-{name}"
     data_dir = Path(args.data_dir).resolve()
-    command = ours_command(out, data_dir, args.minutes, args.threads, OURS[name])
+    command = ours_command(
+        out, data_dir, args.minutes, args.threads, OURS[name], bool(args.keep_every)
+    )
     print("ours: " + " ".join(command), flush=True)
     run = run_child(command, workdir / f"ours-{name}.log", args.threads)
     check(run, "translate train")
@@ -172,7 +179,13 @@ def fairseq_row(
     folder = workdir / f"fairseq-{name}"
     print(f"fairseq: training {name} in {folder}", flush=True)
     trained = train_fairseq(
-        folder, data, args.minutes, threads=args.threads, setup=setup, save_every=args.save_every
+        folder,
+        data,
+        args.minutes,
+        threads=args.threads,
+        setup=setup,
+        save_every=args.save_every,
+        keep_every=args.keep_every,
     )
     row = {"system": "fairseq", "setup": name, "pieces": pieces, "steps": trained["steps"]}
     row["train_s"] = dict(trained["checkpoints"])[str(trained["model"])]
@@ -223,6 +236,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> list[dict]:
         "split": args.split,
         "test_sentences": args.test_sentences,
         "single_sentences": args.single_sentences,
+        "keep_every": args.keep_every,
         "data_dir": str(Path(args.data_dir).resolve()),
     }
     sources = read_corpus_lines(args.data_dir, f"{args.split}.de")[: args.test_sentences]
@@ -236,6 +250,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> list[dict]:
             lambda name=name: ours_row(name, args, workdir, (sources, refs)),
         )
         rows.append({"system": "ours", "setup": name, **row})
+    for name in OURS:  # trained by this run or an earlier one in the same work directory
         spm_model = workdir / f"ours-{name}" / "spm.model"
         if spm_model.is_file() and ours_vocab(name) not in ours_spm:
             ours_spm[ours_vocab(name)] = (name, spm_model)
@@ -328,6 +343,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--single-sentences", type=int, default=100, help="decoded one at a time too (0: none)"
     )
     parser.add_argument("--save-every", type=int, default=20, help="fairseq's checkpoint updates")
+    parser.add_argument(
+        "--keep-every",
+        type=int,
+        default=0,
+        help="keep every validation's weights of ours and fairseq's checkpoints every N updates,"
+        " for python -m bench.curves (a multiple of --save-every; 0: only the last)",
+    )
     parser.add_argument("--workdir", help="models, logs and rows (default: a new temp dir)")
     args = parser.parse_args(argv)
     if args.setups is None:
@@ -344,6 +366,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("nothing to measure: give --setups or --ours")
     if args.minutes <= 0 or args.threads < 1 or args.save_every < 1:
         parser.error("--minutes, --threads and --save-every must be positive")
+    if args.keep_every < 0 or args.keep_every % args.save_every:
+        parser.error("--keep-every must be 0 or a multiple of --save-every")
     if (args.test_sentences is not None and args.test_sentences < 1) or args.single_sentences < 0:
         parser.error("--test-sentences must be at least 1, --single-sentences at least 0")
     if args.sweep and args.test_sentences is not None:

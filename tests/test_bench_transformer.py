@@ -145,7 +145,7 @@ def test_parse_args_takes_names_and_refuses_unknown_ones(capsys):
 
 
 def test_ours_command_trains_the_attention_recipe_for_the_budget(tmp_path):
-    command = transformer.ours_command(tmp_path / "o", Path("/d"), 10.0, 2, ["a.b=1"])
+    command = transformer.ours_command(tmp_path / "o", Path("/d"), 10.0, 2, ["a.b=1"], False)
     assert command[2:5] == ["translate", "train", str(transformer.RECIPE)]
     assert transformer.RECIPE.name == "attention.yaml"
     assert command[5:] == [
@@ -154,8 +154,21 @@ def test_ours_command_trains_the_attention_recipe_for_the_budget(tmp_path):
         "data.dev=/d/val",
         "train.max_minutes=10",
         "train.threads=2",
+        "train.max_epochs=1000",
         "a.b=1",
     ]
+    kept = transformer.ours_command(tmp_path / "o", Path("/d"), 10.0, 2, [], True)
+    assert kept[-1] == "train.keep_checkpoints=1000"
+
+
+def test_keep_every_keeps_fairseq_checkpoints_at_its_multiples():
+    args = fairseq_args(Path("bin"), Path("save"), None, SETUPS["bench"], 5, 250)
+    assert args[args.index("--keep-interval-updates-pattern") + 1] == "250"
+    assert "--keep-interval-updates-pattern" not in fairseq_args(Path("b"), Path("s"), None)
+    assert transformer.parse_args(["--data-dir", "d", "--minutes", "1"]).keep_every == 0
+    for wrong in (["--keep-every", "7", "--save-every", "5"], ["--keep-every", "-5"]):
+        with pytest.raises(SystemExit):
+            transformer.parse_args(["--data-dir", "d", "--minutes", "1", *wrong])
 
 
 def test_kept_rows_are_reused_refused_or_measured_again(tmp_path):
