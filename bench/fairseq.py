@@ -268,8 +268,8 @@ def train_fairseq(
     """Train fairseq's model (see :func:`fairseq_args`) with ``setup`` for ``steps`` updates or
     about ``minutes`` of its training loop, then interrupt it. It saves nothing on SIGINT, so the
     model is its newest checkpoint (one every ``save_every`` updates) and ``steps`` counts the
-    updates in it; ``keep_every`` keeps more (see :func:`fairseq_args`). ``tgt_tokens_per_s`` comes from its log (see :func:`window_throughput`);
-    ``wall_s`` is the training process, binarising the data (once, shared) excluded;
+    updates in it; ``keep_every`` keeps more (see :func:`fairseq_args`). ``tgt_tokens_per_s``
+    comes from its log (see :func:`window_throughput`); ``wall_s`` is the training process, binarising the data (once, shared) excluded;
     ``parameters`` counts a shared table once, as fairseq logs it."""
     check_budget(minutes, steps)
     python = setup_fairseq(cache)
