@@ -81,7 +81,8 @@ def test_fairseq_points_are_the_kept_checkpoints_at_their_log_seconds(tmp_path):
         if updates != 255:  # deleted by fairseq: not a point
             path.write_bytes(b"")
         lines.append(
-            f"2026-01-01 10:{second // 60:02d}:{second % 60:02d} | INFO | fairseq.checkpoint_utils | Saved checkpoint "
+            f"2026-01-01 10:{second // 60:02d}:{second % 60:02d} | INFO | "
+            f"fairseq.checkpoint_utils | Saved checkpoint "
             f"{path} (epoch 1 @ {updates} updates, score None) (writing took 0.1 seconds)"
         )
     (tmp_path / "train.log").write_text("\n".join(lines) + "\n")
