@@ -18,9 +18,10 @@ import json
 from pathlib import Path
 
 from translate.modeldir import CONFIG, read_config, read_weights
+from translate.plots import read_metrics
 from translate.runtime import set_threads
 from translate.score import score
-from translate.train.average import recent_checkpoints
+from translate.train.average import STEP_FILE, recent_checkpoints
 from translate.translator import Translator
 
 from .bench import cpu_name
@@ -31,7 +32,7 @@ from .peer_setups import SETUPS
 from .transformer import BEAM, MULTI30K
 
 
-def budget_rows(path: Path) -> list[dict]:
+def run_rows(path: Path) -> list[dict]:
     """The measured rows of one bench.transformer run (a work directory may hold runs of
     several budgets, e.g. ours for 30 minutes and the Transformer for 60)."""
     return [row for row in json.loads(path.read_text())["rows"] if "error" not in row]
@@ -39,11 +40,11 @@ def budget_rows(path: Path) -> list[dict]:
 
 def ours_points(out: Path) -> list[tuple[int, float, Path]]:
     """(step, loop seconds, weights) of every checkpoint our run kept, oldest first."""
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(out / "metrics.jsonl")
     seconds = {record["step"]: record["elapsed"] for record in records if "dev_loss" in record}
     points = []
     for path in recent_checkpoints(out):
-        step = int(path.stem.split("-")[1])
+        step = int(STEP_FILE.fullmatch(path.name).group(1))
         if step not in seconds:
             raise SystemExit(f"{path}: metrics.jsonl has no validation at step {step}")
         points.append((step, seconds[step], path))
@@ -87,7 +88,7 @@ def measure(workdir: Path, threads: int, data_dir: str, dev: str = MULTI30K.dev)
     done = {(row["system"], row["setup"], row["step"]): row for row in saved}
     set_threads(threads)
     texts = tuple(read_corpus_lines(data_dir, f"{dev}.{lang}") for lang in ("de", "en"))
-    rows = [row for path in workdir.glob("transformer-*min.json") for row in budget_rows(path)]
+    rows = [row for path in workdir.glob("transformer-*min.json") for row in run_rows(path)]
     if not rows:
         raise SystemExit(f"{workdir} has no transformer-*min.json: run python -m bench.transformer")
     for row in rows:
