@@ -38,6 +38,18 @@ def test_unknown_key_suggests_the_closest():
         ({"decode": {"beam": 0}}, "'decode.beam' must be an integer >= 1, got 0"),
         ({"decode": {"length_penalty": -1}}, "'decode.length_penalty' must be a number from 0"),
         ({"decode": {"batch_size": 0}}, "'decode.batch_size' must be > 0"),
+        ({"train": {"patience": -1}}, r"'train.patience' must be >= 0, got -1"),
+        ({"train": {"threads": -2}}, r"'train.threads' must be >= 0, got -2"),
+        ({"train": {"max_minutes": -5}}, r"'train.max_minutes' must be >= 0, got -5"),
+        ({"train": {"log_every": 0}}, r"'train.log_every' must be > 0, got 0"),
+        ({"train": {"max_epochs": 0}}, r"'train.max_epochs' must be > 0, got 0"),
+        ({"train": {"lr_decay": 0}}, r"'train.lr_decay' must be in \(0, 1\], got 0"),
+        ({"decode": {"max_len_a": -1}}, r"'decode.max_len_a' must be >= 0, got -1"),
+        ({"data": {"character_coverage": 1.5}}, r"'data.character_coverage' must be in \(0, 1\]"),
+        (
+            {"data": {"train": ["a", {"path": "b", "weight": -1}]}},
+            r"'data.train\[1\].weight' must be >= 0, got -1",
+        ),
     ],
 )
 def test_bad_values_name_the_key(values, message):

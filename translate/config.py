@@ -197,9 +197,40 @@ def _check_ranges(cfg: Config) -> None:
         "train.valid_every": cfg.train.valid_every,
         "decode.batch_size": cfg.decode.batch_size,
     }
+    positive.update(
+        {
+            "data.max_ratio": cfg.data.max_ratio,
+            "data.spm_sample_size": cfg.data.spm_sample_size,
+            "train.max_epochs": cfg.train.max_epochs,
+            "train.log_every": cfg.train.log_every,
+        }
+    )
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"'{key}' must be > 0, got {value}")
+    at_least_zero = {  # 0 means "none" or "no limit" for most of these
+        "train.max_steps": cfg.train.max_steps,
+        "train.max_minutes": cfg.train.max_minutes,
+        "train.warmup_steps": cfg.train.warmup_steps,
+        "train.patience": cfg.train.patience,
+        "train.threads": cfg.train.threads,
+        "train.keep_checkpoints": cfg.train.keep_checkpoints,
+        "train.valid_bleu_sentences": cfg.train.valid_bleu_sentences,
+        "decode.max_len_a": cfg.decode.max_len_a,
+        "decode.max_len_b": cfg.decode.max_len_b,
+    }
+    at_least_zero.update(
+        {f"data.train[{i}].weight": c.weight for i, c in enumerate(cfg.data.train)}
+    )
+    for key, value in at_least_zero.items():
+        if value < 0:
+            raise ConfigError(f"'{key}' must be >= 0, got {value}")
+    for key, value in (
+        ("data.character_coverage", cfg.data.character_coverage),
+        ("train.lr_decay", cfg.train.lr_decay),
+    ):
+        if not 0.0 < value <= 1.0:
+            raise ConfigError(f"'{key}' must be in (0, 1], got {value}")
     try:
         DecodeOptions.from_config(cfg.decode)
     except DecodingError as err:
