@@ -196,15 +196,11 @@ def _check_ranges(cfg: Config) -> None:
         "train.clip_norm": cfg.train.clip_norm,
         "train.valid_every": cfg.train.valid_every,
         "decode.batch_size": cfg.decode.batch_size,
+        "data.max_ratio": cfg.data.max_ratio,
+        "data.spm_sample_size": cfg.data.spm_sample_size,
+        "train.max_epochs": cfg.train.max_epochs,
+        "train.log_every": cfg.train.log_every,
     }
-    positive.update(
-        {
-            "data.max_ratio": cfg.data.max_ratio,
-            "data.spm_sample_size": cfg.data.spm_sample_size,
-            "train.max_epochs": cfg.train.max_epochs,
-            "train.log_every": cfg.train.log_every,
-        }
-    )
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"'{key}' must be > 0, got {value}")
