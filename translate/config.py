@@ -205,6 +205,8 @@ def _check_ranges(cfg: Config) -> None:
         if value <= 0:
             raise ConfigError(f"'{key}' must be > 0, got {value}")
     at_least_zero = {  # 0 means "none" or "no limit" for most of these
+        "data.sampling_alpha": cfg.data.sampling_alpha,
+        "model.enc_hidden_dim": cfg.model.enc_hidden_dim,
         "train.max_steps": cfg.train.max_steps,
         "train.max_minutes": cfg.train.max_minutes,
         "train.warmup_steps": cfg.train.warmup_steps,
@@ -235,8 +237,6 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(
             "'model.tie_source_embedding' needs 'model.tie_embeddings' and 'data.joint_vocab'"
         )
-    if cfg.model.enc_hidden_dim < 0:
-        raise ConfigError(f"'model.enc_hidden_dim' must be >= 0, got {cfg.model.enc_hidden_dim}")
     enc_hidden = cfg.model.enc_hidden_dim or cfg.model.hidden_dim
     enc_out = enc_hidden * (2 if cfg.model.bidirectional else 1)
     if cfg.model.attention == "dot" and enc_out != cfg.model.hidden_dim:
@@ -244,8 +244,6 @@ def _check_ranges(cfg: Config) -> None:
             "'model.attention: dot' needs encoder outputs as wide as the decoder state "
             f"({enc_out} vs {cfg.model.hidden_dim}); use 'general' or a unidirectional encoder"
         )
-    if cfg.data.sampling_alpha < 0:
-        raise ConfigError(f"'data.sampling_alpha' must be >= 0, got {cfg.data.sampling_alpha}")
     if cfg.data.sampling_alpha and cfg.data.spm_type != "unigram":
         raise ConfigError("'data.sampling_alpha' needs 'data.spm_type: unigram' (n-best lists)")
     if not 0.0 <= cfg.model.dropout < 1.0:
