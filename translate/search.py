@@ -60,11 +60,13 @@ def mask_step(log_probs: torch.Tensor, at_limit: torch.Tensor, finished: torch.T
     chosen; a row at its last allowed position can only end (EOS keeps its log-probability, so
     the score stays the model's); a finished row goes on with PAD at no cost."""
     log_probs[:, PAD] = NEG_INF
-    eos = log_probs[at_limit, EOS]
-    log_probs[at_limit] = NEG_INF
-    log_probs[at_limit, EOS] = eos
-    log_probs[finished] = NEG_INF
-    log_probs[finished, PAD] = 0.0
+    # filled by row index: a boolean row mask would pass over the whole (rows, vocab) tensor
+    limit_rows, finished_rows = at_limit.nonzero().squeeze(1), finished.nonzero().squeeze(1)
+    eos = log_probs[limit_rows, EOS]
+    log_probs.index_fill_(0, limit_rows, NEG_INF)
+    log_probs[limit_rows, EOS] = eos
+    log_probs.index_fill_(0, finished_rows, NEG_INF)
+    log_probs[finished_rows, PAD] = 0.0
 
 
 @torch.no_grad()
@@ -151,19 +153,22 @@ def beam_search(
     for t in range(int(max_len.max())):
         log_probs, beams.state = model.decode_step(beams.tokens[:, -1], beams.state, memory)
         mask_step(log_probs, (t + 1 >= beams.max_len) & ~beams.finished, beams.finished)
-        vocab = log_probs.size(1)
-        candidates = beams.log_prob.unsqueeze(1) + log_probs  # (rows, vocab)
+        # a row's prefix score and length penalty are the same for all its tokens, so its
+        # sentence's best candidates are among each row's best ``beam`` tokens: rank those
+        row_best, row_token = log_probs.topk(beam, dim=1)  # (rows, beam)
+        candidates = beams.log_prob.unsqueeze(1) + row_best
         normalised = candidates / gnmt_length_penalty(beams.lengths + 1, length_penalty)[:, None]
-        normalised[beams.finished, PAD] = beams.score[beams.finished]
+        normalised[:, 0] = torch.where(beams.finished, beams.score, normalised[:, 0])  # PAD
 
         n_sentences = sentence_ids.numel()
-        top_score, top_index = normalised.view(n_sentences, beam * vocab).topk(beam, dim=1)
+        top_score, top_index = normalised.view(n_sentences, beam * beam).topk(beam, dim=1)
         first_row = torch.arange(n_sentences, device=device).unsqueeze(1) * beam
-        source_row = (top_index.div(vocab, rounding_mode="floor") + first_row).view(-1)
-        token = top_index.fmod(vocab).view(-1)  # (rows,)
+        source_row = (top_index.div(beam, rounding_mode="floor") + first_row).view(-1)
+        chosen = (top_index + first_row * beam).view(-1)  # (rows,) into the (rows * beam) above
+        token = row_token.view(-1)[chosen]
 
         beams = beams.select(source_row)
-        beams.log_prob = candidates.view(-1)[source_row * vocab + token]
+        beams.log_prob = candidates.view(-1)[chosen]
         beams.lengths += ~beams.finished
         beams.score = torch.where(token == EOS, top_score.view(-1), beams.score)
         beams.finished |= token == EOS
