@@ -118,6 +118,26 @@ def test_max_length_forces_eos():
     assert best.tokens == [A, A, A]  # three tokens and the forced EOS make four
 
 
+# after "A" (0.5), all three continuations (0.17, 0.165, 0.16) beat every one after "B" (0.15)
+ONE_ROW_TABLE = {
+    (): {A: 0.5, B: 0.5},
+    (A,): {A: 0.34, B: 0.33, C: 0.32, EOS: 0.01},
+    (B,): {A: 0.3, B: 0.3, C: 0.2, EOS: 0.2},
+}
+
+
+def test_every_beam_may_extend_the_same_hypothesis():
+    # the search ranks each row's best `beam` tokens: a row must be able to fill all beams
+    src, lengths, limit = torch.ones(1, 2, dtype=torch.long), torch.tensor([2]), torch.tensor([6])
+    hyps = beam_search(
+        ScriptedModel([ONE_ROW_TABLE]), src, lengths, limit, beam=3, length_penalty=0.0, n_best=3
+    )[0]
+    exhaustive = sorted(_all_hypotheses(ONE_ROW_TABLE, 6), key=lambda h: h[1], reverse=True)
+    assert [h.tokens for h in hyps] == [[A, A], [A, B], [A, C]]
+    assert [h.tokens for h in hyps] == [tokens for tokens, _ in exhaustive[:3]]
+    assert [h.log_prob for h in hyps] == pytest.approx([lp for _, lp in exhaustive[:3]], abs=1e-5)
+
+
 def test_n_best_is_sorted_and_distinct():
     src, lengths, limit = torch.ones(1, 2, dtype=torch.long), torch.tensor([2]), torch.tensor([6])
     hyps = beam_search(
