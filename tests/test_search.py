@@ -356,3 +356,12 @@ def test_every_search_reports_the_models_score_over_the_length_penalty(trained_d
             rescored = float(log_probs[row, :n].gather(1, pair.tgt_out[row, :n, None]).sum())
             assert hyp.log_prob == pytest.approx(rescored, abs=1e-4)
             assert hyp.score == pytest.approx(rescored / ((5 + n) / 6) ** alpha, abs=1e-4)
+
+
+def test_a_beam_wider_than_the_vocabulary_finds_the_best_hypotheses():
+    src, lengths, limit = torch.ones(1, 2, dtype=torch.long), torch.tensor([2]), torch.tensor([4])
+    wide = VOCAB + 3
+    model = ScriptedModel([GREEDY_TRAP])
+    hyps = beam_search(model, src, lengths, limit, beam=wide, length_penalty=0.0, n_best=2)[0]
+    exhaustive = sorted(_all_hypotheses(GREEDY_TRAP, 4), key=lambda h: h[1], reverse=True)
+    assert [h.tokens for h in hyps] == [tokens for tokens, _ in exhaustive[:2]]

@@ -155,16 +155,17 @@ def beam_search(
         mask_step(log_probs, (t + 1 >= beams.max_len) & ~beams.finished, beams.finished)
         # a row's prefix score and length penalty are the same for all its tokens, so its
         # sentence's best candidates are among each row's best ``beam`` tokens: rank those
-        row_best, row_token = log_probs.topk(beam, dim=1)  # (rows, beam)
+        k = min(beam, log_probs.size(1))
+        row_best, row_token = log_probs.topk(k, dim=1)  # (rows, k)
         candidates = beams.log_prob.unsqueeze(1) + row_best
         normalised = candidates / gnmt_length_penalty(beams.lengths + 1, length_penalty)[:, None]
         normalised[:, 0] = torch.where(beams.finished, beams.score, normalised[:, 0])  # PAD
 
         n_sentences = sentence_ids.numel()
-        top_score, top_index = normalised.view(n_sentences, beam * beam).topk(beam, dim=1)
+        top_score, top_index = normalised.view(n_sentences, beam * k).topk(beam, dim=1)
         first_row = torch.arange(n_sentences, device=device).unsqueeze(1) * beam
-        source_row = (top_index.div(beam, rounding_mode="floor") + first_row).view(-1)
-        chosen = (top_index + first_row * beam).view(-1)  # (rows,) into the (rows * beam) above
+        source_row = (top_index.div(k, rounding_mode="floor") + first_row).view(-1)
+        chosen = (top_index + first_row * k).view(-1)  # (rows,) into the (rows, k) above
         token = row_token.view(-1)[chosen]
 
         beams = beams.select(source_row)
