@@ -126,20 +126,23 @@ def beam_search(
     for t in range(int(max_len.max())):
         log_probs, beams.state = model.decode_step(beams.tokens[:, -1], beams.state, memory)
         mask_step(log_probs, (t + 1 >= beams.max_len) & ~beams.finished, beams.finished)
-        vocab = log_probs.shape[1]
-        candidates = beams.log_prob[:, None] + log_probs  # (rows, vocab)
+        # as translate.search ranks: each row's best ``beam`` tokens hold its sentence's best
+        k = min(beam, log_probs.shape[1])
+        row_best, row_token = _top_k(log_probs, k)  # (rows, k)
+        candidates = beams.log_prob[:, None] + row_best
         penalty = gnmt_length_penalty(beams.lengths + 1, length_penalty)[:, None]
         normalised = candidates / penalty
-        normalised[beams.finished, PAD] = beams.score[beams.finished]
+        normalised[:, 0] = np.where(beams.finished, beams.score, normalised[:, 0])  # PAD
 
         n_sentences = sentence_ids.size
-        top_score, top_index = _top_k(normalised.reshape(n_sentences, beam * vocab), beam)
+        top_score, top_index = _top_k(normalised.reshape(n_sentences, beam * k), beam)
         first_row = np.arange(n_sentences)[:, None] * beam
-        source_row = (top_index // vocab + first_row).reshape(-1)
-        token = (top_index % vocab).reshape(-1)  # (rows,)
+        source_row = (top_index // k + first_row).reshape(-1)
+        chosen = (top_index + first_row * k).reshape(-1)  # (rows,) into the (rows, k) above
+        token = row_token.reshape(-1)[chosen]
 
         beams = beams.select(source_row)
-        beams.log_prob = candidates.reshape(-1)[source_row * vocab + token]
+        beams.log_prob = candidates.reshape(-1)[chosen]
         beams.lengths = beams.lengths + ~beams.finished
         beams.score = np.where(token == EOS, top_score.reshape(-1), beams.score)
         beams.finished = beams.finished | (token == EOS)
