@@ -6,6 +6,7 @@ FLOPs per target token. Speeds are its own figures, as it logs them.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -267,9 +268,9 @@ def train_fairseq(
 ) -> dict:
     """Train fairseq's model (see :func:`fairseq_args`) with ``setup`` for ``steps`` updates or
     about ``minutes`` of its training loop, then interrupt it. It saves nothing on SIGINT, so the
-    model is its newest checkpoint (one every ``save_every`` updates) and ``steps`` counts the
-    updates in it; ``keep_every`` keeps more (see :func:`fairseq_args`). ``tgt_tokens_per_s``
-    comes from its log (see :func:`window_throughput`); ``wall_s`` is the training process,
+    model is its newest checkpoint at the budget (one every ``save_every`` updates), kept as
+    ``checkpoint_budget.pt``, and ``steps`` counts the updates in it; ``keep_every`` keeps more
+    (see :func:`fairseq_args`). ``tgt_tokens_per_s`` comes from its log (see :func:`window_throughput`); ``wall_s`` is the training process,
     binarising the data (once, shared) excluded; ``parameters`` counts a shared table once, as
     fairseq logs it."""
     check_budget(minutes, steps)
@@ -284,30 +285,47 @@ def train_fairseq(
     (workdir / "train.args").write_text("".join(f"{option}\n" for option in options))
     chosen: list[tuple[Path, int, float]] = []
     out_of_time = minutes_after(minutes or 0.0, FAIRSEQ_LOOP_START)
+    budget = save_dir / "checkpoint_budget.pt"
 
     def should_stop(elapsed: float, log: str) -> bool:
         if not out_of_time(elapsed, log):
             return False
         chosen[:] = fairseq_checkpoints(log)
-        return bool(chosen)  # else wait for the first checkpoint
+        return bool(chosen) and keep(chosen[-1][0], budget)  # else wait for the next one
 
     cmd = [str(python), "-m", "fairseq_cli.train", *options]
     stop = should_stop if minutes is not None else None
-    run = run_child(cmd, workdir / "train.log", threads, should_stop=stop)
+    # nothing is saved on SIGINT, so a run that goes on past it is killed soon after
+    run = run_child(cmd, workdir / "train.log", threads, should_stop=stop, kill_after=30.0)
     check(run, "fairseq training")
-    if not run.interrupted:
+    if run.interrupted:
+        model = budget
+    else:
         chosen = fairseq_checkpoints(run.log)
-    if not chosen or not chosen[-1][0].is_file():
+        model = chosen[-1][0] if chosen else budget
+    if not chosen or not model.is_file():
         raise PeerError(f"fairseq left no checkpoint; see {workdir / 'train.log'}")
     return {
         "tgt_tokens_per_s": window_throughput(run.log, FAIRSEQ_RATE),
         "wall_s": run.wall_s,
         "checkpoints": [(str(path), seconds) for path, _, seconds in chosen if path.is_file()],
-        "model": chosen[-1][0],
+        "model": model,
         "steps": chosen[-1][1],
         "parameters": fairseq_parameters(run.log),
         "rss_mib": run.rss_mib,
     }
+
+
+def keep(checkpoint: Path, kept: Path) -> bool:
+    """Hard-link ``checkpoint`` as ``kept``, so that the model of the budget survives fairseq
+    rotating its checkpoints away while it finishes the step it was interrupted in (or, as
+    it once did, trains on for minutes). False when fairseq already removed it."""
+    kept.unlink(missing_ok=True)
+    try:
+        os.link(checkpoint, kept)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def fairseq_parameters(log: str) -> int:

@@ -43,8 +43,12 @@ def budget_rows(workdir: Path) -> tuple[float, list[dict]]:
 
 
 def fairseq_checkpoint(workdir: Path, row: dict) -> Path:
-    """The checkpoint a fairseq row was scored with: the one saved at its last step."""
-    found = sorted((workdir / f"fairseq-{row['setup']}" / "model").glob(f"*_{row['steps']}.pt"))
+    """The checkpoint a fairseq row was scored with: the one kept at its budget, or in work
+    directories from before it was kept, the one saved at its last step."""
+    folder = workdir / f"fairseq-{row['setup']}" / "model"
+    if (folder / "checkpoint_budget.pt").is_file():
+        return folder / "checkpoint_budget.pt"
+    found = sorted(folder.glob(f"*_{row['steps']}.pt"))
     if len(found) != 1:
         raise SystemExit(f"no single checkpoint of step {row['steps']} for {row['setup']}")
     return found[0]

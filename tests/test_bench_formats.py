@@ -87,6 +87,8 @@ def test_a_fairseq_row_finds_its_checkpoint_and_its_pieces(tmp_path):
     assert formats.fairseq_checkpoint(tmp_path, row) == model / "checkpoint_4_940.pt"
     with pytest.raises(SystemExit, match="step 941"):
         formats.fairseq_checkpoint(tmp_path, {**row, "steps": 941})
+    (model / "checkpoint_budget.pt").touch()  # kept at the budget: it wins over the glob
+    assert formats.fairseq_checkpoint(tmp_path, row) == model / "checkpoint_budget.pt"
     assert formats.fairseq_pieces(tmp_path, row) == tmp_path / "pieces-attention/data/test.de"
     own = {**row, "pieces": "4000 (its own)"}
     assert formats.fairseq_pieces(tmp_path, own) == tmp_path / "pieces-4000/data/test.de"

@@ -5,12 +5,15 @@ count, the rows kept between runs, our decoding row and the table."""
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from bench import transformer
-from bench.fairseq import fairseq_args, fairseq_flops_per_target_token
+from bench.fairseq import fairseq_args, fairseq_flops_per_target_token, keep
+from bench.peer_runs import run_child
 from bench.peer_setups import SETUPS, TRANSFORMER_SWEEP, PeerSetup, changes
 from translate.score import score
 from translate.translator import Translator
@@ -275,3 +278,26 @@ def test_format_table_rows_errors_and_signatures():
         "nrefs:1|bleu",
         "nrefs:1|chrf",
     ]
+
+
+def test_the_budget_checkpoint_outlives_fairseq_rotating_it_away(tmp_path):
+    saved, kept = tmp_path / "checkpoint_5_1140.pt", tmp_path / "checkpoint_budget.pt"
+    saved.write_bytes(b"weights")
+    assert keep(saved, kept)
+    saved.unlink()  # --keep-interval-updates removing it
+    assert kept.read_bytes() == b"weights"
+    assert not keep(saved, kept) and not kept.exists()  # gone before it could be kept
+
+
+def test_a_child_that_ignores_the_interrupt_is_killed_after_kill_after(tmp_path):
+    ignores = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)"
+    start = time.perf_counter()
+    run = run_child(
+        [sys.executable, "-c", ignores],
+        tmp_path / "log",
+        1,
+        should_stop=lambda elapsed, log: elapsed > 0.5,
+        kill_after=1.0,
+    )
+    assert run.interrupted and run.returncode == -9
+    assert time.perf_counter() - start < 10
