@@ -169,8 +169,9 @@ for _base in ("transformer_small", "transformer_tiny"):
 for _base in ("transformer_small_warmup400", "transformer_tiny_warmup400"):
     SETUPS[f"{_base}_lr1e-3"] = replace(SETUPS[_base], learning_rate=1e-3)
     SETUPS[f"{_base}_batch2000"] = replace(SETUPS[_base], batch_size=2000)
-# the tiny one's two winning changes of that round together, and a larger rate still
-for _rate in ("1e-3", "2e-3"):
+# the tiny one's two winning changes of that round together, and larger rates still (each
+# doubling gained at 10 and 30 minutes, so the sweep goes on until one loses)
+for _rate in ("1e-3", "2e-3", "4e-3"):
     SETUPS[f"transformer_tiny_warmup400_batch2000_lr{_rate}"] = replace(
         SETUPS["transformer_tiny_warmup400_batch2000"], learning_rate=float(_rate)
     )
