@@ -308,7 +308,8 @@ def train_fairseq(
     return {
         "tgt_tokens_per_s": window_throughput(run.log, FAIRSEQ_RATE),
         "wall_s": run.wall_s,
-        "checkpoints": [(str(path), seconds) for path, _, seconds in chosen if path.is_file()],
+        "checkpoints": [(str(path), seconds) for path, _, seconds in chosen[:-1] if path.is_file()]
+        + [(str(model), chosen[-1][2])],  # the last one as kept, if rotated away since
         "model": model,
         "steps": chosen[-1][1],
         "parameters": fairseq_parameters(run.log),
