@@ -36,6 +36,8 @@ FAIRSEQ_PACKAGES = [TORCH, "fairseq-fixed==0.12.3.1"]
 FAIRSEQ_BUILD = [TORCH, "numpy", "cython", "setuptools", "wheel"]
 # updates between checkpoints against the clock (each ~0.3 s: 152 MB, Adam state included)
 FAIRSEQ_SAVE_EVERY = 20
+# seconds it may take to stop after SIGINT (it saves nothing then) before it is killed
+FAIRSEQ_KILL_AFTER = 30.0
 
 FAIRSEQ_RATE = r'\| train_inner \| \{.*?"wps": "([\d.]+)"'  # target tokens/s of a window
 FAIRSEQ_LOOP_START = "Start iterating over samples"
@@ -295,8 +297,9 @@ def train_fairseq(
 
     cmd = [str(python), "-m", "fairseq_cli.train", *options]
     stop = should_stop if minutes is not None else None
-    # nothing is saved on SIGINT, so a run that goes on past it is killed soon after
-    run = run_child(cmd, workdir / "train.log", threads, should_stop=stop, kill_after=30.0)
+    run = run_child(
+        cmd, workdir / "train.log", threads, should_stop=stop, kill_after=FAIRSEQ_KILL_AFTER
+    )
     check(run, "fairseq training")
     if run.interrupted:
         model = budget

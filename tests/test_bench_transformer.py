@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import transformer
+from bench import fairseq, transformer
 from bench.fairseq import fairseq_args, fairseq_flops_per_target_token, keep
 from bench.peer_runs import run_child
 from bench.peer_setups import SETUPS, TRANSFORMER_SWEEP, PeerSetup, changes
@@ -301,3 +301,52 @@ def test_a_child_that_ignores_the_interrupt_is_killed_after_kill_after(tmp_path)
     )
     assert run.interrupted and run.returncode == -9
     assert time.perf_counter() - start < 10
+
+
+FAKE_FAIRSEQ = """
+import signal, sys, time
+from pathlib import Path
+
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # as fairseq once did: it trained on for minutes
+save_dir = Path(sys.argv[sys.argv.index("--save-dir") + 1])
+
+
+def log(what, source="fairseq.trainer"):
+    print(time.strftime("%Y-%m-%d %H:%M:%S") + f" | INFO | {source} | " + what, flush=True)
+
+
+log("num. shared model params: 1,234 (num. trained: 1,234)")
+log("Start iterating over samples")
+for updates in range(5, 100000, 5):
+    time.sleep(0.1)
+    log('{"epoch": 1, "wps": "1000.0", "num_updates": "%d"}' % updates, "train_inner")
+    path = save_dir / f"checkpoint_1_{updates}.pt"
+    path.write_text(str(updates))
+    log(f"Saved checkpoint {path} (epoch 1 @ {updates} updates, score None)")
+    (save_dir / f"checkpoint_1_{updates - 10}.pt").unlink(missing_ok=True)  # keeps the last 2
+"""
+
+
+def test_train_fairseq_keeps_the_budget_model_when_fairseq_trains_on_past_the_interrupt(
+    tmp_path, monkeypatch
+):
+    script = tmp_path / "fake_fairseq.py"
+    script.write_text(FAKE_FAIRSEQ)
+    python = tmp_path / "python"  # called as: python -m fairseq_cli.train OPTIONS
+    python.write_text(f'#!/bin/sh\nshift 2\nexec {sys.executable} {script} "$@"\n')
+    python.chmod(0o755)
+    data_bin = tmp_path / "bin"
+    data_bin.mkdir()
+    (data_bin / "dict.txt").write_text("a 1\n")
+    monkeypatch.setattr(fairseq, "setup_fairseq", lambda cache: python)
+    monkeypatch.setattr(fairseq, "fairseq_data", lambda python, data, threads: data_bin)
+    monkeypatch.setattr(fairseq, "FAIRSEQ_KILL_AFTER", 1.5)
+    start = time.perf_counter()
+    trained = fairseq.train_fairseq(tmp_path / "run", None, minutes=0.02, threads=1)
+    assert time.perf_counter() - start < 20  # killed 1.5 s after the ignored interrupt
+    model = trained["model"]
+    assert model == tmp_path / "run/model/checkpoint_budget.pt"
+    assert model.read_text() == str(trained["steps"])  # the checkpoint of the budget, ...
+    assert not (tmp_path / f"run/model/checkpoint_1_{trained['steps']}.pt").exists()  # rotated
+    assert dict(trained["checkpoints"])[str(model)] <= 3  # its seconds, for bench.transformer
+    assert trained["parameters"] == 1234 and trained["tgt_tokens_per_s"] == pytest.approx(1000)
