@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -113,30 +114,54 @@ def decode(
 
 
 def measure(args: argparse.Namespace, test: tuple[list[str], list[str]]) -> list[dict]:
-    """Every model of every work directory in every format, one after the other."""
-    rows = []
+    """Every model of every work directory in every format, one after the other; with
+    ``args.repeat`` above 1, that many passes over them all, every other one in reverse order,
+    so that a slower spell of a shared machine falls on every model alike."""
+    jobs = []
     for workdir in args.workdirs:
         minutes, trained = budget_rows(workdir)
         for row in trained:
             for number_format in args.formats:
                 out = {"minutes": minutes, "system": row["system"], "setup": row["setup"]}
-                out["format"] = number_format
-                print("decoding: " + " ".join(map(str, out.values())), flush=True)
-                try:
-                    out.update(decode(workdir, row, number_format, args, test))
-                except FAILURES as err:
-                    out["error"] = str(err)
-                rows.append(out)
-    return rows
+                jobs.append((workdir, row, {**out, "format": number_format}))
+    decodes: list[list[dict]] = [[] for _ in jobs]
+    for turn in range(args.repeat):
+        for i in range(len(jobs)) if turn % 2 == 0 else reversed(range(len(jobs))):
+            workdir, row, out = jobs[i]
+            print("decoding: " + " ".join(map(str, out.values())), flush=True)
+            try:
+                decodes[i].append(decode(workdir, row, out["format"], args, test))
+            except FAILURES as err:
+                decodes[i].append({"error": str(err)})
+    return [{**out, **merged(runs)} for (_, _, out), runs in zip(jobs, decodes)]
+
+
+SPEEDS = ("sentences_per_s", "single_sentences_per_s")
+
+
+def merged(decodes: list[dict]) -> dict:
+    """One model's decodes in one format as one row: the first one's scores and bytes (they do
+    not change), each speed the median of all, every one kept under ``all_<speed>``; the
+    first error, if any decode failed."""
+    if failed := [result for result in decodes if "error" in result]:
+        return failed[0]
+    row = dict(decodes[0])
+    for key in SPEEDS:
+        if key in row:
+            row[f"all_{key}"] = [result[key] for result in decodes]
+            row[key] = statistics.median(row[f"all_{key}"])
+    return row
 
 
 COLUMNS = ["budget", "system", "set-up", "format", "BLEU", "chrF", "sent/s", "sent/s one", "MB"]
 
 
-def format_table(rows: list[dict], cpu: str, threads: int, sentences: int) -> str:
+def format_table(rows: list[dict], cpu: str, threads: int, sentences: int, repeat: int = 1) -> str:
     """The rows as a markdown table under a line naming the machine."""
+    speeds = f"; sentences/s: the median of {repeat} decodes" if repeat > 1 else ""
     lines = [
-        f"Multi30k {MULTI30K.test} ({sentences} sentences), beam 5, {threads} thread(s); {cpu}",
+        f"Multi30k {MULTI30K.test} ({sentences} sentences), beam 5, {threads} thread(s); {cpu}"
+        + speeds,
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|---:|---|---|---|" + "---:|" * (len(COLUMNS) - 4),
@@ -168,6 +193,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--single-sentences", type=int, default=100, help="decoded one at a time too (0: none)"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="decode every model this many times, every other pass in reverse order, and give "
+        "the median speed: one model's speed moves between runs on a shared machine",
+    )
     parser.add_argument("--out", help="the rows as JSON here too")
     args = parser.parse_args(argv)
     args.workdirs = [Path(name).resolve() for name in args.workdirs.split(",") if name]
@@ -178,6 +210,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"no such work directory: {', '.join(missing)}")
     if not args.workdirs or not args.formats or args.threads < 1 or args.single_sentences < 0:
         parser.error("give work directories and formats; --threads at least 1")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     return args
 
 
@@ -186,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     sources = read_corpus_lines(args.data_dir, f"{MULTI30K.test}.de")
     refs = read_corpus_lines(args.data_dir, f"{MULTI30K.test}.en")
     rows = measure(args, (sources, refs))
-    print(format_table(rows, cpu_name(), args.threads, len(sources)))
+    print(format_table(rows, cpu_name(), args.threads, len(sources), args.repeat))
     if args.out:
         Path(args.out).write_text(json.dumps({"cpu": cpu_name(), "rows": rows}, indent=1))
 

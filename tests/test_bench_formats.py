@@ -126,3 +126,38 @@ def test_parse_args_refuses_unknown_formats_and_missing_folders(tmp_path, capsys
     with pytest.raises(SystemExit):
         formats.parse_args(["--data-dir", "d", "--workdirs", str(tmp_path / "none")])
     assert "no such work directory" in capsys.readouterr().err
+
+
+def test_repeat_passes_alternate_order_and_give_the_median_speed(tmp_path, monkeypatch, capsys):
+    rows = [{"system": "ours", "setup": "small4k"}, {"system": "fairseq", "setup": "t"}]
+    monkeypatch.setattr(formats, "budget_rows", lambda workdir: (5, rows))
+    calls = []
+
+    def decode(workdir, row, number_format, args, test):
+        calls.append((row["setup"], number_format))
+        if row["setup"] == "t" and number_format == "fp32" and len(calls) > 4:
+            raise formats.FAILURES[0]("fairseq-generate failed")
+        speed = 100.0 * len(calls)
+        scores = {"bleu": 40.0, "chrf": 60.0, "model_bytes": 8_000_000}
+        return {**scores, "sentences_per_s": speed, "single_sentences_per_s": speed / 10}
+
+    monkeypatch.setattr(formats, "decode", decode)
+    args = formats.parse_args(
+        ["--data-dir", "d", "--workdirs", str(tmp_path), "--formats", "int8,fp32", "--repeat", "3"]
+    )
+    measured = formats.measure(args, ([], []))
+    jobs = [("small4k", "int8"), ("small4k", "fp32"), ("t", "int8"), ("t", "fp32")]
+    assert calls == jobs + jobs[::-1] + jobs  # every other pass in reverse order
+    first = measured[0]  # decoded 1st, 8th and 9th: 100, 800 and 900 sentences/s
+    assert first["sentences_per_s"] == 800.0 and first["all_sentences_per_s"] == [100, 800, 900]
+    assert first["single_sentences_per_s"] == 80.0 and first["bleu"] == 40.0
+    assert measured[3] == {
+        "minutes": 5, "system": "fairseq", "setup": "t", "format": "fp32",
+        "error": "fairseq-generate failed",
+    }  # fmt: skip
+    table = formats.format_table(measured, "AMD EPYC, 2 cores", 2, 1000, repeat=3).splitlines()
+    assert table[0].endswith("sentences/s: the median of 3 decodes")
+    assert table[4] == "| 5 min | ours | small4k | int8 | 40.00 | 60.00 | 800.0 | 80.0 | 8.0 |"
+    with pytest.raises(SystemExit):
+        formats.parse_args(["--data-dir", "d", "--workdirs", str(tmp_path), "--repeat", "0"])
+    assert "--repeat must be at least 1" in capsys.readouterr().err
