@@ -272,9 +272,9 @@ def train_fairseq(
     about ``minutes`` of its training loop, then interrupt it. It saves nothing on SIGINT, so the
     model is its newest checkpoint at the budget (one every ``save_every`` updates), kept as
     ``checkpoint_budget.pt``, and ``steps`` counts the updates in it; ``keep_every`` keeps more
-    (see :func:`fairseq_args`). ``tgt_tokens_per_s`` comes from its log (see :func:`window_throughput`); ``wall_s`` is the training process,
-    binarising the data (once, shared) excluded; ``parameters`` counts a shared table once, as
-    fairseq logs it."""
+    (see :func:`fairseq_args`). ``tgt_tokens_per_s`` comes from its log (see
+    :func:`window_throughput`); ``wall_s`` is the training process, binarising the data (once,
+    shared) excluded; ``parameters`` counts a shared table once, as fairseq logs it."""
     check_budget(minutes, steps)
     python = setup_fairseq(cache)
     workdir = Path(workdir).resolve()

@@ -333,7 +333,7 @@ def test_train_fairseq_keeps_the_budget_model_when_fairseq_trains_on_past_the_in
     script = tmp_path / "fake_fairseq.py"
     script.write_text(FAKE_FAIRSEQ)
     python = tmp_path / "python"  # called as: python -m fairseq_cli.train OPTIONS
-    python.write_text(f'#!/bin/sh\nshift 2\nexec {sys.executable} {script} "$@"\n')
+    python.write_text(f'#!/bin/sh\nshift 2\nexec "{sys.executable}" "{script}" "$@"\n')
     python.chmod(0o755)
     data_bin = tmp_path / "bin"
     data_bin.mkdir()
