@@ -38,6 +38,8 @@ FAIRSEQ_BUILD = [TORCH, "numpy", "cython", "setuptools", "wheel"]
 FAIRSEQ_SAVE_EVERY = 20
 # seconds it may take to stop after SIGINT (it saves nothing then) before it is killed
 FAIRSEQ_KILL_AFTER = 30.0
+# the newest checkpoint at the budget, hard-linked where fairseq's rotation does not remove it
+FAIRSEQ_BUDGET_CHECKPOINT = "checkpoint_budget.pt"
 
 FAIRSEQ_RATE = r'\| train_inner \| \{.*?"wps": "([\d.]+)"'  # target tokens/s of a window
 FAIRSEQ_LOOP_START = "Start iterating over samples"
@@ -287,7 +289,7 @@ def train_fairseq(
     (workdir / "train.args").write_text("".join(f"{option}\n" for option in options))
     chosen: list[tuple[Path, int, float]] = []
     out_of_time = minutes_after(minutes or 0.0, FAIRSEQ_LOOP_START)
-    budget = save_dir / "checkpoint_budget.pt"
+    budget = save_dir / FAIRSEQ_BUDGET_CHECKPOINT
 
     def should_stop(elapsed: float, log: str) -> bool:
         if not out_of_time(elapsed, log):
@@ -301,12 +303,10 @@ def train_fairseq(
         cmd, workdir / "train.log", threads, should_stop=stop, kill_after=FAIRSEQ_KILL_AFTER
     )
     check(run, "fairseq training")
-    if run.interrupted:
-        model = budget
-    else:
+    if not run.interrupted:
         chosen = fairseq_checkpoints(run.log)
-        model = chosen[-1][0] if chosen else budget
-    if not chosen or not model.is_file():
+    model = budget if run.interrupted else chosen[-1][0] if chosen else None
+    if model is None or not model.is_file():
         raise PeerError(f"fairseq left no checkpoint; see {workdir / 'train.log'}")
     return {
         "tgt_tokens_per_s": window_throughput(run.log, FAIRSEQ_RATE),

@@ -25,7 +25,7 @@ from pathlib import Path
 from translate.score import score
 
 from .bench import cpu_name
-from .fairseq import translate_fairseq
+from .fairseq import FAIRSEQ_BUDGET_CHECKPOINT, translate_fairseq
 from .fairseq_generate import FORMATS
 from .peer_data import detokenize, read_corpus_lines, reference_of, write_lines
 from .peer_setups import SETUPS
@@ -47,8 +47,8 @@ def fairseq_checkpoint(workdir: Path, row: dict) -> Path:
     """The checkpoint a fairseq row was scored with: the one kept at its budget, or in work
     directories from before it was kept, the one saved at its last step."""
     folder = workdir / f"fairseq-{row['setup']}" / "model"
-    if (folder / "checkpoint_budget.pt").is_file():
-        return folder / "checkpoint_budget.pt"
+    if (folder / FAIRSEQ_BUDGET_CHECKPOINT).is_file():
+        return folder / FAIRSEQ_BUDGET_CHECKPOINT
     found = sorted(folder.glob(f"*_{row['steps']}.pt"))
     if len(found) != 1:
         raise SystemExit(f"no single checkpoint of step {row['steps']} for {row['setup']}")
