@@ -365,3 +365,22 @@ def test_a_beam_wider_than_the_vocabulary_finds_the_best_hypotheses():
     hyps = beam_search(model, src, lengths, limit, beam=wide, length_penalty=0.0, n_best=2)[0]
     exhaustive = sorted(_all_hypotheses(GREEDY_TRAP, 4), key=lambda h: h[1], reverse=True)
     assert [h.tokens for h in hyps] == [tokens for tokens, _ in exhaustive[:2]]
+
+
+@pytest.mark.parametrize("drop_finished", [False, True])
+def test_each_sentence_ends_at_its_own_length_limit(drop_finished):
+    """The search checks the limits only from the first sentence's on; each sentence is still
+    cut at its own, and a sentence that ended early keeps its result while the others go on."""
+    endless = {prefix: {A: 0.9, EOS: 0.1} for prefix in [tuple([A] * n) for n in range(10)]}
+    src, lengths = torch.ones(3, 2, dtype=torch.long), torch.tensor([2, 2, 2])
+    limit = torch.tensor([5, 2, 4])  # EOS included
+    model = ScriptedModel([endless] * 3)
+    greedy = greedy_search(model, src, lengths, limit, length_penalty=1.0)
+    beams = beam_search(
+        model, src, lengths, limit, beam=2, length_penalty=1.0, drop_finished=drop_finished
+    )
+    for hyp, best, cut in zip(greedy, beams, [4, 1, 3]):
+        expected = cut * math.log(0.9) + math.log(0.1)  # A cut times, then the forced EOS
+        assert hyp.tokens == best[0].tokens == [A] * cut
+        assert hyp.log_prob == pytest.approx(expected, abs=1e-5)
+        assert best[0].score == pytest.approx(expected / ((5 + cut + 1) / 6), abs=1e-5)

@@ -55,18 +55,24 @@ def max_lengths(src_lengths: torch.Tensor, a: float, b: int) -> torch.Tensor:
     return (a * src_lengths.float() + b).long().clamp(min=1)
 
 
-def mask_step(log_probs: torch.Tensor, at_limit: torch.Tensor, finished: torch.Tensor) -> None:
+def mask_step(
+    log_probs: torch.Tensor, at_limit: torch.Tensor | None, finished: torch.Tensor | None
+) -> None:
     """The rules of every search step, in place on (rows, vocab) log-probabilities: PAD is never
     chosen; a row at its last allowed position can only end (EOS keeps its log-probability, so
-    the score stays the model's); a finished row goes on with PAD at no cost."""
-    log_probs[:, PAD] = NEG_INF
+    the score stays the model's); a finished row goes on with PAD at no cost. None for
+    ``at_limit`` or ``finished``: no such row (the search knows, and skips the work)."""
+    log_probs.select(1, PAD).fill_(NEG_INF)
     # filled by row index: a boolean row mask would pass over the whole (rows, vocab) tensor
-    limit_rows, finished_rows = at_limit.nonzero().squeeze(1), finished.nonzero().squeeze(1)
-    eos = log_probs[limit_rows, EOS]
-    log_probs.index_fill_(0, limit_rows, NEG_INF)
-    log_probs[limit_rows, EOS] = eos
-    log_probs.index_fill_(0, finished_rows, NEG_INF)
-    log_probs[finished_rows, PAD] = 0.0
+    if at_limit is not None:
+        limit_rows = at_limit.nonzero().squeeze(1)
+        eos = log_probs.select(1, EOS).index_select(0, limit_rows)
+        log_probs.index_fill_(0, limit_rows, NEG_INF)
+        log_probs.select(1, EOS).index_copy_(0, limit_rows, eos)
+    if finished is not None:
+        finished_rows = finished.nonzero().squeeze(1)
+        log_probs.index_fill_(0, finished_rows, NEG_INF)
+        log_probs.select(1, PAD).index_fill_(0, finished_rows, 0.0)
 
 
 @torch.no_grad()
@@ -86,15 +92,17 @@ def greedy_search(
     prev = torch.full((batch,), BOS, dtype=torch.long, device=src_tokens.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=src_tokens.device)
     log_prob = torch.zeros(batch, device=src_tokens.device)
-    steps = []
+    steps, first_limit, done = [], int(max_len.min()), 0
     for t in range(int(max_len.max())):
         log_probs, state = model.decode_step(prev, state, memory)  # (batch, vocab)
-        mask_step(log_probs, (t + 1 >= max_len) & ~finished, finished)
+        at_limit = (t + 1 >= max_len) & ~finished if t + 1 >= first_limit else None
+        mask_step(log_probs, at_limit, finished if done else None)
         best, prev = log_probs.max(dim=-1)
         log_prob += best
         steps.append(prev)
         finished |= prev == EOS
-        if finished.all():
+        done = int(finished.sum())
+        if done == batch:
             break
     return _scored(steps, log_prob, length_penalty)
 
@@ -109,11 +117,26 @@ class Beams:
     log_prob: torch.Tensor  # summed log-probability so far
     score: torch.Tensor  # the length-normalised score once finished, else -inf
     finished: torch.Tensor
-    lengths: torch.Tensor  # tokens so far, EOS included
     max_len: torch.Tensor  # the sentence's length limit
 
     def select(self, rows: torch.Tensor) -> Beams:
         return Beams(*(getattr(self, f.name).index_select(0, rows) for f in fields(self)))
+
+    def advance(
+        self, rows: torch.Tensor, token: torch.Tensor, log_prob: torch.Tensor, score: torch.Tensor
+    ) -> Beams:
+        """The beams after a step: each continues row ``rows[i]`` (of its own sentence, so
+        ``max_len`` stays) with ``token[i]``, its new summed log-probability and, where the
+        token is EOS, the score it ends with."""
+        ended = token == EOS
+        return Beams(
+            state=self.state.index_select(0, rows),
+            tokens=torch.cat([self.tokens.index_select(0, rows), token.unsqueeze(1)], dim=1),
+            log_prob=log_prob,
+            score=torch.where(ended, score, self.score.index_select(0, rows)),
+            finished=self.finished.index_select(0, rows) | ended,
+            max_len=self.max_len,
+        )
 
 
 @torch.no_grad()
@@ -144,40 +167,43 @@ def beam_search(
         log_prob=torch.zeros(rows, device=device),
         score=torch.full((rows,), NEG_INF, device=device),
         finished=torch.zeros(rows, dtype=torch.bool, device=device),
-        lengths=torch.zeros(rows, dtype=torch.long, device=device),
         max_len=max_len.to(device).index_select(0, tile),
     )
     beams.log_prob.view(batch, beam)[:, 1:] = NEG_INF  # step 0: one live beam per sentence
     sentence_ids = torch.arange(batch, device=device)  # which input sentence each one is
     retired: list[tuple[list[int], Beams]] = []
-    for t in range(int(max_len.max())):
-        log_probs, beams.state = model.decode_step(beams.tokens[:, -1], beams.state, memory)
-        mask_step(log_probs, (t + 1 >= beams.max_len) & ~beams.finished, beams.finished)
+    steps, first_limit = int(max_len.max()), int(max_len.min())
+    # At step t every live row holds t tokens, so one length penalty serves them all (a
+    # finished row's only candidate, PAD, keeps its score): one number a step, known ahead.
+    penalties = gnmt_length_penalty(torch.arange(1, steps + 1), length_penalty).tolist()
+    prev, done = beams.tokens[:, 0], 0  # done: finished rows, counted after every step
+    first_row = torch.arange(batch, device=device).unsqueeze(1) * beam  # of each sentence
+    for t in range(steps):
+        log_probs, beams.state = model.decode_step(prev, beams.state, memory)
+        at_limit = (t + 1 >= beams.max_len) & ~beams.finished if t + 1 >= first_limit else None
+        mask_step(log_probs, at_limit, beams.finished if done else None)
         # a row's prefix score and length penalty are the same for all its tokens, so its
         # sentence's best candidates are among each row's best ``beam`` tokens: rank those
         k = min(beam, log_probs.size(1))
         row_best, row_token = log_probs.topk(k, dim=1)  # (rows, k)
         candidates = beams.log_prob.unsqueeze(1) + row_best
-        normalised = candidates / gnmt_length_penalty(beams.lengths + 1, length_penalty)[:, None]
-        normalised[:, 0] = torch.where(beams.finished, beams.score, normalised[:, 0])  # PAD
+        normalised = candidates / penalties[t]
+        if done:  # a finished row's one candidate (PAD) keeps the score it ended with
+            pad = normalised.select(1, 0)
+            pad.copy_(torch.where(beams.finished, beams.score, pad))
 
-        n_sentences = sentence_ids.numel()
-        top_score, top_index = normalised.view(n_sentences, beam * k).topk(beam, dim=1)
-        first_row = torch.arange(n_sentences, device=device).unsqueeze(1) * beam
+        top_score, top_index = normalised.view(-1, beam * k).topk(beam, dim=1)
         source_row = (top_index.div(k, rounding_mode="floor") + first_row).view(-1)
         chosen = (top_index + first_row * k).view(-1)  # (rows,) into the (rows, k) above
-        token = row_token.view(-1)[chosen]
-
-        beams = beams.select(source_row)
-        beams.log_prob = candidates.view(-1)[chosen]
-        beams.lengths += ~beams.finished
-        beams.score = torch.where(token == EOS, top_score.view(-1), beams.score)
-        beams.finished |= token == EOS
-        beams.tokens = torch.cat([beams.tokens, token.unsqueeze(1)], dim=1)
-        if beams.finished.all():
+        prev = row_token.take(chosen)
+        beams = beams.advance(source_row, prev, candidates.take(chosen), top_score.view(-1))
+        done = int(beams.finished.sum())
+        if done == beams.finished.numel():
             break
-        if drop_finished:
+        if drop_finished and done >= beam and first_row.size(0) > 1:
             beams, sentence_ids, memory = _retire(beams, sentence_ids, memory, beam, retired)
+            done, prev = int(beams.finished.sum()), beams.tokens[:, -1]
+            first_row = first_row[: sentence_ids.numel()]
     retired.append((sentence_ids.tolist(), beams))
     return _best_first(retired, batch, beam, n_best)
 
@@ -204,10 +230,11 @@ def sample_search(
     prev = torch.full((batch * n,), BOS, dtype=torch.long, device=device)
     finished = torch.zeros(batch * n, dtype=torch.bool, device=device)
     log_prob = torch.zeros(batch * n, device=device)
-    steps = []
+    steps, first_limit, done = [], int(max_len.min()), 0
     for t in range(int(max_len.max())):
         log_probs, state = model.decode_step(prev, state, memory)  # (rows, vocab)
-        mask_step(log_probs, (t + 1 >= row_max_len) & ~finished, finished)
+        at_limit = (t + 1 >= row_max_len) & ~finished if t + 1 >= first_limit else None
+        mask_step(log_probs, at_limit, finished if done else None)
         weights = (log_probs / sampling.temperature).softmax(dim=-1)
         if sampling.top_k:
             kept = weights.topk(min(sampling.top_k, weights.size(1)), dim=-1)
@@ -216,7 +243,8 @@ def sample_search(
         log_prob += log_probs.gather(1, prev.unsqueeze(1)).squeeze(1)
         steps.append(prev)
         finished |= prev == EOS
-        if finished.all():
+        done = int(finished.sum())
+        if done == finished.numel():
             break
     hyps = _scored(steps, log_prob, length_penalty)
     return [

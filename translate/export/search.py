@@ -33,14 +33,19 @@ def max_lengths(src_lengths: np.ndarray, a: float, b: int) -> np.ndarray:
     return np.maximum(limit, 1)
 
 
-def mask_step(log_probs: np.ndarray, at_limit: np.ndarray, finished: np.ndarray) -> None:
-    """translate.search.mask_step, in place: PAD never; only EOS at the limit; PAD after EOS."""
+def mask_step(
+    log_probs: np.ndarray, at_limit: np.ndarray | None, finished: np.ndarray | None
+) -> None:
+    """translate.search.mask_step, in place: PAD never; only EOS at the limit; PAD after EOS
+    (None: no such row)."""
     log_probs[:, PAD] = NEG_INF
-    eos = log_probs[at_limit, EOS]
-    log_probs[at_limit] = NEG_INF
-    log_probs[at_limit, EOS] = eos
-    log_probs[finished] = NEG_INF
-    log_probs[finished, PAD] = 0.0
+    if at_limit is not None:
+        eos = log_probs[at_limit, EOS]
+        log_probs[at_limit] = NEG_INF
+        log_probs[at_limit, EOS] = eos
+    if finished is not None:
+        log_probs[finished] = NEG_INF
+        log_probs[finished, PAD] = 0.0
 
 
 def _strip(ids: list[int]) -> list[int]:
@@ -61,10 +66,11 @@ def greedy_search(model, src_tokens, src_lengths, max_len, length_penalty) -> li
     prev = np.full(batch, BOS, dtype=np.int64)
     finished = np.zeros(batch, dtype=bool)
     log_prob = np.zeros(batch, dtype=np.float32)
-    steps = []
+    steps, first_limit = [], int(max_len.min())
     for t in range(int(max_len.max())):
         log_probs, state = model.decode_step(prev, state, memory)  # (batch, vocab)
-        mask_step(log_probs, (t + 1 >= max_len) & ~finished, finished)
+        at_limit = (t + 1 >= max_len) & ~finished if t + 1 >= first_limit else None
+        mask_step(log_probs, at_limit, finished if finished.any() else None)
         prev = log_probs.argmax(axis=-1)
         log_prob += log_probs[np.arange(batch), prev]
         steps.append(prev)
@@ -87,7 +93,6 @@ class Beams:
     log_prob: np.ndarray
     score: np.ndarray  # the length-normalised score once finished, else -inf
     finished: np.ndarray
-    lengths: np.ndarray  # tokens so far, EOS included
     max_len: np.ndarray
 
     def select(self, rows: np.ndarray) -> Beams:
@@ -117,22 +122,26 @@ def beam_search(
         log_prob=np.zeros(rows, dtype=np.float32),
         score=np.full(rows, NEG_INF, dtype=np.float32),
         finished=np.zeros(rows, dtype=bool),
-        lengths=np.zeros(rows, dtype=np.int64),
         max_len=max_len[tile],
     )
     beams.log_prob.reshape(batch, beam)[:, 1:] = NEG_INF  # step 0: one live beam per sentence
     sentence_ids = np.arange(batch)
     retired: list[tuple[list[int], Beams]] = []
-    for t in range(int(max_len.max())):
+    steps, first_limit = int(max_len.max()), int(max_len.min())
+    # as in translate.search: at step t every live row holds t tokens, so one penalty a step
+    penalties = gnmt_length_penalty(np.arange(1, steps + 1), length_penalty)
+    for t in range(steps):
         log_probs, beams.state = model.decode_step(beams.tokens[:, -1], beams.state, memory)
-        mask_step(log_probs, (t + 1 >= beams.max_len) & ~beams.finished, beams.finished)
+        at_limit = (t + 1 >= beams.max_len) & ~beams.finished if t + 1 >= first_limit else None
+        any_finished = beams.finished.any()
+        mask_step(log_probs, at_limit, beams.finished if any_finished else None)
         # as translate.search ranks: each row's best ``beam`` tokens hold its sentence's best
         k = min(beam, log_probs.shape[1])
         row_best, row_token = _top_k(log_probs, k)  # (rows, k)
         candidates = beams.log_prob[:, None] + row_best
-        penalty = gnmt_length_penalty(beams.lengths + 1, length_penalty)[:, None]
-        normalised = candidates / penalty
-        normalised[:, 0] = np.where(beams.finished, beams.score, normalised[:, 0])  # PAD
+        normalised = candidates / penalties[t]
+        if any_finished:  # a finished row's one candidate (PAD) keeps its score
+            normalised[:, 0] = np.where(beams.finished, beams.score, normalised[:, 0])
 
         n_sentences = sentence_ids.size
         top_score, top_index = _top_k(normalised.reshape(n_sentences, beam * k), beam)
@@ -143,7 +152,6 @@ def beam_search(
 
         beams = beams.select(source_row)
         beams.log_prob = candidates.reshape(-1)[chosen]
-        beams.lengths = beams.lengths + ~beams.finished
         beams.score = np.where(token == EOS, top_score.reshape(-1), beams.score)
         beams.finished = beams.finished | (token == EOS)
         beams.tokens = np.concatenate([beams.tokens, token[:, None]], axis=1)
