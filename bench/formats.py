@@ -10,7 +10,8 @@ layers, ``translate --quantize int8``). fairseq decodes through fairseq-generate
 models converted after loading by bench/fairseq_generate.py (bf16: the weights cast; int8: the
 same dynamic quantization, of every linear layer), since fairseq-generate itself offers only
 fp32 on a CPU. Speed is each toolkit's own timing: ours ``translate()`` on text, fairseq its
-generation steps on binarised pieces (loading, SentencePiece and batching excluded).
+generation steps on binarised pieces (loading, SentencePiece and batching excluded). A second
+table gives ours' speed over fairseq's for every pair of models decoded in the same format.
 """
 
 from __future__ import annotations
@@ -178,6 +179,40 @@ def format_table(rows: list[dict], cpu: str, threads: int, sentences: int, repea
     return "\n".join(lines)
 
 
+def ratio_table(rows: list[dict]) -> str:
+    """Ours' sentences a second over fairseq's, for every pair of one of our rows and one of
+    fairseq's in the same format: the ratio of the medians and, over several passes, the lowest
+    and highest ratio within one pass (the passes of one run are aligned). Empty without such
+    a pair."""
+    measured = [row for row in rows if "error" not in row]
+    lines = []
+    for ours in (row for row in measured if row["system"] != "fairseq"):
+        for peer in (row for row in measured if row["system"] == "fairseq"):
+            if peer["format"] == ours["format"]:
+                bleu = f"{ours['bleu']:.2f} / {peer['bleu']:.2f}"
+                cells = [_name(ours), _name(peer), ours["format"], bleu]
+                cells += [_ratio(ours, peer, key) for key in SPEEDS]
+                lines.append("| " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    head = "| ours | fairseq | format | BLEU | sent/s ratio | sent/s one ratio |"
+    return "\n".join([head, "|---|---|---|---:|---:|---:|", *lines])
+
+
+def _name(row: dict) -> str:
+    return f"{row['setup']}, {row['minutes']:g} min"
+
+
+def _ratio(ours: dict, peer: dict, key: str) -> str:
+    """The ratio of two rows' median speeds, with its range over the passes when there are
+    several; "-" where either row lacks the speed."""
+    if not ours.get(key) or not peer.get(key):
+        return "-"
+    per_pass = [a / b for a, b in zip(ours.get(f"all_{key}", []), peer.get(f"all_{key}", []))]
+    spread = f" ({min(per_pass):.2f}-{max(per_pass):.2f})" if len(per_pass) > 1 else ""
+    return f"{ours[key] / peer[key]:.2f}×" + spread
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.formats",
@@ -221,6 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     refs = read_corpus_lines(args.data_dir, f"{MULTI30K.test}.en")
     rows = measure(args, (sources, refs))
     print(format_table(rows, cpu_name(), args.threads, len(sources), args.repeat))
+    if ratios := ratio_table(rows):
+        print("\nOurs' sentences/s over fairseq's (the medians' ratio; its range per pass):\n")
+        print(ratios)
     if args.out:
         Path(args.out).write_text(json.dumps({"cpu": cpu_name(), "rows": rows}, indent=1))
 

@@ -161,3 +161,27 @@ def test_repeat_passes_alternate_order_and_give_the_median_speed(tmp_path, monke
     with pytest.raises(SystemExit):
         formats.parse_args(["--data-dir", "d", "--workdirs", str(tmp_path), "--repeat", "0"])
     assert "--repeat must be at least 1" in capsys.readouterr().err
+
+
+def test_the_ratio_table_pairs_ours_with_fairseq_in_the_same_format():
+    def row(system, number_format, speeds, bleu=40.0):
+        setup = "small4k" if system == "ours" else "t"
+        return {
+            "minutes": 5, "system": system, "setup": setup, "format": number_format, "bleu": bleu,
+            "sentences_per_s": sorted(speeds)[1], "all_sentences_per_s": speeds,
+            "single_sentences_per_s": 10.0, "all_single_sentences_per_s": [10.0] * 3,
+        }  # fmt: skip
+
+    rows = [
+        row("ours", "int8", [200.0, 300.0, 400.0], bleu=40.05),
+        row("ours", "fp32", [100.0, 100.0, 100.0]),
+        row("fairseq", "int8", [100.0, 100.0, 250.0], bleu=39.35),
+        {"minutes": 5, "system": "fairseq", "setup": "t", "format": "fp32", "error": "failed"},
+    ]
+    lines = formats.ratio_table(rows).splitlines()
+    assert len(lines) == 3  # the head, its rule and one pair: fp32 has no fairseq speed
+    # medians 300 and 100; pass by pass 2.0, 3.0 and 1.6
+    assert lines[2] == (
+        "| small4k, 5 min | t, 5 min | int8 | 40.05 / 39.35 | 3.00× (1.60-3.00) | 1.00× (1.00-1.00) |"
+    )
+    assert formats.ratio_table(rows[:2]) == ""  # no fairseq row to compare with
