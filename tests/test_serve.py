@@ -544,9 +544,19 @@ async def send_and_read(port: int, data: bytes, trickle: bytes = b"", seconds: f
             writer.write(bytes([byte]))
         return False
 
+    received = b""
+
+    async def read_all() -> None:
+        nonlocal received
+        try:
+            while chunk := await reader.read(65536):
+                received += chunk
+        except ConnectionResetError:  # closed with our bytes unread: a reset, still let go
+            pass
+
     try:
         dribbling = asyncio.ensure_future(dribble())
-        received = await asyncio.wait_for(reader.read(), seconds)
+        await asyncio.wait_for(read_all(), seconds)
         return received, await dribbling
     finally:
         writer.close()
