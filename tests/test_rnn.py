@@ -66,3 +66,31 @@ def test_the_whole_sequence_kernel_equals_the_written_out_steps(cell):
     assert torch.allclose(out_a, out_b, atol=1e-6) and torch.allclose(final_a, final_b, atol=1e-6)
     for grad_a, grad_b in zip(grads_a, grads_b):
         assert torch.allclose(grad_a, grad_b, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_the_kernel_gets_one_dtype_of_weights_and_state_under_autocast(cell, monkeypatch):
+    """Under bf16 autocast the gates are bf16 and the weights fp32; cuDNN refuses weights of
+    two dtypes ("Weight scalar types do not match") and a state unlike its input, so the
+    kernel's nn.RNN parameters all take the layer's dtype and the state the gates'. (CPU
+    kernels accept the mix, so the call is inspected here rather than left to fail.)"""
+    calls = []
+    real = torch.func.functional_call
+
+    def spy(module, params, args):
+        calls.append(({name: p.dtype for name, p in params.items()}, args))
+        return real(module, params, args)
+
+    monkeypatch.setattr(torch.func, "functional_call", spy)
+    torch.manual_seed(0)
+    layer = ContextRNN(cell, input_dim=8, context_dim=6, hidden_dim=16)
+    layer.whole_sequence = True
+    h0 = torch.randn(1, 4, 16)
+    hx = (h0, torch.randn(1, 4, 16)) if cell == "lstm" else h0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs, _ = layer(torch.randn(4, 5, 8), layer.precompute(torch.randn(2, 6)), hx)
+    (dtypes, (gates, state)) = calls[0]
+    assert set(dtypes.values()) == {torch.float32} and gates.dtype == torch.bfloat16
+    states = state if isinstance(state, tuple) else (state,)
+    assert all(part.dtype == torch.bfloat16 for part in states)
+    assert outputs.shape == (4, 5, 16)

@@ -94,16 +94,26 @@ class ContextRNN(nn.Module):
 
     def kernel(self, gates: torch.Tensor, hx: HiddenState) -> tuple[torch.Tensor, HiddenState]:
         """The recurrence as one call of PyTorch's RNN kernel over the gates: an nn.RNN
-        whose input projection is the identity adds exactly the precomputed gates."""
-        size = gates.size(-1)
-        params = {
-            "weight_ih_l0": torch.eye(size, dtype=gates.dtype, device=gates.device),
-            "weight_hh_l0": self.hidden.weight,
-            "bias_ih_l0": gates.new_zeros(size),
-            "bias_hh_l0": self.hidden.bias,
+        whose input projection is the identity adds exactly the precomputed gates. Its
+        parameters all take the layer's dtype (cuDNN refuses a mix; under autocast, which gives
+        bf16 gates, it casts them together) and the state takes the gates' dtype."""
+        torch_rnn = _torch_rnn(self.cell, gates.size(-1), self.hidden.in_features)
+        if isinstance(hx, tuple):
+            hx = tuple(part.to(gates.dtype) for part in hx)
+        else:
+            hx = hx.to(gates.dtype)
+        return torch.func.functional_call(torch_rnn, self.kernel_parameters(), (gates, hx))
+
+    def kernel_parameters(self) -> dict[str, torch.Tensor]:
+        """:meth:`kernel`'s nn.RNN parameters: W_h and b_h, an identity W_i and a zero b_i."""
+        weight, bias = self.hidden.weight, self.hidden.bias
+        size = weight.size(0)
+        return {
+            "weight_ih_l0": torch.eye(size, dtype=weight.dtype, device=weight.device),
+            "weight_hh_l0": weight,
+            "bias_ih_l0": bias.new_zeros(size),
+            "bias_hh_l0": bias,
         }
-        torch_rnn = _torch_rnn(self.cell, size, self.hidden.in_features)
-        return torch.func.functional_call(torch_rnn, params, (gates, hx))
 
 
 @functools.cache
