@@ -12,6 +12,8 @@ same dynamic quantization, of every linear layer), since fairseq-generate itself
 fp32 on a CPU. Speed is each toolkit's own timing: ours ``translate()`` on text, fairseq its
 generation steps on binarised pieces (loading, SentencePiece and batching excluded). A second
 table gives ours' speed over fairseq's for every pair of models decoded in the same format.
+``--models`` adds model directories of ``translate train`` (trained outside bench.transformer)
+as rows of ours, named after their folder, at the budget of their ``train.max_minutes``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
+from translate.modeldir import read_config
 from translate.score import score
 
 from .bench import cpu_name
@@ -42,6 +45,15 @@ def budget_rows(workdir: Path) -> tuple[float, list[dict]]:
     if saved["args"]["split"] != MULTI30K.test:
         raise SystemExit(f"{found[-1]} scored {saved['args']['split']}, not the test set")
     return saved["args"]["minutes"], [row for row in saved["rows"] if "error" not in row]
+
+
+def model_rows(model_dir: Path) -> tuple[float, list[dict]]:
+    """A model directory of ``translate train`` as one row of ours: its folder's name as the
+    set-up, its ``train.max_minutes`` as the budget (0: none)."""
+    if not (model_dir / "config.yaml").is_file():
+        raise SystemExit(f"{model_dir} has no config.yaml: not a model directory")
+    minutes = read_config(model_dir / "config.yaml")[0].train.max_minutes or 0
+    return minutes, [{"system": "ours", "setup": model_dir.name, "model_dir": str(model_dir)}]
 
 
 def fairseq_checkpoint(workdir: Path, row: dict) -> Path:
@@ -109,7 +121,8 @@ def decode(
     """The model of one bench.transformer row decoded in ``number_format``."""
     if row["system"] == "fairseq":
         return fairseq_decode(workdir, row, number_format, args, test[1])
-    model, hyps = workdir / f"ours-{row['setup']}", hyp_file(workdir, row, number_format)
+    model = Path(row["model_dir"]) if "model_dir" in row else workdir / f"ours-{row['setup']}"
+    hyps = hyp_file(workdir, row, number_format)
     single = args.single_sentences
     return decode_ours(model, *test, args.threads, single, number_format, hyps)
 
@@ -119,8 +132,9 @@ def measure(args: argparse.Namespace, test: tuple[list[str], list[str]]) -> list
     ``args.repeat`` above 1, that many passes over them all, every other one in reverse order,
     so that a slower spell of a shared machine falls on every model alike."""
     jobs = []
-    for workdir in args.workdirs:
-        minutes, trained = budget_rows(workdir)
+    budgets = [(workdir, budget_rows(workdir)) for workdir in args.workdirs]
+    budgets += [(model_dir, model_rows(model_dir)) for model_dir in args.models]
+    for workdir, (minutes, trained) in budgets:
         for row in trained:
             for number_format in args.formats:
                 out = {"minutes": minutes, "system": row["system"], "setup": row["setup"]}
@@ -221,7 +235,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--data-dir", required=True, help="folder with the Multi30k .gz files")
     parser.add_argument(
-        "--workdirs", required=True, help="bench.transformer work directories, comma-separated"
+        "--workdirs", default="", help="bench.transformer work directories, comma-separated"
+    )
+    parser.add_argument(
+        "--models",
+        default="",
+        help="model directories of `translate train`, comma-separated: decoded as ours too "
+        "(their translations go to DIR/formats/)",
     )
     parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated")
     parser.add_argument("--threads", type=int, default=2)
@@ -238,13 +258,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help="the rows as JSON here too")
     args = parser.parse_args(argv)
     args.workdirs = [Path(name).resolve() for name in args.workdirs.split(",") if name]
+    args.models = [Path(name).resolve() for name in args.models.split(",") if name]
     args.formats = [name for name in args.formats.split(",") if name]
     if unknown := [name for name in args.formats if name not in FORMATS]:
         parser.error(f"unknown format {', '.join(unknown)}; known: {', '.join(FORMATS)}")
-    if missing := [str(path) for path in args.workdirs if not path.is_dir()]:
-        parser.error(f"no such work directory: {', '.join(missing)}")
-    if not args.workdirs or not args.formats or args.threads < 1 or args.single_sentences < 0:
-        parser.error("give work directories and formats; --threads at least 1")
+    if missing := [str(path) for path in args.workdirs + args.models if not path.is_dir()]:
+        parser.error(f"no such directory: {', '.join(missing)}")
+    if not args.workdirs + args.models or not args.formats:
+        parser.error("give work directories or model directories, and formats")
+    if args.threads < 1 or args.single_sentences < 0:
+        parser.error("--threads must be at least 1 and --single-sentences at least 0")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     return args

@@ -4,10 +4,12 @@ format makes, ours decoded in each, where a work directory's models are found, a
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from bench import formats, transformer
 from bench.fairseq_generate import convert, weight_bytes
@@ -125,7 +127,41 @@ def test_parse_args_refuses_unknown_formats_and_missing_folders(tmp_path, capsys
     assert "unknown format fp8" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         formats.parse_args(["--data-dir", "d", "--workdirs", str(tmp_path / "none")])
-    assert "no such work directory" in capsys.readouterr().err
+    assert "no such directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        formats.parse_args(["--data-dir", "d"])
+    assert "give work directories or model directories" in capsys.readouterr().err
+
+
+def test_a_model_directory_of_translate_train_is_decoded_as_a_row_of_ours(
+    trained_dir, word_corpus, tmp_path
+):
+    """``--models``: a folder trained by ``translate train`` joins the run as ours, under its
+    own name, with its hypotheses in its own formats/ folder."""
+    with pytest.raises(SystemExit, match="no config.yaml"):
+        formats.model_rows(tmp_path)
+    model = tmp_path / "mine"
+    shutil.copytree(trained_dir, model)
+    set_minutes(model / "config.yaml", 7.5)
+    assert formats.model_rows(model) == (
+        7.5, [{"system": "ours", "setup": "mine", "model_dir": str(model)}]
+    )  # fmt: skip
+    args = formats.parse_args(
+        ["--data-dir", "d", "--models", str(model), "--formats", "int8", "--single-sentences", "0"]
+    )
+    sources = (word_corpus / "dev.de").read_text().splitlines()[:10]
+    refs = (word_corpus / "dev.en").read_text().splitlines()[:10]
+    [row] = formats.measure(args, (sources, refs))
+    hyps = (model / "formats" / "ours-mine-int8.en").read_text().splitlines()
+    assert hyps == Translator.from_dir(model, quantize="int8").translate(sources, beam=5)
+    assert (row["minutes"], row["setup"], row["format"]) == (7.5, "mine", "int8")
+    assert row["bleu"] == score(hyps, refs)["bleu"]
+
+
+def set_minutes(config: Path, minutes: float) -> None:
+    values = yaml.safe_load(config.read_text())
+    values["train"]["max_minutes"] = minutes
+    config.write_text(yaml.safe_dump(values))
 
 
 def test_repeat_passes_alternate_order_and_give_the_median_speed(tmp_path, monkeypatch, capsys):
