@@ -14,6 +14,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 from tests.conftest import GERMAN, tiny_config, tiny_model
 from tests.test_serve import call, running
+from translate import search
 from translate.cli import main
 from translate.data.batches import pad, pair_batch, source_batch
 from translate.data.vocab import BOS, EOS, PAD, train_vocab
@@ -183,11 +184,15 @@ def forced_log_probs(model: Seq2Seq, pairs: list[tuple[list[int], list[int]]]) -
     return chosen.masked_fill(batch.tgt_out == PAD, 0.0).sum(dim=1)
 
 
+@pytest.mark.parametrize("row_slice", [search.ROW_SLICE, 5])
 def test_beam_candidates_score_the_mean_of_the_members_log_probabilities(
-    trained_dir, lstm_dir, attention_dir
+    trained_dir, lstm_dir, attention_dir, row_slice, monkeypatch
 ):
     """Three models of three shapes in a beam of 4 that reorders all their states: each of the 3
-    best candidates' log-prob is the mean of the members' own (teacher-forced) log-probs of it."""
+    best candidates' log-prob is the mean of the members' own (teacher-forced) log-probs of it;
+    also when the search takes the output layers 5 rows at a time (each member its own part of
+    the features)."""
+    monkeypatch.setattr(search, "ROW_SLICE", row_slice)
     dirs = [trained_dir, lstm_dir, attention_dir]
     ensemble = Translator.from_dirs(dirs, device="cpu")
     lines = LONG[:12]

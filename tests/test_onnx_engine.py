@@ -116,6 +116,13 @@ class ScriptedModel:
             return torch.log_softmax(logits, dim=-1), state
         return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)), state
 
+    def decode_features(self, prev_tokens, state, memory):
+        """The first half of a step for the torch beam search: the log-probabilities."""
+        return self.decode_step(prev_tokens, state, memory)
+
+    def log_probs(self, features):
+        return features
+
 
 @pytest.mark.parametrize(
     "beam,n_best,alpha", [(1, 1, 1.0), (1, 1, 0.0), (2, 2, 0.6), (4, 1, 1.0), (5, 3, 0.0)]

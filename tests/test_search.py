@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from translate import search
 from translate.data.batches import pair_batch, source_batch
 from translate.data.vocab import EOS
 from translate.search import beam_search, gnmt_length_penalty, greedy_search, max_lengths
@@ -36,6 +37,14 @@ class ScriptedModel:
             for token, p in table.items():
                 log_probs[row, token] = math.log(p)
         return log_probs, state
+
+    def decode_features(self, prev_tokens, state, memory):
+        """The first half of a step, as beam search calls it: here the features are the
+        log-probabilities themselves."""
+        return self.decode_step(prev_tokens, state, memory)
+
+    def log_probs(self, features):
+        return features
 
 
 def run(tables, beam, length_penalty=0.0, max_len=6):
@@ -198,6 +207,32 @@ def test_dropping_finished_sentences_changes_no_result(trained_dir):
     lengths = {len(hyps[0].tokens) for hyps in fixed}
     assert len(lengths) > 1  # sentences finish at different steps: some leave early
     for a, b in zip(fixed, dropped):
+        assert [h.tokens for h in a] == [h.tokens for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
+        assert [h.log_prob for h in a] == pytest.approx([h.log_prob for h in b], abs=1e-5)
+
+
+@pytest.mark.parametrize("drop_finished", [False, True])
+def test_taking_the_output_layer_in_slices_of_rows_changes_no_result(
+    trained_dir, drop_finished, monkeypatch
+):
+    """Beam search takes the output layer, the softmax, the step's rules and the top-k a slice
+    of rows at a time: with slices of 2 rows (each sentence's beams split across slices, the
+    length limit and finished rows falling in every slice) the results are those of one slice."""
+    from translate.data.batches import source_batch
+    from translate.translator import Translator
+
+    translator = Translator.from_dir(trained_dir, device="cpu")
+    sentences = ["hund", "katze katze hund auto", "haus", "baum auto buch tisch stuhl", "auto"]
+    batch = source_batch(translator.src_vocab.encode(sentences))
+    limit = max_lengths(batch.src_lengths, 1.0, 1)  # short: some sentences end at the limit
+    args = (translator.model, batch.src_tokens, batch.src_lengths, limit)
+    kwargs = {"beam": 3, "n_best": 3, "length_penalty": 1.0, "drop_finished": drop_finished}
+    whole = beam_search(*args, **kwargs)
+    monkeypatch.setattr(search, "ROW_SLICE", 2)
+    sliced = beam_search(*args, **kwargs)
+    assert len({len(hyps[0].tokens) for hyps in whole}) > 1
+    for a, b in zip(whole, sliced):
         assert [h.tokens for h in a] == [h.tokens for h in b]
         assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
         assert [h.log_prob for h in a] == pytest.approx([h.log_prob for h in b], abs=1e-5)

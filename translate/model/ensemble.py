@@ -1,5 +1,5 @@
 """Ensemble decoding: several trained models searched as one, through the same small interface
-as one model (``encode``, ``init_state``, ``decode_step``), so that greedy, beam and sampled
+as one model (``encode``, ``init_state``, ``decode_step`` and its two halves), so that greedy, beam and sampled
 search run on it unchanged; and the check that the models share their vocabularies.
 
 At each step the ensemble's log-probabilities are the mean of its members' (a product of
@@ -54,14 +54,29 @@ class Ensemble(nn.Module):
         self, prev_tokens: torch.Tensor, state: torch.Tensor, memory: Memory
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean of the members' log-probabilities (rows, vocab) and the new joined state."""
-        log_probs, states = [], []
+        features, state = self.decode_features(prev_tokens, state, memory)
+        return self.log_probs(features), state
+
+    def decode_features(
+        self, prev_tokens: torch.Tensor, state: torch.Tensor, memory: Memory
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The members' output-layer inputs side by side (rows, sum of emb_dim), and the new
+        joined state."""
+        features, states = [], []
         for number, (member, member_state) in enumerate(zip(self.members, self._split(state))):
-            member_log_probs, member_state = member.decode_step(
+            member_features, member_state = member.decode_features(
                 prev_tokens, member_state, self._memory_of(memory, number)
             )
-            log_probs.append(member_log_probs)
+            features.append(member_features)
             states.append(member_state)
-        return torch.stack(log_probs).mean(dim=0), self._join(states)
+        return torch.cat(features, dim=1), self._join(states)
+
+    def log_probs(self, features: torch.Tensor) -> torch.Tensor:
+        """The mean of the members' log-probabilities (rows, vocab) from any rows of the
+        features of :meth:`decode_features`."""
+        parts = features.split([m.cfg.emb_dim for m in self.members], dim=1)
+        log_probs = [member.log_probs(part) for member, part in zip(self.members, parts)]
+        return torch.stack(log_probs).mean(dim=0)
 
     def _memory_of(self, memory: Memory, number: int) -> Memory:
         """Member ``number``'s part of the joined memory, under its own keys."""

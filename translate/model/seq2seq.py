@@ -7,6 +7,8 @@ Interface used by search (batch-first everywhere, reordered only with ``index_se
   ``encode(src_tokens, src_lengths) -> memory``  a dict of (batch, ...) tensors
   ``init_state(memory) -> state``                  (batch, layers[*2 for LSTM], hidden)
   ``decode_step(prev_tokens, state, memory) -> (log_probs, state)``
+     = ``decode_features(...) -> (features, state)``, then ``log_probs(features)``, which beam
+     search calls on slices of rows
 The state may have k rows per sentence of memory, each sentence's rows adjacent (the beams of
 beam search): memory is read by all k and is never copied per beam.
 """
@@ -20,7 +22,15 @@ from ..config import ModelConfig
 from ..data.vocab import PAD
 from .attention import Attention
 from .dropout import Dropout
-from .rnn import ContextRNN, add_per_sentence, join_layers, layer_slice, pack_state, unpack_state
+from .rnn import (
+    ContextRNN,
+    add_per_sentence,
+    join_layers,
+    layer_slice,
+    pack_state,
+    tanh,
+    unpack_state,
+)
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -182,10 +192,11 @@ class Decoder(nn.Module):
     def step(
         self, prev_tokens: torch.Tensor, state: torch.Tensor, memory: Memory
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step of search: logits (batch, vocab) for the next token and the new state."""
+        """One step of search: the output layer's input (batch, emb) for the next token, and
+        the new state."""
         embedded = (self.embed(prev_tokens) * self.embed_scale).unsqueeze(1)  # (batch, 1, emb)
         rnn_out, attended, _, state = self._steps(embedded, state, memory)
-        return self._readout(rnn_out, embedded, memory, attended).squeeze(1), state
+        return self._readout_input(rnn_out, embedded, memory, attended).squeeze(1), state
 
     def _steps(self, embedded: torch.Tensor, state: torch.Tensor, memory: Memory):
         """RNN outputs, attended outputs, attention weights and the new state for (batch,
@@ -215,11 +226,15 @@ class Decoder(nn.Module):
 
     def _readout(self, rnn_out, embedded, memory: Memory, attended=None) -> torch.Tensor:
         """Logits (batch, steps, vocab) from (batch, steps, ...) inputs."""
+        return self.output(self.dropout(self._readout_input(rnn_out, embedded, memory, attended)))
+
+    def _readout_input(self, rnn_out, embedded, memory: Memory, attended=None) -> torch.Tensor:
+        """The output layer's input (batch, steps, emb) from (batch, steps, ...) inputs."""
         readout = self.readout_state(rnn_out) + self.readout_embed(embedded)
         readout = add_per_sentence(readout, memory["readout_context"])
         if attended is not None:
             readout = readout + self.readout_attention(attended)
-        return self.output(self.dropout(torch.tanh(readout)))
+        return tanh(readout)
 
 
 class Seq2Seq(nn.Module):
@@ -251,8 +266,20 @@ class Seq2Seq(nn.Module):
         self, prev_tokens: torch.Tensor, state: torch.Tensor, memory: Memory
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities (batch, vocab) of the next token, and the new state."""
-        logits, state = self.decoder.step(prev_tokens, state, memory)
-        return torch.log_softmax(logits.float(), dim=-1), state
+        features, state = self.decode_features(prev_tokens, state, memory)
+        return self.log_probs(features), state
+
+    def decode_features(
+        self, prev_tokens: torch.Tensor, state: torch.Tensor, memory: Memory
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`decode_step` up to its output layer: that layer's input (batch, emb), and
+        the new state."""
+        return self.decoder.step(prev_tokens, state, memory)
+
+    def log_probs(self, features: torch.Tensor) -> torch.Tensor:
+        """The rest of :meth:`decode_step`: log-probabilities (rows, vocab) from any rows of its
+        features."""
+        return torch.log_softmax(self.decoder.output(features).float(), dim=-1)
 
     def forward(
         self, src_tokens: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
