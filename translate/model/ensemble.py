@@ -1,6 +1,7 @@
 """Ensemble decoding: several trained models searched as one, through the same small interface
-as one model (``encode``, ``init_state``, ``decode_step`` and its two halves), so that greedy, beam and sampled
-search run on it unchanged; and the check that the models share their vocabularies.
+as one model (``encode``, ``init_state``, ``decode_step`` and its two halves), so that greedy,
+beam and sampled search run on it unchanged; and the check that the models share their
+vocabularies.
 
 At each step the ensemble's log-probabilities are the mean of its members' (a product of
 experts, renormalised only where sampling draws from it). fairseq's ``EnsembleModel`` averages

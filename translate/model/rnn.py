@@ -20,8 +20,8 @@ HiddenState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
 def tanh(x: torch.Tensor) -> torch.Tensor:
-    """tanh(x); on large fp32 tensors as 2 sigmoid(2x) - 1, the same to 1e-7, since PyTorch's CPU
-    tanh is several times slower than its sigmoid there (not in bf16, nor in an ONNX graph)."""
+    """tanh(x); on large fp32 tensors as 2 sigmoid(2x) - 1 (the same to 1e-6), since PyTorch's
+    CPU tanh is several times slower than its sigmoid there; not in bf16, nor in an ONNX graph."""
     if x.dtype != torch.float32 or x.numel() < 8192 or torch.onnx.is_in_onnx_export():
         return torch.tanh(x)
     return torch.sigmoid(2 * x) * 2 - 1
