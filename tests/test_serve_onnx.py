@@ -319,9 +319,9 @@ def test_serves_without_torch(exported, engine):
         assert answer["translations"] == [expected(t) for t in wanted]
         assert call(port, "GET", "/model")[1]["runtime"]["engine"] == "onnx"
         server.send_signal(signal.SIGTERM)
-        out, _ = server.communicate(timeout=60)
-        assert server.returncode == 0
-        assert json.loads(out) == {"attempts": [], "loaded": []}
+        assert server.wait(timeout=60) == 0
+        # stdout alone: communicate() would also read and close stderr under the reader's feet
+        assert json.loads(server.stdout.read()) == {"attempts": [], "loaded": []}
     finally:
         server.kill()
         server.wait(timeout=30)
