@@ -219,7 +219,6 @@ def test_taking_the_output_layer_in_slices_of_rows_changes_no_result(
     """Beam search takes the output layer, the softmax, the step's rules and the top-k a slice
     of rows at a time: with slices of 2 rows (each sentence's beams split across slices, the
     length limit and finished rows falling in every slice) the results are those of one slice."""
-    from translate.data.batches import source_batch
     from translate.translator import Translator
 
     translator = Translator.from_dir(trained_dir, device="cpu")
