@@ -105,10 +105,15 @@ def test_the_kernel_gets_one_dtype_of_weights_and_state_under_autocast(cell, mon
 
 @pytest.mark.parametrize("shape", [(3, 7), (64, 512), (2, 40, 1536)])
 def test_tanh_equals_torch_tanh_in_value_and_gradient(shape):
-    """The model's tanh (a sigmoid on large fp32 tensors, for speed) is torch.tanh to 1e-6, in
-    value and in gradient, from small inputs to saturated ones; in bf16 it is torch.tanh."""
+    """The model's tanh (a sigmoid on large fp32 tensors without gradients, for speed) is
+    torch.tanh to 1e-6, in value and in gradient, from small inputs to saturated ones, and leaves
+    its input as it was; in bf16 it is torch.tanh."""
     torch.manual_seed(0)
     x = (torch.randn(shape) * 4).requires_grad_()
+    with torch.no_grad():
+        before = x.clone()
+        assert (tanh(x) - torch.tanh(x)).abs().max() < 1e-6
+        assert torch.equal(x, before)
     ours, reference = tanh(x), torch.tanh(x)
     assert (ours - reference).abs().max() < 1e-6
     (grad,) = torch.autograd.grad(ours.sum(), x)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .rnn import tanh
+
 
 class Attention(nn.Module):
     """Scores encoder outputs against decoder queries and returns their weighted sum."""
@@ -43,7 +45,7 @@ class Attention(nn.Module):
         query = query.reshape(keys.size(0), -1, query.size(-1))  # (batch, k * steps, query_dim)
         if self.score == "additive":
             # (batch, steps, 1, dim) + (batch, 1, src_len, dim) -> (batch, steps, src_len)
-            hidden = torch.tanh(self.query_proj(query).unsqueeze(2) + keys.unsqueeze(1))
+            hidden = tanh(self.query_proj(query).unsqueeze(2) + keys.unsqueeze(1))
             scores = self.v(hidden).squeeze(-1)
         else:
             # scaled by 1/sqrt(dim): unscaled, the scores of wide states saturate the softmax

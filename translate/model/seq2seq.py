@@ -170,7 +170,7 @@ class Decoder(nn.Module):
 
     def init_state(self, memory: Memory) -> torch.Tensor:
         """The first state, from the context vector: (batch, state_rows, hidden)."""
-        state = torch.tanh(self.bridge(memory["context"]))
+        state = tanh(self.bridge(memory["context"]))
         return state.view(-1, self.state_rows, self.cfg.hidden_dim)
 
     def forward(
