@@ -25,7 +25,7 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
-from translate.modeldir import read_config
+from translate.modeldir import CONFIG, read_config
 from translate.score import score
 
 from .bench import cpu_name
@@ -50,9 +50,9 @@ def budget_rows(workdir: Path) -> tuple[float, list[dict]]:
 def model_rows(model_dir: Path) -> tuple[float, list[dict]]:
     """A model directory of ``translate train`` as one row of ours: its folder's name as the
     set-up, its ``train.max_minutes`` as the budget (0: none)."""
-    if not (model_dir / "config.yaml").is_file():
-        raise SystemExit(f"{model_dir} has no config.yaml: not a model directory")
-    minutes = read_config(model_dir / "config.yaml")[0].train.max_minutes or 0
+    if not (model_dir / CONFIG).is_file():
+        raise SystemExit(f"{model_dir} has no {CONFIG}: not a model directory")
+    minutes = read_config(model_dir / CONFIG)[0].train.max_minutes or 0
     return minutes, [{"system": "ours", "setup": model_dir.name, "model_dir": str(model_dir)}]
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from bench import formats, transformer
 from bench.fairseq_generate import convert, weight_bytes
+from translate.modeldir import read_config, write_config
 from translate.score import score
 from translate.translator import Translator
 
@@ -159,9 +160,8 @@ def test_a_model_directory_of_translate_train_is_decoded_as_a_row_of_ours(
 
 
 def set_minutes(config: Path, minutes: float) -> None:
-    values = yaml.safe_load(config.read_text())
-    values["train"]["max_minutes"] = minutes
-    config.write_text(yaml.safe_dump(values))
+    cfg, _ = read_config(config)
+    write_config(config.parent, replace(cfg, train=replace(cfg.train, max_minutes=minutes)))
 
 
 def test_repeat_passes_alternate_order_and_give_the_median_speed(tmp_path, monkeypatch, capsys):
